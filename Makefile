@@ -1,0 +1,43 @@
+# One entry point for people and CI. `make demo` runs the main job on the bundled sample,
+# `make test` runs every test and lint; both install what they need first.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: install demo test pytest cargo-test lint fmt bench
+
+$(BIN)/maturin:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "maturin>=1.7,<2"
+
+# Builds the Rust extension (release) and installs the package in editable mode with the dev tools.
+install: $(BIN)/maturin
+	$(BIN)/pip install -q -e ".[dev]"
+
+demo: install
+	$(BIN)/parcel-monitor demo
+
+pytest: install
+	$(BIN)/pytest
+
+cargo-test:
+	cargo test --workspace
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --features rust_core/python -- -D warnings
+
+test: pytest cargo-test lint
+
+fmt: $(BIN)/maturin
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+	cargo fmt --all
+
+bench: install
+	$(BIN)/python -m benchmarks

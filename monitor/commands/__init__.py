@@ -1,0 +1,16 @@
+"""Subcommands of `parcel-monitor`, one module each.
+
+A module defines `register(subparsers)`, adds its parser and sets `func` to a callable taking
+the parsed arguments and returning the exit code. Heavy imports happen inside `func`, so
+`parcel-monitor --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TypeAlias
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+COMMANDS: list[Callable[[Subparsers], None]] = []
