@@ -4,5 +4,8 @@
 //! benches run without an interpreter. The PyO3 layer lives in `bindings` and is only
 //! compiled with the `python` feature (maturin turns it on).
 
+pub mod grid;
+pub mod label;
+
 #[cfg(feature = "python")]
 mod bindings;
