@@ -1,0 +1,14 @@
+//! Thin PyO3 layer over the kernels: converts arguments, releases the GIL for the whole
+//! kernel (`py.detach`), converts results back. One submodule per kernel family; each has a
+//! `register` function adding its classes and functions to `monitor._core`.
+
+use pyo3::prelude::*;
+
+mod label_raster;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    label_raster::register(m)?;
+    Ok(())
+}
