@@ -126,9 +126,12 @@ def _label(acq: Acquisition, asset: Asset) -> str:
 
 
 def _gdal_reason(exc: BaseException) -> str:
-    """The first line of a GDAL/rasterio message, short enough for a one-line error."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+    """The first line of the GDAL message behind a rasterio error, short enough for one line."""
+    # rasterio's "Read failed. See previous exception" hides GDAL's reason in the cause.
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    text = str(cause).strip() or str(exc).strip() or type(exc).__name__
+    line = text.splitlines()[0]
+    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def _window_bounds(acq: Acquisition, window: Window | None) -> tuple[int, int, int, int]:
@@ -173,7 +176,9 @@ def _check_grid(acq: Acquisition, asset: Asset, src: Any) -> int:
     file_shape = (src.height, src.width)
     if asset.transform is not None and asset.shape is not None:
         declared = (asset.transform, asset.shape)
-        if file_shape != asset.shape or not _close(file_transform, asset.transform, 1e-6):
+        if file_shape != asset.shape or not _close(
+            file_transform, asset.transform, 1e-3 * abs(asset.transform[0])
+        ):
             raise AssetError(
                 f"{label}: raster grid {file_shape} {file_transform} differs from "
                 f"its declared proj:shape/proj:transform {declared}"
@@ -185,8 +190,9 @@ def _check_grid(acq: Acquisition, asset: Asset, src: Any) -> int:
         factor in NATIVE_FACTORS
         and fb == 0
         and fd == 0
-        and _close((fa, fe), (a * factor, e * factor), 1e-6)
-        and _close((fc, ff), (c, f), 1e-3 * abs(a))
+        and _close((fa, fe), (a * factor, e * factor), 1e-6 * abs(a))
+        # Sub-millimetre origins: float noise, not a shifted grid.
+        and _close((fc, ff), (c, f), 1e-4 * abs(a))
     )
     expected = tuple(math.ceil(n / factor) for n in acq.shape) if aligned else None
     if not aligned or file_shape != expected:
@@ -200,7 +206,8 @@ def _check_grid(acq: Acquisition, asset: Asset, src: Any) -> int:
 
 
 def _close(left: Sequence[float], right: Sequence[float], tolerance: float) -> bool:
-    return all(abs(x - y) <= tolerance * max(1.0, abs(y)) for x, y in zip(left, right, strict=True))
+    """Equal within an absolute `tolerance` (in CRS units: metres for UTM)."""
+    return all(abs(x - y) <= tolerance for x, y in zip(left, right, strict=True))
 
 
 def _check_size(acq: Acquisition, sources: Mapping[str, Any], pixels: int, cap: int) -> None:
