@@ -304,7 +304,8 @@ def _validated(
             f"parcel file {path}: parcel {ids[unreadable.argmax()]!r} has unreadable WKB "
             f"({int(unreadable.sum())} such geometries)"
         )
-    geometries = shapely.force_2d(geometries)
+    if shapely.has_z(geometries).any():  # some LPIS exports carry a constant Z
+        geometries = shapely.force_2d(geometries)
     crops = None
     if crop_column is not None:
         crops = (

@@ -34,7 +34,9 @@ from monitor.stac import Acquisition, Asset, Transform
 DEFAULT_MAX_BYTES = 4 * 2**30
 # Sentinel-2 resolutions are 10, 20 and 60 m: a band may be 1, 2 or 6 times coarser than the grid.
 NATIVE_FACTORS = (1, 2, 6)
-_GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+# No directory listing per open (sidecar lookups cost a round trip on object storage); deflate
+# tiles decoded on every core.
+_GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_NUM_THREADS": "ALL_CPUS"}
 
 
 @dataclass(frozen=True)
