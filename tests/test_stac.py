@@ -317,6 +317,7 @@ def test_policy_refuses_unknown_schemes() -> None:
 # --- property: anything in, Acquisition or InvalidAcquisition out ---------------------------
 
 _MISSING = object()
+_BASE_ITEM = load(MOL_S2)
 _scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
 _json = st.recursive(
     _scalars,
@@ -339,7 +340,7 @@ def _maybe(valid: object, *alternatives: st.SearchStrategy[Any]) -> st.SearchStr
 @st.composite
 def stac_like(draw: st.DrawFn, hrefs: st.SearchStrategy[str]) -> dict[str, Any]:
     """A STAC Item whose every field is kept, dropped or replaced by arbitrary JSON."""
-    base = load(MOL_S2)
+    base = _BASE_ITEM
     props = base["properties"]
     fields: dict[str, st.SearchStrategy[Any]] = {
         "datetime": _maybe(props["datetime"], _dates),
@@ -392,7 +393,7 @@ def outcome(item: dict[str, Any], refusals: tuple[type[Exception], ...]) -> Acqu
         return exc
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stac_like(_local_hrefs))
 def test_any_stac_like_dict_parses_or_is_refused(item: dict[str, Any]) -> None:
     result = outcome(item, (InvalidAcquisition,))
@@ -403,7 +404,7 @@ def test_any_stac_like_dict_parses_or_is_refused(item: dict[str, Any]) -> None:
         assert "\n" not in str(result)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(stac_like(st.text(max_size=40)))
 def test_any_href_resolves_or_is_refused(item: dict[str, Any]) -> None:
     """Arbitrary hrefs may also raise AssetError (escape, scheme) — and nothing else."""
