@@ -175,8 +175,10 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(_PY_TIME_FORMAT)
 
 
-def _event_id(parcel_id: str, type: str, start: str, end: str, product_id: str | None) -> str:
-    key = _SEP.join((parcel_id, type, start, end, product_id or ""))
+def _event_id(
+    parcel_id: str, type: str, start: str, end: str, product_id: str | None, tile: str | None
+) -> str:
+    key = _SEP.join((parcel_id, type, start, end, product_id or "", tile or ""))
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:_ID_HEX_DIGITS]
 
 
@@ -185,16 +187,21 @@ def event_id_for(
     type: str,
     window_start: datetime,
     window_end: datetime,
+    *,
     product_id: str | None = None,
+    tile: str | None = None,
 ) -> str:
-    """The deterministic id of a fact: SHA-256 (32 hex digits) of parcel, type, window, product.
+    """The deterministic id of a fact: SHA-256 (32 hex digits) of parcel, type and window.
 
-    Per-acquisition facts (observation, reconstruction) pass their product id; others leave it
-    out, so redetecting a practice in the same window gives the same id whatever the evidence.
+    Per-acquisition facts (observation, reconstruction) also pass their product id and tile (one
+    Sentinel-1 product observes a parcel in the overlap of two tiles once per tile grid). Other
+    facts leave them out, so redetecting a practice in the same window gives the same id
+    whatever the evidence.
     """
     if type not in EVENT_TYPES:
         raise EventError(f"event type {type!r} is not one of {EVENT_TYPES}")
-    return _event_id(parcel_id, type, rfc3339(window_start), rfc3339(window_end), product_id)
+    start, end = rfc3339(window_start), rfc3339(window_end)
+    return _event_id(parcel_id, type, start, end, product_id, tile)
 
 
 def _clean_stats(stats: Mapping[str, float | None]) -> dict[str, float | None]:
@@ -215,14 +222,21 @@ def make_event(
 ) -> ParcelEvent:
     """Build an event and its id; the window defaults to the instant `time`.
 
-    Per-product types take exactly one product id, which enters the event id.
+    Per-product types take exactly one product id, which enters the event id with the tile.
     """
     if type in PER_PRODUCT_TYPES and len(product_ids) != 1:
         raise EventError(f"a {type} event takes one product id, got {len(product_ids)}")
     start, end = window if window is not None else (time, time)
-    product = product_ids[0] if type in PER_PRODUCT_TYPES else None
+    per_product = type in PER_PRODUCT_TYPES
     return ParcelEvent(
-        event_id=event_id_for(parcel_id, type, start, end, product),
+        event_id=event_id_for(
+            parcel_id,
+            type,
+            start,
+            end,
+            product_id=product_ids[0] if per_product else None,
+            tile=tile if per_product else None,
+        ),
         type=type,
         parcel_id=parcel_id,
         tile=tile,
@@ -285,7 +299,7 @@ def observation_events(
         # Positional arguments in ParcelEvent field order: this loop is the hot part.
         return [
             ParcelEvent(
-                _event_id(parcel, type_, time, time, product),
+                _event_id(parcel, type_, time, time, product, tile),
                 type_,
                 parcel,
                 tile,

@@ -66,9 +66,10 @@ FIXED_SCHEMA: Final[dict[str, pl.DataType]] = {
 FIXED_COLUMNS: Final = tuple(FIXED_SCHEMA)
 BAND_STAT_DTYPE: Final[pl.DataType] = pl.Float64()
 
-# One row per (parcel, product, source): an acquisition observes a parcel once, and may add
-# one reconstructed row for the same parcel.
-ROW_KEY: Final = ("parcel_id", "product_id", "source")
+# One row per (parcel, product, tile, source): an acquisition observes a parcel once per tile
+# grid (a Sentinel-1 product spans several tiles, and parcels in the overlap of two tiles are
+# in both), and may add one reconstructed row for it.
+ROW_KEY: Final = ("parcel_id", "product_id", "tile", "source")
 
 _BAND_STAT_RE: Final = re.compile(rf"^({'|'.join(BANDS)})_({'|'.join(STATS)})$")
 _STRING_COLUMNS: Final = tuple(c for c, t in FIXED_SCHEMA.items() if t == pl.String())
@@ -108,6 +109,8 @@ def sort_band_stats(columns: Iterable[str]) -> list[str]:
 def _cast_fixed(df: pl.DataFrame, column: str, target: pl.DataType) -> pl.Series:
     series = df.get_column(column)
     dtype = series.dtype
+    if dtype == pl.Null:  # an empty column built from an empty list (nulls are refused earlier)
+        return series.cast(target)
     if column == "acquired":
         if not isinstance(dtype, pl.Datetime):
             raise ObservationError(f"column 'acquired' has dtype {dtype}, expected a UTC Datetime")
@@ -154,9 +157,9 @@ def _check_values(df: pl.DataFrame) -> None:
     if duplicated.any():
         first = df.filter(duplicated).row(0, named=True)
         raise ObservationError(
-            f"{duplicated.sum()} rows share a (parcel_id, product_id, source) key, e.g. "
+            f"{duplicated.sum()} rows share a (parcel_id, product_id, tile, source) key, e.g. "
             f"parcel {first['parcel_id']!r} product {first['product_id']!r} "
-            f"source {first['source']!r}"
+            f"tile {first['tile']!r} source {first['source']!r}"
         )
 
 
