@@ -107,6 +107,9 @@ class ParcelEvent:
         if not 0.0 <= self.confidence <= 1.0:  # also rejects NaN
             raise EventError(f"event {self.event_id}: confidence {self.confidence} not in [0, 1]")
 
+    def __hash__(self) -> int:  # the stats mapping is not hashable; equal events share an id
+        return hash(self.event_id)
+
     def to_dict(self) -> dict[str, Any]:
         """The event as the JSON object of the schema."""
         out: dict[str, Any] = {

@@ -26,6 +26,7 @@ Delete it with `delete_product` and reprocess the acquisition.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -99,6 +100,10 @@ def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        # Some network and FUSE filesystems cannot sync a directory; the rename stays atomic.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
     finally:
         os.close(fd)
 
@@ -201,6 +206,8 @@ class ObservationStore:
         (tile, season, source) becomes one file, written atomically.
         """
         df = validate_observations(df)
+        if df.is_empty():
+            raise StoreError("write_acquisition got no rows: nothing identifies the product")
         products = df.get_column("product_id").unique()
         if len(products) != 1:
             raise StoreError(
@@ -257,22 +264,27 @@ class ObservationStore:
             if source not in SOURCES or path.name.startswith("."):
                 continue
             tile_value = path.parent.parent.name.removeprefix("tile=")
-            season_value = int(path.parent.name.removeprefix("season="))
+            season_text = path.parent.name.removeprefix("season=")
+            if not season_text.isdigit():
+                raise StoreError(f"unexpected directory {path.parent} in the store")
+            season_value = int(season_text)
             found.append(StoredProduct(stem, tile_value, season_value, source, path))
         return found
 
-    def _file_schema(self, path: Path) -> dict[str, pl.DataType]:
+    def _file_schema(
+        self, path: Path, known: dict[tuple[Path, int, int], dict[str, pl.DataType]]
+    ) -> dict[str, pl.DataType]:
+        """A file's schema from its footer, reusing `known` while the file is unchanged."""
         try:
             stat = path.stat()
             key = (path, stat.st_mtime_ns, stat.st_size)
-            if key not in self._schemas:
-                self._schemas[key] = pl.read_parquet_schema(path)
+            schema = known.get(key) or pl.read_parquet_schema(path)
         except (OSError, pl.exceptions.PolarsError) as exc:
             raise StoreError(f"corrupt observation file {path}: {exc}") from exc
-        schema = self._schemas[key]
         for column, dtype in FIXED_SCHEMA.items():
             if schema.get(column) != dtype:
                 raise StoreError(f"corrupt observation file {path}: column {column!r} is wrong")
+        self._schemas[key] = schema
         return schema
 
     def scan(self, tile: str | None = None, season: int | None = None) -> pl.LazyFrame:
@@ -283,8 +295,10 @@ class ObservationStore:
         files = [p.path for p in self.products(tile, season)]
         schema: dict[str, pl.DataType] = dict(FIXED_SCHEMA)
         stats: set[str] = set()
+        known = self._schemas
+        self._schemas = {}  # keep only the footers of files that still exist
         for path in files:
-            stats.update(c for c in self._file_schema(path) if parse_band_stat(c))
+            stats.update(c for c in self._file_schema(path, known) if parse_band_stat(c))
         for column in sort_band_stats(stats):
             schema[column] = BAND_STAT_DTYPE
         hive = {"tile": pl.String(), "season": SEASON_DTYPE}

@@ -1,4 +1,4 @@
-"""The parcel observation table contract: what `validate_observations` accepts, casts and refuses."""
+"""The parcel observation table contract: what validation accepts, casts and refuses."""
 
 from __future__ import annotations
 

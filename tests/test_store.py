@@ -103,6 +103,8 @@ def test_a_product_over_two_tiles_gives_one_file_per_tile(store: ObservationStor
 def test_one_product_per_write(store: ObservationStore) -> None:
     with pytest.raises(StoreError, match="one product id"):
         store.write_acquisition(pl.concat([acquisition("S2_A"), acquisition("S2_B")]))
+    with pytest.raises(StoreError, match="no rows"):
+        store.write_acquisition(acquisition("S2_A", n=0))
 
 
 @pytest.mark.parametrize("product_id", ["../escape", ".hidden", "a/b", "x y"])
@@ -113,7 +115,9 @@ def test_unsafe_product_ids_are_refused(store: ObservationStore, product_id: str
 
 def test_invalid_tables_never_reach_the_store(store: ObservationStore) -> None:
     with pytest.raises(ValueError, match="valid_fraction"):
-        store.write_acquisition(acquisition("S2_A").with_columns(pl.lit(2.0).alias("valid_fraction")))
+        store.write_acquisition(
+            acquisition("S2_A").with_columns(pl.lit(2.0).alias("valid_fraction"))
+        )
     assert store.products() == []
 
 
