@@ -118,9 +118,11 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as exc:
+    except BaseException as exc:  # also on Ctrl-C: never leave a tmp file behind on purpose
         tmp.unlink(missing_ok=True)
-        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        if isinstance(exc, OSError):
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
 
 
 class ObservationStore:
