@@ -38,7 +38,7 @@ EVENT_TYPES: Final = (
     "practice.harvest",
 )
 # Per-acquisition facts: two products over the same parcel at the same time (overlapping tiles)
-# are two facts, so their ids also hash the product id.
+# are two facts, so their ids also hash the product id and the tile.
 PER_PRODUCT_TYPES: Final = ("observation", "reconstruction")
 EVENT_TYPE_OF_SOURCE: Final = {"observed": "observation", "reconstructed": "reconstruction"}
 # Statistics copied into observation evidence when the frame has them (band ones only for rows
@@ -55,15 +55,14 @@ OBSERVATION_STATS: Final = (
     "VV_mean",
     "VH_mean",
 )
-# RFC 3339 in UTC with microseconds, the same text from Python (`rfc3339`) and polars.
-_PY_TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
+# RFC 3339 in UTC with microseconds, the same text as `rfc3339` writes from Python.
 _PL_TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S%.6fZ"
 _ID_HEX_DIGITS: Final = 32
 # One shared encoder: `json.dumps` with options builds a new encoder on every call.
 _CANONICAL: Final = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 )
-_SEP: Final = "\x1f"  # ASCII unit separator: cannot occur in ids, so fields never run together
+_SEP: Final = "\x1f"  # ASCII unit separator: absent from real ids, so fields never run together
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +174,8 @@ def rfc3339(moment: datetime) -> str:
     """Canonical event time text: UTC, microseconds, `Z` suffix. Naive datetimes are refused."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise EventError(f"datetime {moment.isoformat()} has no time zone; events need UTC times")
-    return moment.astimezone(UTC).strftime(_PY_TIME_FORMAT)
+    # isoformat, unlike strftime("%Y"), always pads the year to four digits.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _event_id(

@@ -48,8 +48,8 @@ def observations(product_id: str, sensor: str = "S2", n: int = 5) -> pl.DataFram
             "product_id": [product_id] * n,
             "tile": ["31UFS"] * n,
             "pixel_count": [100] * n,
-            "valid_count": [0, 25, 50, 75, 100],
-            "valid_fraction": [0.0, 0.25, 0.5, 0.75, 1.0],
+            "valid_count": [0, 25, 50, 75, 100][:n],
+            "valid_fraction": [0.0, 0.25, 0.5, 0.75, 1.0][:n],
             "source": ["observed"] * n,
             **{k: v[:n] for k, v in bands.items()},
         }
@@ -103,6 +103,11 @@ def test_rfc3339_is_utc_with_microseconds() -> None:
     assert rfc3339(datetime(2025, 1, 1, 1, tzinfo=timezone(timedelta(hours=1)))) == (
         "2025-01-01T00:00:00.000000Z"
     )
+    # the polars path writes the same text, whole seconds included
+    moments = [T0, datetime(2025, 1, 1, tzinfo=UTC), datetime(999, 1, 1, tzinfo=UTC)]
+    df = pl.concat([observations("S2_A", n=1).with_columns(acquired=pl.lit(m)) for m in moments])
+    events = observation_events(df.with_columns(parcel_id=pl.Series(["a", "b", "c"])), "acquired")
+    assert [e.time for e in events] == [rfc3339(m) for m in moments]
 
 
 def test_observation_events_one_per_row_with_sensor_evidence() -> None:
