@@ -44,3 +44,11 @@ class BrokerError(MonitorError, RuntimeError):
 
 class ModelError(MonitorError, RuntimeError):
     """A model artifact is missing or an inference backend cannot run it."""
+
+
+class ObservationError(MonitorError, ValueError):
+    """A parcel observation table breaks its contract (missing column, bad dtype or value)."""
+
+
+class EventError(MonitorError, ValueError):
+    """A parcel event breaks its JSON Schema or cannot be built from its inputs."""

@@ -1,0 +1,327 @@
+"""The parcel observation store: a Parquet dataset partitioned by tile and season.
+
+Layout::
+
+    ROOT/_store.json                                           layout version and season rule
+    ROOT/tile=31UFS/season=2025/<product_id>.observed.parquet
+    ROOT/tile=31UFS/season=2025/<product_id>.reconstructed.parquet
+
+One file per (tile, season, product id, source). Observed rows are written when an acquisition
+is processed, reconstructed rows later by the cloud-removal model: separate files let each stage
+replace its own rows atomically, with no read-modify-write. Writing a product replaces the files
+it touches (last writer wins), so reprocessing an acquisition never duplicates rows; a newer
+processing of the same product id replaces the older one. A new processing baseline of ESA
+(a different product id for the same acquisition) is a different product and is kept beside it.
+
+Every file is written to a hidden tmp file in its partition directory, fsynced, then moved over
+the final name with `os.replace` (atomic on POSIX filesystems). Tmp names are unique, so
+concurrent writers of different products never clash; scans only read `*.parquet` files, so a
+writer killed mid-write leaves only a tmp file, which is ignored and removed on a later open
+once it is older than `stale_tmp_seconds` (younger ones may belong to a live writer elsewhere).
+
+A file that is not a readable Parquet file of the contract makes scans raise `StoreError`
+naming it: silently skipping observations would make every later answer wrong without notice.
+Delete it with `delete_product` and reprocess the acquisition.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import BinaryIO, Final
+
+import polars as pl
+
+from monitor.errors import StoreError
+from monitor.observations import (
+    BAND_STAT_DTYPE,
+    FIXED_SCHEMA,
+    SOURCES,
+    parse_band_stat,
+    sort_band_stats,
+    validate_observations,
+)
+
+LAYOUT_VERSION: Final = 1
+MANIFEST: Final = "_store.json"
+SEASON_DTYPE: Final[pl.DataType] = pl.Int32()
+# Small row groups of parcel-sorted rows let a parcel lookup skip most of a big file by its
+# min/max statistics instead of decoding every parcel id.
+ROW_GROUP_SIZE: Final = 16_384
+
+_SAFE_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE_TILE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class StoredProduct:
+    """One file of the store: the rows of one product, tile, season and source."""
+
+    product_id: str
+    tile: str
+    season: int
+    source: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What `ObservationStore.write_acquisition` wrote."""
+
+    product_id: str
+    files: tuple[StoredProduct, ...]
+    rows: int
+    replaced: int  # how many of the files already existed and were replaced
+
+
+def _check_tile(tile: str) -> str:
+    if not _SAFE_TILE.match(tile):
+        raise StoreError(f"tile id {tile!r} is not a safe directory name")
+    return tile
+
+
+def _check_product_id(product_id: str) -> str:
+    if not _SAFE_NAME.match(product_id):
+        raise StoreError(f"product id {product_id!r} is not a safe file name")
+    return product_id
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable: POSIX only persists it once the directory itself is synced."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some network and FUSE filesystems cannot sync a directory; the rename stays atomic.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write through `write(file)` to a unique tmp file beside `path`, fsync, then rename."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("xb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException as exc:  # also on Ctrl-C: never leave a tmp file behind on purpose
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
+
+
+class ObservationStore:
+    """The parcel observation table on a (possibly shared) filesystem.
+
+    `season_start_month` sets the season rule: 1 (default) makes the season the calendar year of
+    `acquired`; e.g. 10 makes October 2024 to September 2025 season 2025 (the harvest year). The
+    rule is recorded in the store on first open and must match on every later open.
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        season_start_month: int = 1,
+        stale_tmp_seconds: float = 3600.0,
+    ) -> None:
+        if not 1 <= season_start_month <= 12:
+            raise StoreError(f"season_start_month {season_start_month} is not a month (1-12)")
+        self.root = Path(root)
+        self.season_start_month = season_start_month
+        self._schemas: dict[tuple[Path, int, int], dict[str, pl.DataType]] = {}
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create store {self.root}: {exc.strerror or exc}") from exc
+        self._check_manifest()
+        self._remove_stale_tmp(stale_tmp_seconds)
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def _check_manifest(self) -> None:
+        expected = {"layout": LAYOUT_VERSION, "season_start_month": self.season_start_month}
+        path = self.root / MANIFEST
+        if not path.exists():
+            body = json.dumps(expected, sort_keys=True).encode()
+            _atomic_write(path, lambda fh: fh.write(body))
+            return
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"store manifest {path} is unreadable: {exc}") from exc
+        if found != expected:
+            raise StoreError(f"store {self.root} was created with {found}, not {expected}")
+
+    def _remove_stale_tmp(self, older_than: float) -> None:
+        deadline = time.time() - older_than
+        for tmp in [*self.root.glob(".*.tmp"), *self.root.glob("tile=*/season=*/.*.tmp")]:
+            try:
+                if tmp.stat().st_mtime <= deadline:
+                    tmp.unlink()
+            except FileNotFoundError:  # another process cleaned it first
+                continue
+            except OSError as exc:
+                raise StoreError(f"cannot remove stale tmp file {tmp}: {exc.strerror}") from exc
+
+    def season_of(self, acquired: datetime) -> int:
+        """The season of an acquisition time under this store's season rule."""
+        late = self.season_start_month > 1 and acquired.month >= self.season_start_month
+        return acquired.year + int(late)
+
+    def _season_expr(self) -> pl.Expr:
+        year = pl.col("acquired").dt.year()
+        if self.season_start_month == 1:
+            return year.cast(pl.Int32)
+        late = (pl.col("acquired").dt.month() >= self.season_start_month).cast(pl.Int32)
+        return (year + late).cast(pl.Int32)
+
+    def _partition(self, tile: str, season: int) -> Path:
+        return self.root / f"tile={_check_tile(tile)}" / f"season={season}"
+
+    def _path(self, product_id: str, tile: str, season: int, source: str) -> Path:
+        name = f"{_check_product_id(product_id)}.{source}.parquet"
+        return self._partition(tile, season) / name
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write_acquisition(self, df: pl.DataFrame) -> WriteResult:
+        """Write all rows of one product id, replacing what the store held for it.
+
+        The frame is validated against the observation table contract first. It may hold rows
+        of several tiles (a Sentinel-1 product spans several) and both sources; each
+        (tile, season, source) becomes one file, written atomically.
+        """
+        df = validate_observations(df)
+        if df.is_empty():
+            raise StoreError("write_acquisition got no rows: nothing identifies the product")
+        products = df.get_column("product_id").unique()
+        if len(products) != 1:
+            raise StoreError(
+                f"write_acquisition takes one product id per call, got {len(products)}"
+            )
+        product_id = _check_product_id(str(products[0]))
+        df = df.with_columns(self._season_expr().alias("season"))
+        files: list[StoredProduct] = []
+        replaced = 0
+        for part in df.sort("parcel_id").partition_by(["tile", "season", "source"]):
+            tile, season, source = (part.item(0, c) for c in ("tile", "season", "source"))
+            path = self._path(product_id, tile, season, source)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {path.parent}: {exc.strerror or exc}") from exc
+            replaced += path.exists()
+            rows = part.drop("season")
+            _atomic_write(path, partial(rows.write_parquet, row_group_size=ROW_GROUP_SIZE))
+            files.append(StoredProduct(product_id, tile, season, source, path))
+        return WriteResult(product_id, tuple(files), df.height, replaced)
+
+    def delete_product(
+        self, product_id: str, tile: str, season: int, source: str | None = None
+    ) -> int:
+        """Remove a product's files (one source, or all); return how many were removed."""
+        removed = 0
+        for src in SOURCES if source is None else (source,):
+            try:
+                self._path(product_id, tile, season, src).unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StoreError(f"cannot delete product {product_id!r}: {exc.strerror}") from exc
+            removed += 1
+        return removed
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def has_product(
+        self, product_id: str, tile: str, season: int, source: str | None = None
+    ) -> bool:
+        """Whether the store holds rows of this product (of one source, or of any)."""
+        sources = SOURCES if source is None else (source,)
+        return any(self._path(product_id, tile, season, src).exists() for src in sources)
+
+    def products(self, tile: str | None = None, season: int | None = None) -> list[StoredProduct]:
+        """The files of the store, optionally of one tile and/or season, in path order."""
+        tile_dir = "tile=*" if tile is None else f"tile={_check_tile(tile)}"
+        season_dir = "season=*" if season is None else f"season={int(season)}"
+        found = []
+        for path in sorted(self.root.glob(f"{tile_dir}/{season_dir}/*.parquet")):
+            stem, _, source = path.name.removesuffix(".parquet").rpartition(".")
+            if source not in SOURCES or path.name.startswith("."):
+                continue
+            tile_value = path.parent.parent.name.removeprefix("tile=")
+            season_text = path.parent.name.removeprefix("season=")
+            if not season_text.isdigit():
+                raise StoreError(f"unexpected directory {path.parent} in the store")
+            season_value = int(season_text)
+            found.append(StoredProduct(stem, tile_value, season_value, source, path))
+        return found
+
+    def _file_schema(
+        self, path: Path, known: dict[tuple[Path, int, int], dict[str, pl.DataType]]
+    ) -> dict[str, pl.DataType]:
+        """A file's schema from its footer, reusing `known` while the file is unchanged."""
+        try:
+            stat = path.stat()
+            key = (path, stat.st_mtime_ns, stat.st_size)
+            schema = known.get(key) or pl.read_parquet_schema(path)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise StoreError(f"corrupt observation file {path}: {exc}") from exc
+        for column, dtype in FIXED_SCHEMA.items():
+            if schema.get(column) != dtype:
+                raise StoreError(f"corrupt observation file {path}: column {column!r} is wrong")
+        self._schemas[key] = schema
+        return schema
+
+    def scan(self, tile: str | None = None, season: int | None = None) -> pl.LazyFrame:
+        """A lazy scan of the store (or of one tile and/or season) with a `season` column.
+
+        Files lacking some band statistic (an S1 product has no `B04_mean`) read them as null.
+        """
+        files = [p.path for p in self.products(tile, season)]
+        schema: dict[str, pl.DataType] = dict(FIXED_SCHEMA)
+        stats: set[str] = set()
+        known = self._schemas
+        self._schemas = {}  # keep only the footers of files that still exist
+        for path in files:
+            stats.update(c for c in self._file_schema(path, known) if parse_band_stat(c))
+        for column in sort_band_stats(stats):
+            schema[column] = BAND_STAT_DTYPE
+        hive = {"tile": pl.String(), "season": SEASON_DTYPE}
+        if not files:
+            return pl.LazyFrame(schema={**schema, "season": SEASON_DTYPE})
+        return pl.scan_parquet(
+            files,
+            schema=schema,
+            hive_partitioning=True,
+            hive_schema=hive,
+            missing_columns="insert",
+        )
+
+    def parcel_history(
+        self, parcel_id: str, tile: str | None = None, season: int | None = None
+    ) -> pl.DataFrame:
+        """Every row of one parcel, sorted by acquisition time (then sensor, product, source)."""
+        query = self.scan(tile, season).filter(pl.col("parcel_id") == parcel_id)
+        try:
+            rows = query.collect()
+        except pl.exceptions.PolarsError as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StoreError(f"cannot read store {self.root}: {reason}") from exc
+        return rows.sort(["acquired", "sensor", "product_id", "source"])
