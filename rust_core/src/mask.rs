@@ -80,7 +80,12 @@ pub fn mask_from_probability<T: RasterValue>(
     Ok(valid_from_invalid(invalid, height, width, dilation))
 }
 
-fn valid_from_invalid(invalid: Vec<bool>, height: usize, width: usize, dilation: usize) -> Vec<bool> {
+fn valid_from_invalid(
+    invalid: Vec<bool>,
+    height: usize,
+    width: usize,
+    dilation: usize,
+) -> Vec<bool> {
     let mut invalid = dilate_invalid(invalid, height, width, dilation);
     invalid.par_iter_mut().for_each(|v| *v = !*v);
     invalid
@@ -180,12 +185,14 @@ pub fn upsample_nearest<T: Copy + Send + Sync>(
     };
     let out_width = width * factor;
     let mut out = vec![first; src.len() * factor * factor];
-    out.par_chunks_mut(out_width).enumerate().for_each(|(r, row)| {
-        let src_row = &src[(r / factor) * width..(r / factor + 1) * width];
-        for (c, o) in row.iter_mut().enumerate() {
-            *o = src_row[c / factor];
-        }
-    });
+    out.par_chunks_mut(out_width)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let src_row = &src[(r / factor) * width..(r / factor + 1) * width];
+            for (c, o) in row.iter_mut().enumerate() {
+                *o = src_row[c / factor];
+            }
+        });
     Ok(out)
 }
 
@@ -212,7 +219,11 @@ mod tests {
         // Deterministic sparse pattern, a few blocks of rows to cross block boundaries.
         let mask: Vec<bool> = (0..h * w).map(|i| (i * 7919) % 211 == 0).collect();
         for n in [0, 1, 2, 5] {
-            assert_eq!(dilate_invalid(mask.clone(), h, w, n), dilate_reference(&mask, h, w, n), "n={n}");
+            assert_eq!(
+                dilate_invalid(mask.clone(), h, w, n),
+                dilate_reference(&mask, h, w, n),
+                "n={n}"
+            );
         }
     }
 
@@ -224,7 +235,9 @@ mod tests {
         assert_eq!(valid.iter().filter(|v| !**v).count(), 1);
         assert!(!valid[1] && valid[11], "unknown class 12 is valid");
         let valid = mask_from_scl(&scl, 3, 4, &DEFAULT_INVALID_SCL, 1).unwrap();
-        let expected = [false, false, false, true, false, false, false, true, true, true, true, true];
+        let expected = [
+            false, false, false, true, false, false, false, true, true, true, true, true,
+        ];
         assert_eq!(valid, expected);
     }
 

@@ -124,29 +124,50 @@ mod tests {
         // Parcel 0: 10 pixels, parcel 1: 2 pixels, parcel 2: none.
         let mut labels = vec![1u32; 10];
         labels.extend([2, 2, 0, 0]);
-        let lr = LabelRaster::from_labels(Grid::new(2, 7, [1.0, 0.0, 0.0, 0.0, -1.0, 0.0]), 3, labels);
+        let lr =
+            LabelRaster::from_labels(Grid::new(2, 7, [1.0, 0.0, 0.0, 0.0, -1.0, 0.0]), 3, labels);
         let data: Vec<f32> = (0..14).map(|i| i as f32).collect();
-        let bands = [Band::raw(BandData::F32(&data)), Band { scale: 2.0, ..Band::raw(BandData::F32(&data)) }];
+        let bands = [
+            Band::raw(BandData::F32(&data)),
+            Band {
+                scale: 2.0,
+                ..Band::raw(BandData::F32(&data))
+            },
+        ];
         let flag = AtomicBool::new(false);
         let a = pixel_sets(&lr, &bands, None, 4, 7, &flag).unwrap();
         let b = pixel_sets(&lr, &bands, None, 4, 7, &flag).unwrap();
         let c = pixel_sets(&lr, &bands, None, 4, 8, &flag).unwrap();
         assert_eq!(a, b);
         assert_ne!(a.values[..8], c.values[..8]);
-        assert_eq!(a.mask, [true, true, true, true, true, true, false, false, false, false, false, false]);
+        assert_eq!(
+            a.mask,
+            [true, true, true, true, true, true, false, false, false, false, false, false]
+        );
         // Parcel 0's samples are distinct members, band 1 is twice band 0.
         let firsts: Vec<f32> = (0..4).map(|k| a.values[k * 2]).collect();
         assert!(firsts.windows(2).all(|w| w[0] < w[1]) && firsts.iter().all(|&v| v < 10.0));
         assert!((0..4).all(|k| a.values[k * 2 + 1] == 2.0 * a.values[k * 2]));
         // Parcel 1: its two pixels then padding.
-        assert_eq!(&a.values[8..16], &[10.0, 20.0, 11.0, 22.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(
+            &a.values[8..16],
+            &[10.0, 20.0, 11.0, 22.0, 0.0, 0.0, 0.0, 0.0]
+        );
     }
 
     #[test]
     fn zero_samples_is_refused() {
-        let lr = LabelRaster::from_labels(Grid::new(1, 1, [1.0, 0.0, 0.0, 0.0, -1.0, 0.0]), 1, vec![1]);
+        let lr =
+            LabelRaster::from_labels(Grid::new(1, 1, [1.0, 0.0, 0.0, 0.0, -1.0, 0.0]), 1, vec![1]);
         let data = [1.0f32];
-        let err = pixel_sets(&lr, &[Band::raw(BandData::F32(&data))], None, 0, 0, &AtomicBool::new(false));
+        let err = pixel_sets(
+            &lr,
+            &[Band::raw(BandData::F32(&data))],
+            None,
+            0,
+            0,
+            &AtomicBool::new(false),
+        );
         assert!(matches!(err, Err(KernelError::Input(_))));
     }
 }

@@ -106,7 +106,10 @@ fn is_nodata(v: f64, nodata: Option<f64>) -> bool {
 }
 
 /// Checks that every band has `len` pixels; the error names the band by its position.
-pub fn check_band_lengths(bands: &[Band<'_>], len: usize) -> Result<(), crate::kernel_error::KernelError> {
+pub fn check_band_lengths(
+    bands: &[Band<'_>],
+    len: usize,
+) -> Result<(), crate::kernel_error::KernelError> {
     for (b, band) in bands.iter().enumerate() {
         if band.len() != len {
             return Err(crate::kernel_error::input_error(format!(

@@ -57,7 +57,9 @@ pub fn tile_windows(
     overlap: usize,
 ) -> Result<Vec<Window>, KernelError> {
     if height == 0 || width == 0 {
-        return Err(input_error(format!("cannot tile an empty {height}x{width} grid")));
+        return Err(input_error(format!(
+            "cannot tile an empty {height}x{width} grid"
+        )));
     }
     let rows = window_starts(height, tile, overlap)?;
     let cols = window_starts(width, tile, overlap)?;
@@ -93,18 +95,15 @@ pub fn extract_tiles(
     let windows = tile_windows(height, width, tile, overlap)?;
     let mut tiles = vec![0f32; windows.len() * channels * tile * tile];
     // One chunk per tile row: (window, channel, row inside the tile).
-    tiles
-        .par_chunks_mut(tile)
-        .enumerate()
-        .for_each(|(k, dst)| {
-            let (w, rest) = (k / (channels * tile), k % (channels * tile));
-            let (c, i) = (rest / tile, rest % tile);
-            let win = windows[w];
-            if i < win.height {
-                let src = (c * height + win.row + i) * width + win.col;
-                dst[..win.width].copy_from_slice(&image[src..src + win.width]);
-            }
-        });
+    tiles.par_chunks_mut(tile).enumerate().for_each(|(k, dst)| {
+        let (w, rest) = (k / (channels * tile), k % (channels * tile));
+        let (c, i) = (rest / tile, rest % tile);
+        let win = windows[w];
+        if i < win.height {
+            let src = (c * height + win.row + i) * width + win.col;
+            dst[..win.width].copy_from_slice(&image[src..src + win.width]);
+        }
+    });
     Ok(tiles)
 }
 
@@ -189,7 +188,11 @@ mod tests {
             let c = 2;
             let image: Vec<f32> = (0..c * h * w).map(|i| (i as f32 * 0.37).sin()).collect();
             let tiles = extract_tiles(&image, c, h, w, t, o).unwrap();
-            assert_eq!(stitch(&tiles, c, h, w, t, o).unwrap(), image, "{h}x{w} T={t} O={o}");
+            assert_eq!(
+                stitch(&tiles, c, h, w, t, o).unwrap(),
+                image,
+                "{h}x{w} T={t} O={o}"
+            );
         }
     }
 
@@ -204,7 +207,10 @@ mod tests {
         let row = &out[..w];
         assert_eq!(row[..4], [0.0; 4]);
         assert_eq!(row[8..], [1.0; 4]);
-        assert!(row.windows(2).all(|p| p[1] >= p[0] && p[1] - p[0] <= 0.25), "{row:?}");
+        assert!(
+            row.windows(2).all(|p| p[1] >= p[0] && p[1] - p[0] <= 0.25),
+            "{row:?}"
+        );
         assert!(stitch(&tiles[..t * t], 1, t, w, t, o).is_err());
     }
 }

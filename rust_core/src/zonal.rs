@@ -224,13 +224,10 @@ fn weighted_means(
     let (cells, fractions) = labels.parcel_coverage(p);
     // Positions (into this parcel's coverage list) of the valid cells.
     s.cover_pos.clear();
-    s.cover_pos.extend(
-        (0..cells.len() as u32)
-            .filter(|&j| {
-                let cell = cells[j as usize] as usize;
-                valid.is_none_or(|m| m[cell]) && bands.iter().all(|b| b.has_data_at(cell))
-            }),
-    );
+    s.cover_pos.extend((0..cells.len() as u32).filter(|&j| {
+        let cell = cells[j as usize] as usize;
+        valid.is_none_or(|m| m[cell]) && bands.iter().all(|b| b.has_data_at(cell))
+    }));
     let weight: f64 = s.cover_pos.iter().map(|&j| fractions[j as usize]).sum();
     let scaled = |band: &Band<'_>, j: u32| band.scaled_at(cells[j as usize] as usize);
     for (b, band) in bands.iter().enumerate() {
@@ -367,7 +364,8 @@ mod tests {
             ndvi: Some((0, 1)),
             weighted_mean: false,
         };
-        let out = zonal_statistics(&lr, &bands, Some(&mask), &options, &AtomicBool::new(false)).unwrap();
+        let out =
+            zonal_statistics(&lr, &bands, Some(&mask), &options, &AtomicBool::new(false)).unwrap();
         assert_eq!(out.pixel_count, [3, 1]);
         // Pixel 1 is nodata in red; parcel 1's only pixel is masked.
         assert_eq!(out.valid_count, [2, 0]);
@@ -413,7 +411,13 @@ mod tests {
         let lr = raster(1, 2, vec![1, 1], 1);
         let data = [2.0f32, 4.0];
         let bands = [Band::raw(BandData::F32(&data))];
-        let err = zonal_statistics(&lr, &bands, None, &ZonalOptions::default(), &AtomicBool::new(true));
+        let err = zonal_statistics(
+            &lr,
+            &bands,
+            None,
+            &ZonalOptions::default(),
+            &AtomicBool::new(true),
+        );
         assert_eq!(err, Err(KernelError::Cancelled));
     }
 
@@ -422,7 +426,13 @@ mod tests {
         let lr = raster(1, 2, vec![1, 1], 1);
         let data = [2.0f32];
         let bands = [Band::raw(BandData::F32(&data))];
-        let err = zonal_statistics(&lr, &bands, None, &ZonalOptions::default(), &AtomicBool::new(false));
+        let err = zonal_statistics(
+            &lr,
+            &bands,
+            None,
+            &ZonalOptions::default(),
+            &AtomicBool::new(false),
+        );
         assert!(matches!(err, Err(KernelError::Input(m)) if m.contains("band 0")));
     }
 }
