@@ -55,10 +55,10 @@ pub fn pixel_sets(
         .try_for_each_init(
             || (Vec::new(), Vec::new()),
             |(members, gathered), (chunk, (vals, slots))| {
-                check_cancel(cancel)?;
                 let first = chunk * PARCELS_PER_CHUNK;
                 let parcels = vals.chunks_mut(s * b).zip(slots.chunks_mut(s));
                 for (i, (vals, slots)) in parcels.enumerate() {
+                    check_cancel(cancel)?;
                     let p = first + i;
                     valid_members(labels, p, bands, valid, members);
                     if members.len() > s {

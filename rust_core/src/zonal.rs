@@ -29,7 +29,7 @@ pub const STATS: [&str; 7] = ["mean", "std", "min", "max", "p10", "p50", "p90"];
 /// Percentiles reported, matching `STATS[4..]`.
 const PERCENTILES: [f64; 3] = [10.0, 50.0, 90.0];
 
-/// Parcels per unit of parallel work; the cancellation flag is polled once per chunk.
+/// Parcels per unit of parallel work (the cancellation flag is polled before each parcel).
 const PARCELS_PER_CHUNK: usize = 512;
 
 /// What to compute besides the per-band statistics.
@@ -116,9 +116,9 @@ pub fn zonal_statistics(
             .zip(valid_count.par_chunks_mut(PARCELS_PER_CHUNK))
             .enumerate()
             .try_for_each_init(Scratch::default, |scratch, (chunk, (rows, counts))| {
-                check_cancel(cancel)?;
                 let first = chunk * PARCELS_PER_CHUNK;
                 for (i, (row, count)) in rows.chunks_mut(n_columns).zip(counts).enumerate() {
+                    check_cancel(cancel)?;
                     *count = parcel_row(labels, first + i, bands, valid, options, scratch, row);
                 }
                 Ok::<(), KernelError>(())
