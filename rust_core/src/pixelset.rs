@@ -53,14 +53,14 @@ pub fn pixel_sets(
         .zip(mask.par_chunks_mut(PARCELS_PER_CHUNK * s))
         .enumerate()
         .try_for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(members, gathered), (chunk, (vals, slots))| {
+            || (Vec::new(), Vec::new(), Vec::new()),
+            |(keep, members, gathered), (chunk, (vals, slots))| {
                 let first = chunk * PARCELS_PER_CHUNK;
                 let parcels = vals.chunks_mut(s * b).zip(slots.chunks_mut(s));
                 for (i, (vals, slots)) in parcels.enumerate() {
                     check_cancel(cancel)?;
                     let p = first + i;
-                    valid_members(labels, p, bands, valid, members);
+                    valid_members(labels, p, bands, valid, keep, members);
                     if members.len() > s {
                         sample_without_replacement(members, s, seed, p as u64);
                     }

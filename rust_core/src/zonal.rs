@@ -62,7 +62,9 @@ pub struct ZonalStats {
 /// Per-thread scratch buffers, reused from parcel to parcel.
 #[derive(Default)]
 struct Scratch {
+    keep: Vec<bool>,
     members: Vec<u32>,
+    ints: Vec<i32>,
     values: Vec<f64>,
     red: Vec<f64>,
     nir: Vec<f64>,
@@ -107,7 +109,14 @@ pub fn zonal_statistics(
         // No band at all: only the counts are asked for (and par_chunks_mut needs a size > 0).
         let mut scratch = Scratch::default();
         for (p, count) in valid_count.iter_mut().enumerate() {
-            valid_members(labels, p, bands, valid, &mut scratch.members);
+            valid_members(
+                labels,
+                p,
+                bands,
+                valid,
+                &mut scratch.keep,
+                &mut scratch.members,
+            );
             *count = scratch.members.len() as u32;
         }
     } else {
@@ -139,7 +148,7 @@ pub(crate) fn check_inputs(
     valid: Option<&[bool]>,
 ) -> Result<(), KernelError> {
     let len = labels.grid.len();
-    crate::raster_value::check_band_lengths(bands, len)?;
+    crate::raster_value::check_bands(bands, len)?;
     if let Some(mask) = valid {
         if mask.len() != len {
             return Err(input_error(format!(
@@ -151,23 +160,35 @@ pub(crate) fn check_inputs(
     Ok(())
 }
 
-/// Fills `out` with parcel `p`'s valid member pixels (ascending row-major indices).
+/// Fills `out` with parcel `p`'s valid member pixels (ascending row-major indices); `keep` is
+/// scratch space.
 pub(crate) fn valid_members(
     labels: &LabelRaster,
     p: usize,
     bands: &[Band<'_>],
     valid: Option<&[bool]>,
+    keep: &mut Vec<bool>,
     out: &mut Vec<u32>,
 ) {
-    out.clear();
     let members = labels.parcel_pixels(p);
+    keep.clear();
     match valid {
-        Some(mask) => out.extend(members.iter().copied().filter(|&i| mask[i as usize])),
-        None => out.extend_from_slice(members),
+        Some(mask) => keep.extend(members.iter().map(|&i| mask[i as usize])),
+        None => keep.resize(members.len(), true),
     }
+    // One flag per member, cleared band by band, then one compaction: cheaper than filtering
+    // the list once per band.
     for band in bands {
-        band.retain_data(out);
+        band.mark_nodata(members, keep);
     }
+    out.clear();
+    out.extend(
+        members
+            .iter()
+            .zip(keep.iter())
+            .filter(|(_, &k)| k)
+            .map(|(&i, _)| i),
+    );
 }
 
 /// Computes parcel `p`'s row of statistics; returns its valid pixel count.
@@ -180,18 +201,25 @@ fn parcel_row(
     s: &mut Scratch,
     row: &mut [f64],
 ) -> u32 {
-    valid_members(labels, p, bands, valid, &mut s.members);
+    valid_members(labels, p, bands, valid, &mut s.keep, &mut s.members);
     let k = options.stats_per_output();
     for (b, band) in bands.iter().enumerate() {
-        band.gather_scaled(&s.members, &mut s.values);
-        describe(&mut s.values, &mut row[b * k..b * k + STATS.len()]);
+        let out = &mut row[b * k..b * k + STATS.len()];
+        // Statistics on raw values, scaled at the end (scale > 0 keeps the order); integer
+        // bands are selected on as i32, cheaper than f64.
+        if band.gather_int(&s.members, &mut s.ints) {
+            describe(&mut s.ints, band.scale, band.offset, out);
+        } else {
+            band.gather_raw(&s.members, &mut s.values);
+            describe(&mut s.values, band.scale, band.offset, out);
+        }
     }
     if let Some((red, nir)) = options.ndvi {
         bands[red].gather_scaled(&s.members, &mut s.red);
         bands[nir].gather_scaled(&s.members, &mut s.nir);
         ndvi_values(&s.red, &s.nir, &mut s.values);
         let o = bands.len() * k;
-        describe(&mut s.values, &mut row[o..o + STATS.len()]);
+        describe(&mut s.values, 1.0, 0.0, &mut row[o..o + STATS.len()]);
     }
     if options.weighted_mean {
         weighted_means(labels, p, bands, valid, options, s, row);
@@ -252,9 +280,28 @@ fn weighted_means(
     }
 }
 
-/// Writes mean, std (ddof 0), min, max, p10, p50, p90 of `values` into `out[..7]`; NaN when
-/// empty. Reorders `values` (selection for the percentiles).
-pub fn describe(values: &mut [f64], out: &mut [f64]) {
+/// A value the statistics are computed on: raw integers (exact) or floats without NaN.
+pub trait Sample: Copy + PartialOrd {
+    fn to_f64(self) -> f64;
+}
+
+impl Sample for i32 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl Sample for f64 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+/// Writes mean, std (ddof 0), min, max, p10, p50, p90 of `values * scale + offset` into
+/// `out[..7]` (`scale > 0`); NaN when empty. Reorders `values` (selection for percentiles).
+pub fn describe<T: Sample>(values: &mut [T], scale: f64, offset: f64, out: &mut [f64]) {
     let n = values.len();
     if n == 0 {
         out.fill(f64::NAN);
@@ -262,46 +309,80 @@ pub fn describe(values: &mut [f64], out: &mut [f64]) {
     }
     let (mut sum, mut min, mut max) = (0.0, f64::INFINITY, f64::NEG_INFINITY);
     for &v in values.iter() {
+        let v = v.to_f64();
         sum += v;
         min = min.min(v);
         max = max.max(v);
     }
     let mean = sum / n as f64;
     // Two-pass variance: stable where sum-of-squares would cancel.
-    let var = values.iter().map(|&v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
+    let var = values
+        .iter()
+        .map(|&v| (v.to_f64() - mean) * (v.to_f64() - mean))
+        .sum::<f64>()
+        / n as f64;
     out[0] = mean;
     out[1] = var.sqrt();
     out[2] = min;
     out[3] = max;
     percentiles(values, &PERCENTILES, &mut out[4..4 + PERCENTILES.len()]);
+    if scale != 1.0 || offset != 0.0 {
+        for (i, o) in out[..4 + PERCENTILES.len()].iter_mut().enumerate() {
+            // The standard deviation only scales.
+            *o = if i == 1 {
+                *o * scale
+            } else {
+                *o * scale + offset
+            };
+        }
+    }
 }
 
 /// Percentiles `qs` (ascending, in 0..=100) of non-empty `values` with numpy's default
 /// (`method="linear"`) interpolation, found by successive selections instead of a full sort.
-pub fn percentiles(values: &mut [f64], qs: &[f64], out: &mut [f64]) {
+pub fn percentiles<T: Sample>(values: &mut [T], qs: &[f64], out: &mut [f64]) {
     let n = values.len();
-    // numpy: virtual index (n - 1) * q / 100, between the order statistics lo and lo + 1.
-    let positions: Vec<(usize, usize, f64)> = qs
-        .iter()
-        .map(|&q| {
-            let virtual_index = (n - 1) as f64 * (q / 100.0);
-            let lo = (virtual_index.floor() as usize).min(n - 1);
-            (lo, (lo + 1).min(n - 1), virtual_index - lo as f64)
-        })
-        .collect();
-    let mut ranks: Vec<usize> = positions.iter().flat_map(|&(lo, hi, _)| [lo, hi]).collect();
-    ranks.sort_unstable();
-    ranks.dedup();
-    // Each selection leaves everything after rank r >= values[r], so the next (larger) rank is
-    // searched for only in the part after r.
+    // numpy: virtual index (n - 1) * q / 100, between order statistics lo and lo + 1.
+    let mut lows = [0usize; 8];
+    let mut fractions = [0f64; 8];
+    assert!(qs.len() <= lows.len(), "at most 8 percentiles at once");
+    for (k, &q) in qs.iter().enumerate() {
+        let virtual_index = (n - 1) as f64 * (q / 100.0);
+        lows[k] = (virtual_index.floor() as usize).min(n - 1);
+        fractions[k] = virtual_index - lows[k] as f64;
+    }
+    let lows = &lows[..qs.len()];
+    // Select each lower rank; everything after a selected rank is >= it, so the next (larger)
+    // rank is searched for only in that part.
     let mut start = 0;
-    for &r in &ranks {
-        values[start..].select_nth_unstable_by(r - start, f64::total_cmp);
-        start = r + 1;
+    for &lo in lows {
+        if lo >= start {
+            values[start..].select_nth_unstable_by(lo - start, |a, b| {
+                a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal)
+            });
+            start = lo + 1;
+        }
     }
-    for (o, &(lo, hi, t)) in out.iter_mut().zip(&positions) {
-        *o = lerp(values[lo], values[hi], t);
+    for (k, &lo) in lows.iter().enumerate() {
+        let next = lows[k..].iter().copied().find(|&r| r > lo).unwrap_or(n - 1);
+        let upper = upper_neighbour(values, lo, next).to_f64();
+        out[k] = lerp(values[lo].to_f64(), upper, fractions[k]);
     }
+}
+
+/// Order statistic `lo + 1` once ranks `lo` and `next` (the next selected rank, or the last
+/// index) are in place: the smallest value in `lo + 1 ..= next`, which all lie between them.
+fn upper_neighbour<T: Sample>(values: &[T], lo: usize, next: usize) -> T {
+    if lo + 1 > next {
+        return values[lo];
+    }
+    let mut upper = values[lo + 1];
+    for &v in &values[lo + 2..=next] {
+        if v < upper {
+            upper = v;
+        }
+    }
+    upper
 }
 
 /// numpy's `_lerp`: interpolates from the nearer end so that t = 1 gives exactly `b`.
@@ -340,10 +421,35 @@ mod tests {
     }
 
     #[test]
+    fn percentiles_match_a_full_sort_with_ties() {
+        let mut state = 17u64;
+        for n in 1..120 {
+            let mut v: Vec<f64> = (0..n)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    ((state >> 40) % 13) as f64
+                })
+                .collect();
+            let mut sorted = v.clone();
+            sorted.sort_by(f64::total_cmp);
+            let mut out = [0.0; 4];
+            let qs = [10.0, 12.0, 50.0, 90.0];
+            percentiles(&mut v, &qs, &mut out);
+            for (o, q) in out.iter().zip(qs) {
+                let vi = (n - 1) as f64 * (q / 100.0);
+                let lo = vi.floor() as usize;
+                let hi = (lo + 1).min(n - 1);
+                let e = lerp(sorted[lo], sorted[hi], vi - lo as f64);
+                assert_eq!(*o, e, "n={n} q={q}");
+            }
+        }
+    }
+
+    #[test]
     fn describe_small_set() {
         let mut v = vec![2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0];
         let mut out = [0.0; 7];
-        describe(&mut v, &mut out);
+        describe(&mut v, 1.0, 0.0, &mut out);
         assert_eq!(&out[..4], &[5.0, 2.0, 2.0, 9.0]);
     }
 
