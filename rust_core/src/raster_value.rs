@@ -183,7 +183,7 @@ pub fn check_bands(bands: &[Band<'_>], len: usize) -> Result<(), KernelError> {
                 band.len()
             )));
         }
-        if !(band.scale.is_finite() && band.scale > 0.0) || !band.offset.is_finite() {
+        if !(band.scale.is_finite() && band.scale > 0.0 && band.offset.is_finite()) {
             return Err(input_error(format!(
                 "band {b} needs a finite scale > 0 and a finite offset, got scale {} offset {}",
                 band.scale, band.offset

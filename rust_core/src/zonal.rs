@@ -283,6 +283,19 @@ fn weighted_means(
 /// A value the statistics are computed on: raw integers (exact) or floats without NaN.
 pub trait Sample: Copy + PartialOrd {
     fn to_f64(self) -> f64;
+
+    /// Writes the order statistics `ranks` (ascending, distinct) of `values`, whose extremes
+    /// are `min` and `max`, into `out`; may reorder `values`.
+    fn order_statistics(
+        values: &mut [Self],
+        min: Self,
+        max: Self,
+        ranks: &[usize],
+        out: &mut [f64],
+    ) {
+        let _ = (min, max);
+        select_order_statistics(values, ranks, out);
+    }
 }
 
 impl Sample for i32 {
@@ -290,12 +303,101 @@ impl Sample for i32 {
     fn to_f64(self) -> f64 {
         f64::from(self)
     }
+
+    fn order_statistics(
+        values: &mut [Self],
+        min: Self,
+        max: Self,
+        ranks: &[usize],
+        out: &mut [f64],
+    ) {
+        // Below this size the histograms cost more than selecting.
+        const RADIX_MIN_LEN: usize = 48;
+        let range = i64::from(max) - i64::from(min);
+        if values.len() < RADIX_MIN_LEN || range >= 1 << 16 {
+            select_order_statistics(values, ranks, out);
+        } else {
+            radix_order_statistics(values, min, range as u32, ranks, out);
+        }
+    }
 }
 
 impl Sample for f64 {
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self
+    }
+}
+
+/// Order statistics by successive selections: everything after a selected rank is >= it, so
+/// the next (larger) rank is searched for only in that part.
+fn select_order_statistics<T: Sample>(values: &mut [T], ranks: &[usize], out: &mut [f64]) {
+    let mut start = 0;
+    for (o, &r) in out.iter_mut().zip(ranks) {
+        values[start..].select_nth_unstable_by(r - start, |a, b| {
+            a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal)
+        });
+        start = r + 1;
+        *o = values[r].to_f64();
+    }
+}
+
+/// Order statistics of integers spanning less than 2^16 by a two-level radix histogram: one
+/// pass over the values counts their high bits, a second one the low bits inside the few
+/// high-bit buckets that hold a wanted rank. O(n), no data movement, no branches to mispredict.
+fn radix_order_statistics(values: &[i32], min: i32, range: u32, ranks: &[usize], out: &mut [f64]) {
+    const MAX_RANKS: usize = 8;
+    assert!(
+        ranks.len() <= MAX_RANKS,
+        "at most {MAX_RANKS} order statistics at once"
+    );
+    let bits = u32::BITS - range.leading_zeros(); // <= 16
+    let low_bits = bits / 2;
+    let low_mask = (1u32 << low_bits) - 1;
+    let offset = |v: i32| (v - min) as u32;
+
+    let mut high = [0u32; 256];
+    for &v in values {
+        high[(offset(v) >> low_bits) as usize] += 1;
+    }
+    // Bucket of each rank and the rank inside it; one slot per distinct bucket.
+    const NO_SLOT: u8 = u8::MAX;
+    let mut slot_of = [NO_SLOT; 256];
+    let mut slot_bucket = [0u32; MAX_RANKS];
+    let mut n_slots = 0;
+    let mut wanted = [(0usize, 0u32); MAX_RANKS]; // (slot, rank inside the bucket)
+    let (mut bucket, mut below) = (0usize, 0u32);
+    for (w, &r) in wanted.iter_mut().zip(ranks) {
+        while below + high[bucket] <= r as u32 {
+            below += high[bucket];
+            bucket += 1;
+        }
+        if slot_of[bucket] == NO_SLOT {
+            slot_of[bucket] = n_slots as u8;
+            slot_bucket[n_slots] = bucket as u32;
+            n_slots += 1;
+        }
+        *w = (slot_of[bucket] as usize, r as u32 - below);
+    }
+    let mut low = [[0u32; 256]; MAX_RANKS];
+    for &v in values {
+        let u = offset(v);
+        let slot = slot_of[(u >> low_bits) as usize];
+        if slot != NO_SLOT {
+            low[slot as usize][(u & low_mask) as usize] += 1;
+        }
+    }
+    // Ranks are ascending, so each slot's scan goes on from where its previous rank stopped.
+    let mut cursor = [(0usize, 0u32); MAX_RANKS]; // (value, count below it) per slot
+    for (o, &(slot, r)) in out.iter_mut().zip(&wanted[..ranks.len()]) {
+        let (mut value, mut below) = cursor[slot];
+        while below + low[slot][value] <= r {
+            below += low[slot][value];
+            value += 1;
+        }
+        cursor[slot] = (value, below);
+        let u = (slot_bucket[slot] << low_bits) | value as u32;
+        *o = f64::from(min) + f64::from(u);
     }
 }
 
@@ -307,12 +409,15 @@ pub fn describe<T: Sample>(values: &mut [T], scale: f64, offset: f64, out: &mut 
         out.fill(f64::NAN);
         return;
     }
-    let (mut sum, mut min, mut max) = (0.0, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut sum, mut min, mut max) = (0.0, values[0], values[0]);
     for &v in values.iter() {
-        let v = v.to_f64();
-        sum += v;
-        min = min.min(v);
-        max = max.max(v);
+        sum += v.to_f64();
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
     }
     let mean = sum / n as f64;
     // Two-pass variance: stable where sum-of-squares would cancel.
@@ -323,9 +428,15 @@ pub fn describe<T: Sample>(values: &mut [T], scale: f64, offset: f64, out: &mut 
         / n as f64;
     out[0] = mean;
     out[1] = var.sqrt();
-    out[2] = min;
-    out[3] = max;
-    percentiles(values, &PERCENTILES, &mut out[4..4 + PERCENTILES.len()]);
+    out[2] = min.to_f64();
+    out[3] = max.to_f64();
+    percentiles(
+        values,
+        min,
+        max,
+        &PERCENTILES,
+        &mut out[4..4 + PERCENTILES.len()],
+    );
     if scale != 1.0 || offset != 0.0 {
         for (i, o) in out[..4 + PERCENTILES.len()].iter_mut().enumerate() {
             // The standard deviation only scales.
@@ -338,51 +449,39 @@ pub fn describe<T: Sample>(values: &mut [T], scale: f64, offset: f64, out: &mut 
     }
 }
 
-/// Percentiles `qs` (ascending, in 0..=100) of non-empty `values` with numpy's default
-/// (`method="linear"`) interpolation, found by successive selections instead of a full sort.
-pub fn percentiles<T: Sample>(values: &mut [T], qs: &[f64], out: &mut [f64]) {
+/// Percentiles `qs` (ascending, in 0..=100, at most 4) of non-empty `values` with numpy's
+/// default (`method="linear"`) interpolation, from order statistics instead of a full sort.
+/// `min` and `max` are the extremes of `values`.
+pub fn percentiles<T: Sample>(values: &mut [T], min: T, max: T, qs: &[f64], out: &mut [f64]) {
     let n = values.len();
+    assert!(qs.len() <= 4, "at most 4 percentiles at once");
     // numpy: virtual index (n - 1) * q / 100, between order statistics lo and lo + 1.
-    let mut lows = [0usize; 8];
-    let mut fractions = [0f64; 8];
-    assert!(qs.len() <= lows.len(), "at most 8 percentiles at once");
+    let mut positions = [(0usize, 0usize, 0f64); 4];
+    let mut ranks = [0usize; 8];
     for (k, &q) in qs.iter().enumerate() {
         let virtual_index = (n - 1) as f64 * (q / 100.0);
-        lows[k] = (virtual_index.floor() as usize).min(n - 1);
-        fractions[k] = virtual_index - lows[k] as f64;
+        let lo = (virtual_index.floor() as usize).min(n - 1);
+        let hi = (lo + 1).min(n - 1);
+        positions[k] = (lo, hi, virtual_index - lo as f64);
+        ranks[2 * k] = lo;
+        ranks[2 * k + 1] = hi;
     }
-    let lows = &lows[..qs.len()];
-    // Select each lower rank; everything after a selected rank is >= it, so the next (larger)
-    // rank is searched for only in that part.
-    let mut start = 0;
-    for &lo in lows {
-        if lo >= start {
-            values[start..].select_nth_unstable_by(lo - start, |a, b| {
-                a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal)
-            });
-            start = lo + 1;
+    let ranks = &mut ranks[..2 * qs.len()];
+    ranks.sort_unstable();
+    let mut distinct = [0usize; 8];
+    let mut m = 0;
+    for &r in ranks.iter() {
+        if m == 0 || distinct[m - 1] != r {
+            distinct[m] = r;
+            m += 1;
         }
     }
-    for (k, &lo) in lows.iter().enumerate() {
-        let next = lows[k..].iter().copied().find(|&r| r > lo).unwrap_or(n - 1);
-        let upper = upper_neighbour(values, lo, next).to_f64();
-        out[k] = lerp(values[lo].to_f64(), upper, fractions[k]);
+    let mut stats = [0f64; 8];
+    T::order_statistics(values, min, max, &distinct[..m], &mut stats[..m]);
+    let at = |r: usize| stats[distinct[..m].partition_point(|&d| d < r)];
+    for (o, &(lo, hi, t)) in out.iter_mut().zip(&positions[..qs.len()]) {
+        *o = lerp(at(lo), at(hi), t);
     }
-}
-
-/// Order statistic `lo + 1` once ranks `lo` and `next` (the next selected rank, or the last
-/// index) are in place: the smallest value in `lo + 1 ..= next`, which all lie between them.
-fn upper_neighbour<T: Sample>(values: &[T], lo: usize, next: usize) -> T {
-    if lo + 1 > next {
-        return values[lo];
-    }
-    let mut upper = values[lo + 1];
-    for &v in &values[lo + 2..=next] {
-        if v < upper {
-            upper = v;
-        }
-    }
-    upper
 }
 
 /// numpy's `_lerp`: interpolates from the nearer end so that t = 1 gives exactly `b`.
@@ -410,13 +509,13 @@ mod tests {
         // np.percentile([7, 1, 3, 5, 9], [10, 50, 90]) == [1.8, 5.0, 8.2]
         let mut v = vec![7.0, 1.0, 3.0, 5.0, 9.0];
         let mut out = [0.0; 3];
-        percentiles(&mut v, &PERCENTILES, &mut out);
+        percentiles(&mut v, 1.0, 9.0, &PERCENTILES, &mut out);
         let expected = [1.8, 5.0, 8.2];
         for (o, e) in out.iter().zip(expected) {
             assert!((o - e).abs() < 1e-12, "{out:?}");
         }
         let mut one = vec![4.0];
-        percentiles(&mut one, &PERCENTILES, &mut out);
+        percentiles(&mut one, 4.0, 4.0, &PERCENTILES, &mut out);
         assert_eq!(out, [4.0; 3]);
     }
 
@@ -434,7 +533,7 @@ mod tests {
             sorted.sort_by(f64::total_cmp);
             let mut out = [0.0; 4];
             let qs = [10.0, 12.0, 50.0, 90.0];
-            percentiles(&mut v, &qs, &mut out);
+            percentiles(&mut v, sorted[0], sorted[n - 1], &qs, &mut out);
             for (o, q) in out.iter().zip(qs) {
                 let vi = (n - 1) as f64 * (q / 100.0);
                 let lo = vi.floor() as usize;
@@ -442,6 +541,25 @@ mod tests {
                 let e = lerp(sorted[lo], sorted[hi], vi - lo as f64);
                 assert_eq!(*o, e, "n={n} q={q}");
             }
+        }
+    }
+
+    #[test]
+    fn radix_and_selection_agree_on_integers() {
+        let mut state = 5u64;
+        for (n, spread) in [(48, 3), (200, 1000), (1000, 65535), (500, 1), (300, 70000)] {
+            let v: Vec<i32> = (0..n)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    ((state >> 33) % spread) as i32 - 300
+                })
+                .collect();
+            let ranks = [0, 1, n / 10, n / 2, n / 2 + 1, n - 1];
+            let (mut a, mut b) = ([0.0; 6], [0.0; 6]);
+            let (lo, hi) = (*v.iter().min().unwrap(), *v.iter().max().unwrap());
+            i32::order_statistics(&mut v.clone(), lo, hi, &ranks, &mut a);
+            select_order_statistics(&mut v.clone(), &ranks, &mut b);
+            assert_eq!(a, b, "n={n} spread={spread}");
         }
     }
 
