@@ -144,7 +144,8 @@ def zonal_statistics(
       parcel without pixels).
     * values are scaled, `raw * scale + offset` (S2 L2A: scale 1e-4 and offset 0 or -0.1 gives
       reflectance in 0-1); `scales`/`offsets`/`nodata` are one value for all bands or a mapping
-      by band name (default scale 1, offset 0, no nodata value; NaN is always nodata).
+      by band name (default scale 1, offset 0, no nodata value; NaN is always nodata); scales
+      must be > 0.
     * `std` is the population standard deviation (ddof 0); `p10/p50/p90` use numpy's default
       linear interpolation. Statistics are NaN for a parcel without valid pixels.
     * NDVI = (nir - red) / (nir + red) of the scaled `ndvi = (red, nir)` bands, per valid pixel;
@@ -331,11 +332,17 @@ def _ndvi_indices(ndvi: tuple[str, str] | None, names: list[str]) -> tuple[int, 
 
 def _per_band(value: PerBand, names: list[str], default: float, what: str) -> list[float]:
     if value is None:
-        return [default] * len(names)
-    if isinstance(value, Mapping):
+        values = [default] * len(names)
+    elif isinstance(value, Mapping):
         _check_known(value, names, what)
-        return [float(value.get(name, default)) for name in names]
-    return [float(value)] * len(names)
+        values = [float(value.get(name, default)) for name in names]
+    else:
+        values = [float(value)] * len(names)
+    for name, v in zip(names, values, strict=True):
+        if not np.isfinite(v) or (what == "scales" and v <= 0):
+            rule = "finite and > 0" if what == "scales" else "finite"
+            raise KernelError(f"{what} of band {name} must be {rule}, got {v}")
+    return values
 
 
 def _per_band_nodata(value: PerBandNodata, names: list[str]) -> list[float | None]:

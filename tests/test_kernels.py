@@ -158,6 +158,8 @@ def test_zonal_bad_input_names_the_band() -> None:
         kernels.zonal_statistics(lr, {"B04": ok[None]})
     with pytest.raises(KernelError, match="unknown band B8A"):
         kernels.zonal_statistics(lr, {"B04": ok}, scales={"B8A": 1e-4})
+    with pytest.raises(KernelError, match="scales of band B04 must be finite and > 0"):
+        kernels.zonal_statistics(lr, {"B04": ok}, scales={"B04": -1e-4})
     with pytest.raises(KernelError, match="NDVI band B05"):
         kernels.zonal_statistics(lr, {"B04": ok}, ndvi=("B04", "B05"))
     with pytest.raises(KernelError, match="valid mask"):

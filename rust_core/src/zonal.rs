@@ -8,7 +8,9 @@
 //!   bands so every statistic of a row describes the same pixels.
 //! * per output (each band, then NDVI when asked): `mean`, `std` (population, ddof = 0), `min`,
 //!   `max`, `p10`, `p50`, `p90` (numpy's default linear interpolation) over the valid pixels, in
-//!   scaled units `raw * scale + offset`; NaN when the parcel has no valid pixel.
+//!   scaled units `raw * scale + offset`; NaN when the parcel has no valid pixel. They are
+//!   computed on the raw values and scaled at the end (`scale > 0`, so the order is kept);
+//!   percentiles of integer bands come from a radix histogram, of float bands from selection.
 //! * NDVI = (nir - red) / (nir + red) on scaled values, per valid pixel; pixels with
 //!   `nir + red <= 0` are left out of the NDVI statistics only.
 //! * `wmean` (optional): sum(f * v) / sum(f) over the cells the polygon covers (exact fractions
