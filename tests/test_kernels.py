@@ -192,8 +192,8 @@ def test_ctrl_c_interrupts_a_long_pass() -> None:
     labels, n = block_labels((2000, 2000), 50)
     lr = LabelRaster.from_labels(labels, n, TRANSFORM)
     band = np.random.default_rng(5).integers(1, 10000, size=(2000, 2000), dtype=np.uint16)
-    # The same array 40 times: a long pass without 40 copies in memory.
-    bands = {f"B{i:02d}": band for i in range(40)}
+    # The same array 100 times: a pass of seconds (stopped after ~50 ms) without 100 copies.
+    bands = {f"B{i:03d}": band for i in range(100)}
     previous = signal.signal(signal.SIGALRM, handler)
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.01)
