@@ -18,7 +18,7 @@ macro_rules! impl_raster_value {
         }
     )*};
 }
-impl_raster_value!(u8, u16, i16, u32, f32, f64);
+impl_raster_value!(u8, u16, i16, f32, f64);
 
 /// Integer pixel types: read exactly as `i32`, nodata compared in the native type.
 trait IntValue: RasterValue + PartialEq {
