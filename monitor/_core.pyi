@@ -1,12 +1,23 @@
 """Type stubs of the compiled kernels (`rust_core`, built by maturin). Private: import the
 typed facades in `monitor` instead. Checked against the compiled module by mypy stubtest."""
 
-from typing import final
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["LabelRaster", "__version__"]
+__all__ = [
+    "LabelRaster",
+    "__version__",
+    "pixel_set",
+    "tiling_extract",
+    "tiling_stitch",
+    "tiling_windows",
+    "upsample_classes",
+    "validity_mask_probability",
+    "validity_mask_scl",
+    "zonal_stats",
+]
 __version__: str
 
 @final
@@ -23,3 +34,40 @@ class LabelRaster:
     def transform(self) -> list[float]: ...
     @property
     def has_coverage(self) -> bool: ...
+
+def validity_mask_scl(
+    scl: npt.NDArray[Any], invalid_classes: list[int], dilation: int
+) -> npt.NDArray[np.bool_]: ...
+def validity_mask_probability(
+    prob: npt.NDArray[Any], threshold: float, dilation: int, nodata: float | None
+) -> npt.NDArray[np.bool_]: ...
+def upsample_classes(classes: npt.NDArray[Any], factor: int) -> npt.NDArray[Any]: ...
+def zonal_stats(
+    labels: LabelRaster,
+    bands: list[npt.NDArray[Any]],
+    valid: npt.NDArray[np.bool_] | None,
+    scales: list[float],
+    offsets: list[float],
+    nodata: list[float | None],
+    ndvi: tuple[int, int] | None,
+    weighted_mean: bool,
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32], npt.NDArray[np.float64]]: ...
+def pixel_set(
+    labels: LabelRaster,
+    bands: list[npt.NDArray[Any]],
+    valid: npt.NDArray[np.bool_] | None,
+    scales: list[float],
+    offsets: list[float],
+    nodata: list[float | None],
+    n_samples: int,
+    seed: int,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]: ...
+def tiling_windows(
+    height: int, width: int, tile: int, overlap: int
+) -> list[tuple[int, int, int, int]]: ...
+def tiling_extract(
+    image: npt.NDArray[np.float32], tile: int, overlap: int
+) -> npt.NDArray[np.float32]: ...
+def tiling_stitch(
+    tiles: npt.NDArray[np.float32], height: int, width: int, overlap: int
+) -> npt.NDArray[np.float32]: ...

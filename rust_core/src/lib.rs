@@ -5,7 +5,13 @@
 //! compiled with the `python` feature (maturin turns it on).
 
 pub mod grid;
+pub mod kernel_error;
 pub mod label;
+pub mod mask;
+pub mod pixelset;
+pub mod raster_value;
+pub mod tiling;
+pub mod zonal;
 
 #[cfg(feature = "python")]
 mod bindings;

@@ -4,11 +4,19 @@
 
 use pyo3::prelude::*;
 
+mod arrays;
+mod interrupt;
 mod label_raster;
+mod mask;
+mod stats;
+mod tiling;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     label_raster::register(m)?;
+    mask::register(m)?;
+    stats::register(m)?;
+    tiling::register(m)?;
     Ok(())
 }
