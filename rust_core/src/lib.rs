@@ -7,5 +7,11 @@
 pub mod grid;
 pub mod label;
 
+pub mod coverage;
+pub mod label_build;
+pub mod label_cache;
+pub mod polygons;
+pub mod rasterize;
+
 #[cfg(feature = "python")]
 mod bindings;

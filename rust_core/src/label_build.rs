@@ -1,0 +1,233 @@
+//! Builds a [`LabelRaster`] from parcel polygons: pixel-centre labels (see `rasterize`) and,
+//! on request, exact coverage fractions (see `coverage`).
+//!
+//! Parcels are processed in chunks: the cells of each parcel are computed in parallel (rayon),
+//! then written in parcel order, so the result does not depend on the thread count. Where
+//! parcels overlap, the first parcel in input order keeps the pixel-centre label; coverage is
+//! per parcel and keeps the overlap in both. Parts outside the grid are clipped; a parcel
+//! wholly outside simply gets no pixels.
+
+use rayon::prelude::*;
+
+use crate::coverage::coverage_cells;
+use crate::grid::Grid;
+use crate::label::{LabelRaster, NO_PARCEL};
+use crate::polygons::{LabelError, PixelTransform, RaggedPolygons};
+use crate::rasterize::{centre_spans, Span};
+
+/// Parcels per chunk: enough to keep the threads busy, few enough to bound the memory of the
+/// per-parcel results waiting to be merged and to answer a cancellation quickly.
+const CHUNK: usize = 8192;
+
+/// Builds the label raster of `polygons` (one geometry per parcel, already in the grid's CRS)
+/// on `grid`; coverage fractions too when `with_coverage`.
+pub fn build_label_raster(
+    grid: Grid,
+    coords: &[f64],
+    ring_offsets: &[i64],
+    polygon_offsets: &[i64],
+    geometry_offsets: &[i64],
+    with_coverage: bool,
+) -> Result<LabelRaster, LabelError> {
+    let polygons = RaggedPolygons {
+        coords,
+        ring_offsets,
+        polygon_offsets,
+        geometry_offsets,
+    };
+    build_label_raster_cancellable(grid, &polygons, with_coverage, &mut || false)
+}
+
+/// As [`build_label_raster`], calling `cancelled` between chunks of parcels and stopping with
+/// [`LabelError::Cancelled`] when it returns true (Ctrl-C from Python).
+pub fn build_label_raster_cancellable(
+    grid: Grid,
+    polygons: &RaggedPolygons<'_>,
+    with_coverage: bool,
+    cancelled: &mut dyn FnMut() -> bool,
+) -> Result<LabelRaster, LabelError> {
+    let to_pixel = PixelTransform::new(&grid)?;
+    check_sizes(&grid, polygons.n_parcels())?;
+    polygons.validate()?;
+    let n_parcels = polygons.n_parcels();
+
+    let mut labels = vec![NO_PARCEL; grid.len()];
+    let mut offsets = Vec::with_capacity(n_parcels + 1);
+    let mut pixels = Vec::new();
+    let mut cov_offsets = Vec::with_capacity(n_parcels + 1);
+    let mut cov_pixels = Vec::new();
+    let mut cov_fraction = Vec::new();
+    offsets.push(0u64);
+    cov_offsets.push(0u64);
+
+    for start in (0..n_parcels).step_by(CHUNK) {
+        if cancelled() {
+            return Err(LabelError::Cancelled);
+        }
+        let end = (start + CHUNK).min(n_parcels);
+        let cells: Vec<ParcelCells> = (start..end)
+            .into_par_iter()
+            .map(|p| ParcelCells::compute(polygons, p, &to_pixel, &grid, with_coverage))
+            .collect();
+        for (p, parcel) in (start..end).zip(cells) {
+            let label = p as u32 + 1;
+            for span in &parcel.spans {
+                let row = span.row as usize * grid.width;
+                let run = row + span.col_start as usize..row + span.col_end as usize;
+                for (i, l) in labels[run.clone()].iter_mut().enumerate() {
+                    if *l == NO_PARCEL {
+                        *l = label;
+                        pixels.push((run.start + i) as u32);
+                    }
+                }
+            }
+            offsets.push(pixels.len() as u64);
+            cov_pixels.extend_from_slice(&parcel.cov_pixels);
+            cov_fraction.extend_from_slice(&parcel.cov_fraction);
+            cov_offsets.push(cov_pixels.len() as u64);
+        }
+    }
+    Ok(LabelRaster {
+        grid,
+        n_parcels,
+        labels,
+        offsets,
+        pixels,
+        cov_offsets,
+        cov_pixels,
+        cov_fraction,
+    })
+}
+
+fn check_sizes(grid: &Grid, n_parcels: usize) -> Result<(), LabelError> {
+    let too_large = LabelError::GridTooLarge {
+        height: grid.height,
+        width: grid.width,
+    };
+    match grid.height.checked_mul(grid.width) {
+        Some(n) if n as u64 <= u64::from(u32::MAX) + 1 => {}
+        _ => return Err(too_large),
+    }
+    if n_parcels >= u32::MAX as usize {
+        return Err(LabelError::TooManyParcels(n_parcels));
+    }
+    Ok(())
+}
+
+/// What one parcel contributes, before overlaps with earlier parcels are resolved.
+struct ParcelCells {
+    spans: Vec<Span>,
+    cov_pixels: Vec<u32>,
+    cov_fraction: Vec<f64>,
+}
+
+impl ParcelCells {
+    fn compute(
+        polygons: &RaggedPolygons<'_>,
+        p: usize,
+        to_pixel: &PixelTransform,
+        grid: &Grid,
+        with_coverage: bool,
+    ) -> Self {
+        let edges = polygons.parcel_edges(p, to_pixel);
+        let spans = centre_spans(&edges, grid);
+        let (mut cov_pixels, mut cov_fraction) = (Vec::new(), Vec::new());
+        if with_coverage {
+            coverage_cells(&edges, grid, &mut cov_pixels, &mut cov_fraction);
+        }
+        Self {
+            spans,
+            cov_pixels,
+            cov_fraction,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: [f64; 6] = [10.0, 0.0, 0.0, 0.0, -10.0, 100.0];
+
+    /// Axis-aligned boxes in world coordinates (x0, y0, x1, y1), one parcel each.
+    fn boxes(b: &[(f64, f64, f64, f64)]) -> (Vec<f64>, Vec<i64>, Vec<i64>, Vec<i64>) {
+        let mut coords = Vec::new();
+        for &(x0, y0, x1, y1) in b {
+            coords.extend_from_slice(&[x0, y0, x1, y0, x1, y1, x0, y1, x0, y0]);
+        }
+        let n = b.len() as i64;
+        let rings = (0..=n).map(|i| 5 * i).collect();
+        let counts: Vec<i64> = (0..=n).collect();
+        (coords, rings, counts.clone(), counts)
+    }
+
+    #[test]
+    fn first_parcel_keeps_overlapping_pixels_and_csr_matches_labels() {
+        let grid = Grid::new(10, 10, T);
+        let (c, r, p, g) = boxes(&[(0.0, 100.0, 50.0, 50.0), (30.0, 80.0, 80.0, 30.0)]);
+        let lr = build_label_raster(grid, &c, &r, &p, &g, true).unwrap();
+        assert_eq!(lr.parcel_pixels(0).len(), 25);
+        // Parcel 1 is 5x5 with a 2x3 overlap lost to parcel 0.
+        assert_eq!(lr.parcel_pixels(1).len(), 25 - 6);
+        assert_eq!(lr, {
+            let mut rebuilt = LabelRaster::from_labels(grid, 2, lr.labels.clone());
+            rebuilt.cov_offsets.clone_from(&lr.cov_offsets);
+            rebuilt.cov_pixels.clone_from(&lr.cov_pixels);
+            rebuilt.cov_fraction.clone_from(&lr.cov_fraction);
+            rebuilt
+        });
+        // Coverage keeps the overlap for both parcels.
+        assert_eq!(lr.parcel_coverage(1).0.len(), 25);
+    }
+
+    #[test]
+    fn parcel_outside_the_grid_and_empty_parcel_get_nothing() {
+        let grid = Grid::new(10, 10, T);
+        let (c, r, p, mut g) = boxes(&[(500.0, 500.0, 600.0, 400.0)]);
+        // Append an empty geometry (no polygons).
+        g.push(*g.last().unwrap());
+        let lr = build_label_raster(grid, &c, &r, &p, &g, true).unwrap();
+        assert_eq!(lr.n_parcels, 2);
+        assert!(lr.labels.iter().all(|&l| l == NO_PARCEL));
+        assert_eq!(lr.offsets, vec![0, 0, 0]);
+        assert_eq!(lr.cov_offsets, vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn same_result_with_and_without_coverage_for_labels() {
+        let grid = Grid::new(10, 10, T);
+        let (c, r, p, g) = boxes(&[(3.0, 97.0, 47.0, 52.0)]);
+        let with = build_label_raster(grid, &c, &r, &p, &g, true).unwrap();
+        let without = build_label_raster(grid, &c, &r, &p, &g, false).unwrap();
+        assert_eq!(with.labels, without.labels);
+        assert!(with.has_coverage() && !without.has_coverage());
+        assert_eq!(without.cov_offsets, vec![0, 0]);
+        let area: f64 = with.cov_fraction.iter().sum();
+        assert!((area - 44.0 * 45.0 / 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn oversized_grid_and_rotation_are_errors() {
+        let (c, r, p, g) = boxes(&[(0.0, 10.0, 10.0, 0.0)]);
+        let huge = Grid::new(70_000, 70_000, T);
+        let err = build_label_raster(huge, &c, &r, &p, &g, false).unwrap_err();
+        assert!(matches!(err, LabelError::GridTooLarge { .. }), "{err}");
+        let rotated = Grid::new(10, 10, [10.0, 1.0, 0.0, 0.0, -10.0, 100.0]);
+        let err = build_label_raster(rotated, &c, &r, &p, &g, false).unwrap_err();
+        assert!(err.to_string().contains("rotated"), "{err}");
+    }
+
+    #[test]
+    fn cancellation_stops_the_build() {
+        let grid = Grid::new(10, 10, T);
+        let (c, r, p, g) = boxes(&[(0.0, 10.0, 10.0, 0.0)]);
+        let polys = RaggedPolygons {
+            coords: &c,
+            ring_offsets: &r,
+            polygon_offsets: &p,
+            geometry_offsets: &g,
+        };
+        let err = build_label_raster_cancellable(grid, &polys, false, &mut || true).unwrap_err();
+        assert!(matches!(err, LabelError::Cancelled));
+    }
+}
