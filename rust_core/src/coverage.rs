@@ -200,7 +200,9 @@ mod tests {
     fn parts_outside_the_grid_are_clipped_exactly() {
         let grid = north_up(2, 2);
         // Pixel-space box -3.0..0.5 x -1.0..1.25 covers half of cell 0 and a quarter of cell 2.
-        let coords = [970.0, 2010.0, 1005.0, 2010.0, 1005.0, 1987.5, 970.0, 1987.5, 970.0, 2010.0];
+        let coords = [
+            970.0, 2010.0, 1005.0, 2010.0, 1005.0, 1987.5, 970.0, 1987.5, 970.0, 2010.0,
+        ];
         let cells = cover(&coords, &[0, 5], &grid);
         assert_eq!(cells.len(), 2);
         assert_eq!(cells[0].0, 0);
@@ -208,7 +210,9 @@ mod tests {
         assert_eq!(cells[1].0, 2);
         assert!((cells[1].1 - 0.125).abs() < 1e-12);
         // Entirely right of the grid: nothing.
-        let right = [1030.0, 2000.0, 1040.0, 2000.0, 1040.0, 1990.0, 1030.0, 2000.0];
+        let right = [
+            1030.0, 2000.0, 1040.0, 2000.0, 1040.0, 1990.0, 1030.0, 2000.0,
+        ];
         assert!(cover(&right, &[0, 4], &grid).is_empty());
     }
 
@@ -216,7 +220,12 @@ mod tests {
     fn long_diagonal_sums_to_the_exact_area() {
         let grid = north_up(50, 50);
         // A thin sliver crossing many cells; area by the shoelace formula.
-        let pts = [(1001.3, 1999.1), (1497.7, 1502.2), (1490.1, 1500.9), (1001.3, 1999.1)];
+        let pts = [
+            (1001.3, 1999.1),
+            (1497.7, 1502.2),
+            (1490.1, 1500.9),
+            (1001.3, 1999.1),
+        ];
         let coords: Vec<f64> = pts.iter().flat_map(|&(x, y)| [x, y]).collect();
         let cells = cover(&coords, &[0, 4], &grid);
         let twice: f64 = pts

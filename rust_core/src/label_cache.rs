@@ -63,7 +63,9 @@ impl LabelRaster {
         let mut magic = [0u8; 8];
         read_exact(&mut input, &mut magic)?;
         if &magic != MAGIC {
-            return Err(corrupt("not a parcel-monitor label raster (bad magic bytes)"));
+            return Err(corrupt(
+                "not a parcel-monitor label raster (bad magic bytes)",
+            ));
         }
         let header: Vec<u32> = read_array(&mut input, 2)?;
         if header[0] != VERSION {
@@ -121,15 +123,20 @@ impl LabelRaster {
         }
         for p in 0..self.n_parcels {
             let own = self.parcel_pixels(p);
-            if own.iter().any(|&i| {
-                (i as usize) >= n_cells || self.labels[i as usize] != p as u32 + 1
-            }) {
-                return Err(format!("pixel list of parcel {p} disagrees with the labels"));
+            if own
+                .iter()
+                .any(|&i| (i as usize) >= n_cells || self.labels[i as usize] != p as u32 + 1)
+            {
+                return Err(format!(
+                    "pixel list of parcel {p} disagrees with the labels"
+                ));
             }
             let (cells, _) = self.parcel_coverage(p);
             let beyond = cells.last().is_some_and(|&c| c as usize >= n_cells);
             if beyond || cells.windows(2).any(|w| w[1] <= w[0]) {
-                return Err(format!("coverage cells of parcel {p} out of order or range"));
+                return Err(format!(
+                    "coverage cells of parcel {p} out of order or range"
+                ));
             }
         }
         let labelled = self.labels.iter().filter(|&&l| l != NO_PARCEL).count();
@@ -284,9 +291,6 @@ mod tests {
             Err(LabelError::CorruptCache(_))
         ));
         std::fs::remove_file(&path).unwrap();
-        assert!(matches!(
-            LabelRaster::load(&path),
-            Err(LabelError::Io(_))
-        ));
+        assert!(matches!(LabelRaster::load(&path), Err(LabelError::Io(_))));
     }
 }

@@ -96,7 +96,7 @@ impl<'a> RaggedPolygons<'a> {
     /// Checks that the offsets nest (each level starts at 0, never decreases, ends at the
     /// length of the level below) and that every coordinate is finite.
     pub fn validate(&self) -> Result<(), LabelError> {
-        if self.coords.len() % 2 != 0 {
+        if !self.coords.len().is_multiple_of(2) {
             return Err(LabelError::InvalidOffsets(format!(
                 "coords has an odd length {} (expected x, y pairs)",
                 self.coords.len()
@@ -124,7 +124,10 @@ impl<'a> RaggedPolygons<'a> {
     /// The parcel owning point `point` (offsets must be valid).
     fn parcel_of_point(&self, point: usize) -> usize {
         let ring = self.ring_offsets.partition_point(|&o| o as usize <= point) - 1;
-        let polygon = self.polygon_offsets.partition_point(|&o| o as usize <= ring) - 1;
+        let polygon = self
+            .polygon_offsets
+            .partition_point(|&o| o as usize <= ring)
+            - 1;
         self.geometry_offsets
             .partition_point(|&o| o as usize <= polygon)
             - 1

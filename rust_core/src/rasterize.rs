@@ -27,9 +27,11 @@ pub fn centre_spans(edges: &[Edge], grid: &Grid) -> Vec<Span> {
     if edges.is_empty() || grid.is_empty() {
         return spans;
     }
-    let (ymin, ymax) = edges.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), e| {
-        (lo.min(e.y0), hi.max(e.y1))
-    });
+    let (ymin, ymax) = edges
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), e| {
+            (lo.min(e.y0), hi.max(e.y1))
+        });
     // Rows whose centre y = j + 0.5 lies in [ymin, ymax).
     let first = (ymin - 0.5).ceil().max(0.0);
     let end = (ymax - 0.5).ceil().min(grid.height as f64);
