@@ -109,6 +109,33 @@ def test_labels_match_rasterio_on_random_polygons(seed: int) -> None:
         assert len(pixels) == np.count_nonzero(expected == p + 1)
 
 
+def test_labels_match_rasterio_on_ties() -> None:
+    # Vertices on a half-pixel lattice put vertices, vertical edges and horizontal edges
+    # exactly on pixel centres; rings of both orientations, with holes.
+    rng = np.random.default_rng(11)
+    x0, y0 = RANDOM_TRANSFORM.c, RANDOM_TRANSFORM.f
+    parcels = []
+    for _ in range(60):
+        xs = x0 + 5.0 * np.sort(rng.choice(100, 4, replace=False))
+        ys = y0 - 5.0 * np.sort(rng.choice(80, 4, replace=False))
+        outer = shapely.box(xs[0], ys[3], xs[3], ys[0], ccw=bool(rng.random() < 0.5))
+        hole = shapely.box(xs[1], ys[2], xs[2], ys[1], ccw=bool(rng.random() < 0.5))
+        parcels.append(shapely.Polygon(outer.exterior, [hole.exterior]))
+        n = 7
+        angles = (np.arange(n) + rng.uniform(0, 1, n)) * (2 * np.pi / n)
+        radii = rng.integers(3, 30, n)
+        cx, cy = rng.integers(0, 100), rng.integers(0, 80)
+        star_xy = np.column_stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)])
+        lattice = np.column_stack([x0, y0]) + 5.0 * np.round(star_xy) * [1, -1]
+        star_polygon = shapely.Polygon(lattice)
+        if star_polygon.is_valid:
+            parcels.append(star_polygon)
+    for p, parcel in enumerate(parcels):
+        lr = build_label_raster([parcel], *RANDOM_SHAPE, RANDOM_TRANSFORM, coverage=False)
+        expected = rasterio_labels([parcel], RANDOM_SHAPE, RANDOM_TRANSFORM)
+        assert (lr.labels == expected).all(), f"parcel {p}: {parcel.wkt}"
+
+
 @pytest.mark.parametrize("seed", [5, 6, 7])
 def test_coverage_fractions_are_exact_areas(seed: int) -> None:
     parcels = random_parcels(seed, n=20)

@@ -76,7 +76,8 @@ pub struct RaggedPolygons<'a> {
     pub geometry_offsets: &'a [i64],
 }
 
-/// One edge of a ring in pixel space, stored with `y0 <= y1`.
+/// One edge of a ring in pixel space, stored with `y0 < y1`; a horizontal edge (`y0 == y1`)
+/// keeps the ring's direction (from `(x0, y0)` to `(x1, y1)`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Edge {
     pub x0: f64,
@@ -133,8 +134,8 @@ impl<'a> RaggedPolygons<'a> {
             - 1
     }
 
-    /// The non-horizontal edges of parcel `p` in pixel space, exterior rings winding +1 and
-    /// holes -1 (see [`Edge::winding`]). Offsets must have been validated.
+    /// The edges of parcel `p` in pixel space, exterior rings winding +1, holes -1 and
+    /// horizontal edges 0 (see [`Edge::winding`]). Offsets must have been validated.
     pub fn parcel_edges(&self, p: usize, to_pixel: &PixelTransform) -> Vec<Edge> {
         let mut edges = Vec::new();
         let polygons = self.geometry_offsets[p] as usize..self.geometry_offsets[p + 1] as usize;
@@ -146,7 +147,12 @@ impl<'a> RaggedPolygons<'a> {
                 let ring: Vec<(f64, f64)> = pts
                     .map(|i| to_pixel.apply(self.coords[2 * i], self.coords[2 * i + 1]))
                     .collect();
-                push_ring_edges(&ring, r == first_ring, &mut edges);
+                push_ring_edges(
+                    &ring,
+                    r == first_ring,
+                    to_pixel.flips_orientation(),
+                    &mut edges,
+                );
             }
         }
         edges
@@ -175,7 +181,10 @@ fn check_level(name: &str, offsets: &[i64], below: usize) -> Result<(), LabelErr
 
 /// Appends the edges of one ring (closing it if the input did not). Exterior rings are given
 /// winding such that the area they enclose accumulates positively, holes negatively.
-fn push_ring_edges(ring: &[(f64, f64)], exterior: bool, edges: &mut Vec<Edge>) {
+/// Horizontal edges are stored in the direction they have once the ring is clockwise in world
+/// coordinates (`flipped`: pixel space mirrors the world), as GDAL sees rings when it decides
+/// which horizontal edges to burn.
+fn push_ring_edges(ring: &[(f64, f64)], exterior: bool, flipped: bool, edges: &mut Vec<Edge>) {
     if ring.len() < 2 {
         return;
     }
@@ -189,6 +198,7 @@ fn push_ring_edges(ring: &[(f64, f64)], exterior: bool, edges: &mut Vec<Edge>) {
         let (xb, yb) = ring[(i + 1) % n];
         twice_area += xa * yb - xb * ya;
     }
+    let world_clockwise = (twice_area > 0.0) == flipped;
     let orientation = if (twice_area > 0.0) == exterior {
         -1.0
     } else {
@@ -197,10 +207,17 @@ fn push_ring_edges(ring: &[(f64, f64)], exterior: bool, edges: &mut Vec<Edge>) {
     for i in 0..n {
         let (xa, ya) = ring[i];
         let (xb, yb) = ring[(i + 1) % n];
-        if ya == yb {
-            continue; // horizontal: crosses no scanline and encloses no area
-        }
-        let edge = if ya < yb {
+        let edge = if ya == yb {
+            // Horizontal: encloses no area, but the pixel-centre rule burns some of them.
+            let (x0, x1) = if world_clockwise { (xa, xb) } else { (xb, xa) };
+            Edge {
+                x0,
+                y0: ya,
+                x1,
+                y1: yb,
+                winding: 0.0,
+            }
+        } else if ya < yb {
             Edge {
                 x0: xa,
                 y0: ya,
@@ -247,6 +264,11 @@ impl PixelTransform {
             row0: -f / e,
             row_per_y: 1.0 / e,
         })
+    }
+
+    /// Whether pixel space mirrors the world (true for north-up grids: rows grow southwards).
+    pub fn flips_orientation(&self) -> bool {
+        (self.col_per_x < 0.0) != (self.row_per_y < 0.0)
     }
 
     pub fn apply(&self, x: f64, y: f64) -> (f64, f64) {

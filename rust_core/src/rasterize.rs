@@ -5,9 +5,12 @@
 //! of all parts (so holes are left out). Ties follow GDAL's scanline: the row `j` is sampled at
 //! `y = j + 0.5`; an edge counts when `y0 <= y < y1` (lower end included, upper excluded); a
 //! crossing at `x` starts or ends the run at column `floor(x + 0.5)`, so the centres inside are
-//! those with `x_left < centre <= x_right` (one exactly on a right crossing is in). Horizontal edges lying on a
-//! scanline are skipped, where GDAL burns some of them: the only known difference, and it needs
-//! a vertex exactly on a pixel-centre row.
+//! those with `x_left < centre <= x_right` (one exactly on a right crossing is in). A horizontal
+//! edge lying exactly on a scanline also burns the centres `x_end < centre <= x_start` when it
+//! runs towards -x once its ring is clockwise in world coordinates (GDAL's "bottom" horizontal
+//! segments; rasterio hands GDAL rings in that orientation whatever the input's).
+//! Pixel coordinates are computed as GDAL computes them (`polygons::PixelTransform`), so ties on
+//! vertices placed exactly on pixel centres fall the same way too.
 
 use crate::grid::Grid;
 use crate::polygons::Edge;
@@ -32,20 +35,30 @@ pub fn centre_spans(edges: &[Edge], grid: &Grid) -> Vec<Span> {
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), e| {
             (lo.min(e.y0), hi.max(e.y1))
         });
-    // Rows whose centre y = j + 0.5 lies in [ymin, ymax).
+    // Rows whose centre y = j + 0.5 lies in [ymin, ymax] (ymax itself for horizontal edges).
     let first = (ymin - 0.5).ceil().max(0.0);
-    let end = (ymax - 0.5).ceil().min(grid.height as f64);
+    let end = ((ymax - 0.5).floor() + 1.0).min(grid.height as f64);
     if first >= end {
         return spans;
     }
     let (first, end) = (first as usize, end as usize);
+    let width = grid.width as i64;
+    let mut push = |row: usize, start: i64, stop: i64| {
+        let (start, stop) = (start.clamp(0, width), stop.clamp(0, width));
+        if start < stop {
+            spans.push(Span {
+                row: row as u32,
+                col_start: start as u32,
+                col_end: stop as u32,
+            });
+        }
+    };
 
-    let mut by_start: Vec<&Edge> = edges.iter().collect();
+    let (flat, mut by_start): (Vec<&Edge>, Vec<&Edge>) = edges.iter().partition(|e| e.y0 == e.y1);
     by_start.sort_unstable_by(|a, b| a.y0.total_cmp(&b.y0));
     let mut next = 0;
     let mut active: Vec<&Edge> = Vec::new();
     let mut crossings: Vec<i64> = Vec::new();
-    let width = grid.width as i64;
     for row in first..end {
         let y = row as f64 + 0.5;
         while next < by_start.len() && by_start[next].y0 <= y {
@@ -57,22 +70,45 @@ pub fn centre_spans(edges: &[Edge], grid: &Grid) -> Vec<Span> {
         for e in &active {
             // Same expression as GDAL, so ties round the same way.
             let x = (y - e.y0) * (e.x1 - e.x0) / (e.y1 - e.y0) + e.x0;
-            crossings.push((x + 0.5).floor() as i64);
+            crossings.push(round_half_up(x));
         }
         crossings.sort_unstable();
         for pair in crossings.chunks_exact(2) {
-            let start = pair[0].clamp(0, width);
-            let stop = pair[1].clamp(0, width);
-            if start < stop {
-                spans.push(Span {
-                    row: row as u32,
-                    col_start: start as u32,
-                    col_end: stop as u32,
-                });
-            }
+            push(row, pair[0], pair[1]);
         }
     }
+    for e in flat {
+        let row = e.y0 - 0.5;
+        if e.x0 > e.x1 && row.fract() == 0.0 && row >= first as f64 && row < end as f64 {
+            push(row as usize, round_half_up(e.x1), round_half_up(e.x0));
+        }
+    }
+    if spans.len() > 1 {
+        merge_spans(&mut spans);
+    }
     spans
+}
+
+fn round_half_up(x: f64) -> i64 {
+    (x + 0.5).floor() as i64
+}
+
+/// Sorts spans row-major and merges those that overlap or touch, so each pixel appears once
+/// and pixels come out in ascending order.
+fn merge_spans(spans: &mut Vec<Span>) {
+    spans.sort_unstable_by_key(|s| (s.row, s.col_start));
+    let mut merged = 0;
+    for i in 1..spans.len() {
+        let s = spans[i];
+        let last = &mut spans[merged];
+        if s.row == last.row && s.col_start <= last.col_end {
+            last.col_end = last.col_end.max(s.col_end);
+        } else {
+            merged += 1;
+            spans[merged] = s;
+        }
+    }
+    spans.truncate(merged + 1);
 }
 
 #[cfg(test)]
@@ -138,6 +174,19 @@ mod tests {
                 col_end: 3
             }]
         );
+    }
+
+    #[test]
+    fn horizontal_edges_on_centre_rows_burn_like_gdal_in_either_orientation() {
+        // North-up: pixel row = 3 - y. The box spans pixel rows 0.5..1.5: row 0 by the usual
+        // crossings, row 1 because its world-bottom edge lies on the row's centre line.
+        let grid = Grid::new(3, 3, [1.0, 0.0, 0.0, 0.0, -1.0, 3.0]);
+        let ccw = [0.0, 1.5, 3.0, 1.5, 3.0, 2.5, 0.0, 2.5, 0.0, 1.5];
+        let cw = [0.0, 1.5, 0.0, 2.5, 3.0, 2.5, 3.0, 1.5, 0.0, 1.5];
+        for coords in [ccw, cw] {
+            let spans = centre_spans(&edges_of(&coords, &[0, 5], &grid), &grid);
+            assert_eq!(mask(&spans, &grid), vec![1, 1, 1, 1, 1, 1, 0, 0, 0]);
+        }
     }
 
     #[test]
