@@ -137,8 +137,15 @@ impl<'a> RaggedPolygons<'a> {
     /// The edges of parcel `p` in pixel space, exterior rings winding +1, holes -1 and
     /// horizontal edges 0 (see [`Edge::winding`]). Offsets must have been validated.
     pub fn parcel_edges(&self, p: usize, to_pixel: &PixelTransform) -> Vec<Edge> {
-        let mut edges = Vec::new();
         let polygons = self.geometry_offsets[p] as usize..self.geometry_offsets[p + 1] as usize;
+        let points = if polygons.is_empty() {
+            0
+        } else {
+            let rings = self.polygon_offsets[polygons.start]..self.polygon_offsets[polygons.end];
+            (self.ring_offsets[rings.end as usize] - self.ring_offsets[rings.start as usize])
+                as usize
+        };
+        let mut edges = Vec::with_capacity(points);
         for q in polygons {
             let rings = self.polygon_offsets[q] as usize..self.polygon_offsets[q + 1] as usize;
             let first_ring = rings.start;
