@@ -105,9 +105,7 @@ def cached_label_raster(
     digits, `.`, `_` and `-` only. A cache file that cannot be read is rebuilt and replaced.
     """
     if _CACHE_KEY.fullmatch(key) is None:
-        raise ConfigError(
-            f"label cache key {key!r} must be 1-200 letters, digits, '.', '_' or '-'"
-        )
+        raise ConfigError(f"label cache key {key!r} must be 1-200 letters, digits, '.', '_' or '-'")
     path = Path(cache_dir) / f"{key}.labels"
     if path.exists():
         try:
@@ -141,10 +139,7 @@ def _ragged_multipolygons(
     wrong = present & ~np.isin(type_ids, [_POLYGON, _MULTIPOLYGON])
     if wrong.any():
         i = int(np.flatnonzero(wrong)[0])
-        raise ParcelError(
-            f"parcel {i} is a {geoms[i].geom_type}, "
-            "not a Polygon or MultiPolygon"
-        )
+        raise ParcelError(f"parcel {i} is a {geoms[i].geom_type}, not a Polygon or MultiPolygon")
     invalid = present & ~shapely.is_valid(geoms)
     if invalid.any():
         i = int(np.flatnonzero(invalid)[0])

@@ -143,7 +143,9 @@ def test_coverage_fractions_are_exact_areas(seed: int) -> None:
     height, width = RANDOM_SHAPE
     t = RANDOM_TRANSFORM
     rows, cols = np.divmod(np.arange(height * width), width)
-    cells = shapely.box(t.c + cols * t.a, t.f + (rows + 1) * t.e, t.c + (cols + 1) * t.a, t.f + rows * t.e)
+    cells = shapely.box(
+        t.c + cols * t.a, t.f + (rows + 1) * t.e, t.c + (cols + 1) * t.a, t.f + rows * t.e
+    )
     checked_partial = 0
     for p, parcel in enumerate(parcels):
         near = shapely.intersects(cells, shapely.envelope(parcel))
@@ -153,7 +155,8 @@ def test_coverage_fractions_are_exact_areas(seed: int) -> None:
         cov_pixels, fractions = lr.coverage(p)
         got[cov_pixels] = fractions
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
-        assert (fractions > 0).all() and (fractions <= 1).all()
+        assert (fractions > 0).all()
+        assert (fractions <= 1).all()
         checked_partial += int(((expected > 0) & (expected < 1)).sum())
     assert checked_partial > 100
 
@@ -192,11 +195,12 @@ def test_empty_and_missing_geometries_get_no_pixels() -> None:
     lr = build_label_raster(geoms, *RANDOM_SHAPE, RANDOM_TRANSFORM)
     assert lr.n_parcels == 4
     counts = lr.pixel_counts
-    assert counts[0] == 0 and counts[2] == 0 and counts[3] == 0
+    assert counts[[0, 2, 3]].tolist() == [0, 0, 0]
     assert counts[1] == np.count_nonzero(lr.labels == 2) > 0
     assert len(lr.coverage(0)[0]) == 0
     nothing = build_label_raster([None, shapely.Polygon()], *RANDOM_SHAPE, RANDOM_TRANSFORM)
-    assert nothing.n_parcels == 2 and not nothing.labels.any()
+    assert nothing.n_parcels == 2
+    assert not nothing.labels.any()
 
 
 def test_arrays_are_read_only_views_that_outlive_the_raster() -> None:
