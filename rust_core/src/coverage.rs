@@ -44,9 +44,11 @@ pub fn coverage_cells(
     let ncols = (xmax.ceil().min(width) - col0) as usize;
     let row0 = ymin.floor().max(0.0) as usize;
     let row1 = ymax.ceil().min(height) as usize;
-    // The bounding box bounds the output: one allocation per parcel instead of regrowing.
-    pixels.reserve(ncols * (row1 - row0));
-    fractions.reserve(ncols * (row1 - row0));
+    // The bounding box bounds the output: one allocation per parcel instead of regrowing
+    // (capped, as a long diagonal road has a huge box and few cells).
+    let bound = (ncols * (row1 - row0)).min(1 << 20);
+    pixels.reserve(bound);
+    fractions.reserve(bound);
 
     let mut by_start: Vec<&Edge> = edges.iter().collect();
     by_start.sort_unstable_by(|a, b| a.y0.total_cmp(&b.y0));

@@ -89,9 +89,8 @@ pub fn build_label_raster_cancellable(
             &mut pixels,
             cells.iter().map(ParcelCells::span_pixels).sum(),
         );
-        let new_cov = cells.iter().map(|c| c.cov_pixels.len()).sum();
-        prefault(&mut cov_pixels, new_cov);
-        prefault(&mut cov_fraction, new_cov);
+        append_parallel(&mut cov_pixels, cells.iter().map(|c| &c.cov_pixels[..]));
+        append_parallel(&mut cov_fraction, cells.iter().map(|c| &c.cov_fraction[..]));
         for (p, parcel) in (start..end).zip(cells) {
             let label = p as u32 + 1;
             for span in &parcel.spans {
@@ -112,9 +111,8 @@ pub fn build_label_raster_cancellable(
                 }
             }
             offsets.push(pixels.len() as u64);
-            cov_pixels.extend_from_slice(&parcel.cov_pixels);
-            cov_fraction.extend_from_slice(&parcel.cov_fraction);
-            cov_offsets.push(cov_pixels.len() as u64);
+            let last = *cov_offsets.last().expect("starts with 0");
+            cov_offsets.push(last + parcel.cov_pixels.len() as u64);
         }
     }
     pixels.shrink_to_fit();
@@ -143,6 +141,35 @@ fn prefault<T: Copy + Default + Send>(buffer: &mut Vec<T>, additional: usize) {
     buffer.spare_capacity_mut()[..additional]
         .par_chunks_mut(PREFAULT_BLOCK)
         .for_each(|block| block.iter_mut().for_each(|v| _ = v.write(T::default())));
+}
+
+/// Appends `parts` one after the other to `buffer`, copying them in parallel (which also
+/// spreads the first touch of fresh pages over the threads).
+fn append_parallel<'a, T: Copy + Send + Sync + 'a>(
+    buffer: &mut Vec<T>,
+    parts: impl Iterator<Item = &'a [T]>,
+) {
+    let parts: Vec<&[T]> = parts.collect();
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    buffer.reserve(total);
+    let mut spare = &mut buffer.spare_capacity_mut()[..total];
+    let mut targets = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let (head, tail) = spare.split_at_mut(part.len());
+        targets.push(head);
+        spare = tail;
+    }
+    targets
+        .into_par_iter()
+        .zip(parts)
+        .for_each(|(target, part)| {
+            for (slot, &value) in target.iter_mut().zip(part) {
+                slot.write(value);
+            }
+        });
+    let len = buffer.len() + total;
+    // SAFETY: the `total` elements after the old length were all written just above.
+    unsafe { buffer.set_len(len) };
 }
 
 /// Asks Linux to back the 2 MiB-aligned part of `buffer`'s allocation with transparent huge
