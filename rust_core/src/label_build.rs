@@ -174,7 +174,7 @@ fn append_parallel<'a, T: Copy + Send + Sync + 'a>(
 
 /// Asks Linux to back the 2 MiB-aligned part of `buffer`'s allocation with transparent huge
 /// pages (one fault per 2 MiB instead of per 4 KiB). A hint: failure changes nothing.
-fn advise_huge_pages<T>(buffer: &Vec<T>) {
+pub(crate) fn advise_huge_pages<T>(buffer: &Vec<T>) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;

@@ -21,14 +21,15 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use crate::grid::Grid;
+use rayon::prelude::*;
+
 use crate::label::{LabelRaster, NO_PARCEL};
+use crate::label_build::advise_huge_pages;
 use crate::polygons::LabelError;
 
 const MAGIC: &[u8; 8] = b"PMLABELS";
 const VERSION: u32 = 1;
 const HEADER_BYTES: u64 = 8 + 4 + 4 + 16 + 48 + 24;
-/// Size of the conversion buffer between typed arrays and bytes.
-const BUFFER_BYTES: usize = 1 << 20;
 
 impl LabelRaster {
     /// Writes the raster to `path` (created or truncated). Not atomic: write to a temporary
@@ -51,7 +52,9 @@ impl LabelRaster {
         write_array(&mut out, &self.cov_offsets)?;
         write_array(&mut out, &self.cov_pixels)?;
         write_array(&mut out, &self.cov_fraction)?;
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        // No fsync: this is a cache. A file torn by a crash fails the checks in `load` and is
+        // rebuilt, which costs less than syncing GBs on every save.
+        out.flush()?;
         Ok(())
     }
 
@@ -108,7 +111,11 @@ impl LabelRaster {
         if self.labels.len() != n_cells {
             return Err(format!("{} labels for {n_cells} cells", self.labels.len()));
         }
-        if let Some(l) = self.labels.iter().find(|&&l| l as usize > self.n_parcels) {
+        if let Some(l) = self
+            .labels
+            .par_iter()
+            .find_any(|&&l| l as usize > self.n_parcels)
+        {
             return Err(format!("label {l} above n_parcels {}", self.n_parcels));
         }
         check_csr("offsets", &self.offsets, self.n_parcels, self.pixels.len())?;
@@ -121,32 +128,31 @@ impl LabelRaster {
         if self.cov_fraction.len() != self.cov_pixels.len() {
             return Err("cov_fraction and cov_pixels differ in length".into());
         }
-        for p in 0..self.n_parcels {
+        let bad_parcel = (0..self.n_parcels).into_par_iter().find_any(|&p| {
             let own = self.parcel_pixels(p);
-            if own
-                .iter()
-                .any(|&i| (i as usize) >= n_cells || self.labels[i as usize] != p as u32 + 1)
-            {
-                return Err(format!(
-                    "pixel list of parcel {p} disagrees with the labels"
-                ));
-            }
             let (cells, _) = self.parcel_coverage(p);
-            let beyond = cells.last().is_some_and(|&c| c as usize >= n_cells);
-            if beyond || cells.windows(2).any(|w| w[1] <= w[0]) {
-                return Err(format!(
-                    "coverage cells of parcel {p} out of order or range"
-                ));
-            }
+            own.iter()
+                .any(|&i| (i as usize) >= n_cells || self.labels[i as usize] != p as u32 + 1)
+                || cells.last().is_some_and(|&c| c as usize >= n_cells)
+                || cells.windows(2).any(|w| w[1] <= w[0])
+        });
+        if let Some(p) = bad_parcel {
+            return Err(format!(
+                "pixel or coverage lists of parcel {p} are inconsistent"
+            ));
         }
-        let labelled = self.labels.iter().filter(|&&l| l != NO_PARCEL).count();
+        let labelled = self.labels.par_iter().filter(|&&l| l != NO_PARCEL).count();
         if labelled != self.pixels.len() {
             return Err(format!(
                 "{labelled} labelled pixels but {} in the pixel lists",
                 self.pixels.len()
             ));
         }
-        if let Some(f) = self.cov_fraction.iter().find(|&&f| !(f > 0.0 && f <= 1.0)) {
+        if let Some(f) = self
+            .cov_fraction
+            .par_iter()
+            .find_any(|&&f| !(f > 0.0 && f <= 1.0))
+        {
             return Err(format!("coverage fraction {f} outside (0, 1]"));
         }
         Ok(())
@@ -184,50 +190,58 @@ fn read_exact(input: &mut impl Read, buf: &mut [u8]) -> Result<(), LabelError> {
     })
 }
 
-/// A plain number stored little-endian.
-trait LeBytes: Copy {
-    const SIZE: usize;
-    fn put(self, out: &mut [u8]);
-    fn get(bytes: &[u8]) -> Self;
+/// A plain number stored little-endian. Implemented only for types without padding whose
+/// every bit pattern is valid, so their memory can be read and written as bytes.
+trait Plain: Copy + Default {
+    /// Converts between native and little-endian order (the same swap both ways).
+    fn swap_le(self) -> Self;
 }
 
-macro_rules! le_bytes {
-    ($($t:ty),*) => {$(
-        impl LeBytes for $t {
-            const SIZE: usize = std::mem::size_of::<$t>();
-            fn put(self, out: &mut [u8]) {
-                out.copy_from_slice(&self.to_le_bytes());
-            }
-            fn get(bytes: &[u8]) -> Self {
-                <$t>::from_le_bytes(bytes.try_into().expect("slice of SIZE bytes"))
-            }
-        }
-    )*};
-}
-le_bytes!(u32, u64, f64);
-
-fn write_array<T: LeBytes>(out: &mut impl Write, data: &[T]) -> std::io::Result<()> {
-    let mut buf = vec![0u8; BUFFER_BYTES.min(data.len() * T::SIZE)];
-    for chunk in data.chunks(BUFFER_BYTES / T::SIZE) {
-        let bytes = &mut buf[..chunk.len() * T::SIZE];
-        for (&v, slot) in chunk.iter().zip(bytes.chunks_exact_mut(T::SIZE)) {
-            v.put(slot);
-        }
-        out.write_all(bytes)?;
+impl Plain for u32 {
+    fn swap_le(self) -> Self {
+        self.to_le()
     }
-    Ok(())
 }
 
-fn read_array<T: LeBytes>(input: &mut impl Read, n: usize) -> Result<Vec<T>, LabelError> {
-    let mut values = Vec::with_capacity(n);
-    let mut buf = vec![0u8; BUFFER_BYTES.min(n * T::SIZE)];
-    let mut left = n;
-    while left > 0 {
-        let k = left.min(BUFFER_BYTES / T::SIZE);
-        let bytes = &mut buf[..k * T::SIZE];
-        read_exact(input, bytes)?;
-        values.extend(bytes.chunks_exact(T::SIZE).map(T::get));
-        left -= k;
+impl Plain for u64 {
+    fn swap_le(self) -> Self {
+        self.to_le()
+    }
+}
+
+impl Plain for f64 {
+    fn swap_le(self) -> Self {
+        f64::from_bits(self.to_bits().to_le())
+    }
+}
+
+fn as_bytes<T: Plain>(data: &[T]) -> &[u8] {
+    // SAFETY: `Plain` types have no padding; the slice covers exactly `data`'s memory.
+    unsafe { std::slice::from_raw_parts(data.as_ptr().cast(), std::mem::size_of_val(data)) }
+}
+
+fn as_bytes_mut<T: Plain>(data: &mut [T]) -> &mut [u8] {
+    // SAFETY: as above, and every byte pattern is a valid `Plain` value.
+    unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast(), std::mem::size_of_val(data)) }
+}
+
+fn write_array<T: Plain>(out: &mut impl Write, data: &[T]) -> std::io::Result<()> {
+    if cfg!(target_endian = "little") {
+        out.write_all(as_bytes(data))
+    } else {
+        let swapped: Vec<T> = data.iter().map(|v| v.swap_le()).collect();
+        out.write_all(as_bytes(&swapped))
+    }
+}
+
+/// Reads `n` values straight into their final buffer (the file length was checked first, so
+/// `n` is bounded by what is on disk).
+fn read_array<T: Plain>(input: &mut impl Read, n: usize) -> Result<Vec<T>, LabelError> {
+    let mut values = vec![T::default(); n];
+    advise_huge_pages(&values);
+    read_exact(input, as_bytes_mut(&mut values))?;
+    if cfg!(target_endian = "big") {
+        values.iter_mut().for_each(|v| *v = v.swap_le());
     }
     Ok(values)
 }
