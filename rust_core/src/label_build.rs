@@ -1,8 +1,10 @@
 //! Builds a [`LabelRaster`] from parcel polygons: pixel-centre labels (see `rasterize`) and,
 //! on request, exact coverage fractions (see `coverage`).
 //!
-//! Parcels are processed in chunks: the cells of each parcel are computed in parallel (rayon),
-//! then written in parcel order, so the result does not depend on the thread count. Where
+//! Parcels are processed in chunks: runs of consecutive parcels ("batches") are computed in
+//! parallel (rayon), then written in parcel order, so the result does not depend on the thread
+//! count. Batch buffers live across chunks: freeing and re-faulting them per chunk made the
+//! kernel's page zeroing the largest cost of the build. Where
 //! parcels overlap, the first parcel in input order keeps the pixel-centre label; coverage is
 //! per parcel and keeps the overlap in both. Parts outside the grid are clipped; a parcel
 //! wholly outside simply gets no pixels.
@@ -16,8 +18,10 @@ use crate::polygons::{LabelError, PixelTransform, RaggedPolygons};
 use crate::rasterize::{centre_spans, Span};
 
 /// Parcels per chunk: enough to keep the threads busy, few enough to bound the memory of the
-/// per-parcel results waiting to be merged and to answer a cancellation quickly.
-const CHUNK: usize = 1024;
+/// results waiting to be merged and to answer a cancellation quickly.
+const CHUNK: usize = 4096;
+/// Batches per chunk and thread, for load balance between big and small parcels.
+const BATCHES_PER_THREAD: usize = 4;
 
 /// Builds the label raster of `polygons` (one geometry per parcel, already in the grid's CRS)
 /// on `grid`; coverage fractions too when `with_coverage`.
@@ -76,43 +80,49 @@ pub fn build_label_raster_cancellable(
     offsets.push(0u64);
     cov_offsets.push(0u64);
 
+    let n_batches = rayon::current_num_threads() * BATCHES_PER_THREAD;
+    let mut batches: Vec<Batch> = (0..n_batches).map(|_| Batch::default()).collect();
     for start in (0..n_parcels).step_by(CHUNK) {
         if cancelled() {
             return Err(LabelError::Cancelled);
         }
         let end = (start + CHUNK).min(n_parcels);
-        let cells: Vec<ParcelCells> = (start..end)
-            .into_par_iter()
-            .map(|p| ParcelCells::compute(polygons, p, &to_pixel, &grid, with_coverage))
-            .collect();
-        prefault(
-            &mut pixels,
-            cells.iter().map(ParcelCells::span_pixels).sum(),
+        let per_batch = (end - start).div_ceil(n_batches);
+        batches.par_iter_mut().enumerate().for_each(|(k, batch)| {
+            let first = (start + k * per_batch).min(end);
+            let last = (first + per_batch).min(end);
+            batch.fill(first..last, polygons, &to_pixel, &grid, with_coverage);
+        });
+        prefault(&mut pixels, batches.iter().map(Batch::span_pixels).sum());
+        append_parallel(&mut cov_pixels, batches.iter().map(|b| &b.cov_pixels[..]));
+        append_parallel(
+            &mut cov_fraction,
+            batches.iter().map(|b| &b.cov_fraction[..]),
         );
-        append_parallel(&mut cov_pixels, cells.iter().map(|c| &c.cov_pixels[..]));
-        append_parallel(&mut cov_fraction, cells.iter().map(|c| &c.cov_fraction[..]));
-        for (p, parcel) in (start..end).zip(cells) {
-            let label = p as u32 + 1;
-            for span in &parcel.spans {
-                let row = span.row as usize * grid.width;
-                let run = row + span.col_start as usize..row + span.col_end as usize;
-                let slots = &mut labels[run.clone()];
-                if slots.iter().all(|&l| l == NO_PARCEL) {
-                    // The common case, no overlap: vectorised fill.
-                    slots.fill(label);
-                    pixels.extend(run.start as u32..run.end as u32);
-                    continue;
-                }
-                for (i, l) in slots.iter_mut().enumerate() {
-                    if *l == NO_PARCEL {
-                        *l = label;
-                        pixels.push((run.start + i) as u32);
+        for batch in &batches {
+            for (k, p) in batch.parcels.clone().enumerate() {
+                let label = p as u32 + 1;
+                for span in batch.parcel_spans(k) {
+                    let row = span.row as usize * grid.width;
+                    let run = row + span.col_start as usize..row + span.col_end as usize;
+                    let slots = &mut labels[run.clone()];
+                    if slots.iter().all(|&l| l == NO_PARCEL) {
+                        // The common case, no overlap: vectorised fill.
+                        slots.fill(label);
+                        pixels.extend(run.start as u32..run.end as u32);
+                        continue;
+                    }
+                    for (i, l) in slots.iter_mut().enumerate() {
+                        if *l == NO_PARCEL {
+                            *l = label;
+                            pixels.push((run.start + i) as u32);
+                        }
                     }
                 }
+                offsets.push(pixels.len() as u64);
+                let last = *cov_offsets.last().expect("starts with 0");
+                cov_offsets.push(last + batch.parcel_cov_len(k) as u64);
             }
-            offsets.push(pixels.len() as u64);
-            let last = *cov_offsets.last().expect("starts with 0");
-            cov_offsets.push(last + parcel.cov_pixels.len() as u64);
         }
     }
     pixels.shrink_to_fit();
@@ -212,40 +222,62 @@ fn check_sizes(grid: &Grid, n_parcels: usize) -> Result<(), LabelError> {
     Ok(())
 }
 
-/// What one parcel contributes, before overlaps with earlier parcels are resolved.
-struct ParcelCells {
+/// What a run of consecutive parcels contributes, before overlaps with earlier parcels are
+/// resolved: parcel `parcels.start + k` has spans `spans[span_ends[k - 1]..span_ends[k]]` and
+/// coverage cells likewise by `cov_ends` (with an implicit 0 before the first parcel).
+#[derive(Default)]
+struct Batch {
+    parcels: std::ops::Range<usize>,
     spans: Vec<Span>,
+    span_ends: Vec<usize>,
     cov_pixels: Vec<u32>,
     cov_fraction: Vec<f64>,
+    cov_ends: Vec<usize>,
 }
 
-impl ParcelCells {
-    /// Pixels in the spans: at least the pixels the parcel will keep.
+impl Batch {
+    /// Replaces the contents with those of `parcels`, keeping the buffers' memory.
+    fn fill(
+        &mut self,
+        parcels: std::ops::Range<usize>,
+        polygons: &RaggedPolygons<'_>,
+        to_pixel: &PixelTransform,
+        grid: &Grid,
+        with_coverage: bool,
+    ) {
+        self.parcels = parcels.clone();
+        self.spans.clear();
+        self.span_ends.clear();
+        self.cov_pixels.clear();
+        self.cov_fraction.clear();
+        self.cov_ends.clear();
+        for p in parcels {
+            let edges = polygons.parcel_edges(p, to_pixel);
+            centre_spans(&edges, grid, &mut self.spans);
+            self.span_ends.push(self.spans.len());
+            if with_coverage {
+                coverage_cells(&edges, grid, &mut self.cov_pixels, &mut self.cov_fraction);
+            }
+            self.cov_ends.push(self.cov_pixels.len());
+        }
+    }
+
+    fn parcel_spans(&self, k: usize) -> &[Span] {
+        let start = if k == 0 { 0 } else { self.span_ends[k - 1] };
+        &self.spans[start..self.span_ends[k]]
+    }
+
+    fn parcel_cov_len(&self, k: usize) -> usize {
+        let start = if k == 0 { 0 } else { self.cov_ends[k - 1] };
+        self.cov_ends[k] - start
+    }
+
+    /// Pixels in all spans: at least the pixels the batch's parcels will keep.
     fn span_pixels(&self) -> usize {
         self.spans
             .iter()
             .map(|s| (s.col_end - s.col_start) as usize)
             .sum()
-    }
-
-    fn compute(
-        polygons: &RaggedPolygons<'_>,
-        p: usize,
-        to_pixel: &PixelTransform,
-        grid: &Grid,
-        with_coverage: bool,
-    ) -> Self {
-        let edges = polygons.parcel_edges(p, to_pixel);
-        let spans = centre_spans(&edges, grid);
-        let (mut cov_pixels, mut cov_fraction) = (Vec::new(), Vec::new());
-        if with_coverage {
-            coverage_cells(&edges, grid, &mut cov_pixels, &mut cov_fraction);
-        }
-        Self {
-            spans,
-            cov_pixels,
-            cov_fraction,
-        }
     }
 }
 

@@ -23,12 +23,12 @@ pub struct Span {
     pub col_end: u32,
 }
 
-/// Runs of pixels whose centre is inside the polygon made of `edges`, in row-major order,
-/// clipped to the grid.
-pub fn centre_spans(edges: &[Edge], grid: &Grid) -> Vec<Span> {
-    let mut spans = Vec::new();
+/// Appends to `spans` the runs of pixels whose centre is inside the polygon made of `edges`,
+/// in row-major order, clipped to the grid, each pixel once.
+pub fn centre_spans(edges: &[Edge], grid: &Grid, spans: &mut Vec<Span>) {
+    let own = spans.len();
     if edges.is_empty() || grid.is_empty() {
-        return spans;
+        return;
     }
     let (ymin, ymax) = edges
         .iter()
@@ -39,7 +39,7 @@ pub fn centre_spans(edges: &[Edge], grid: &Grid) -> Vec<Span> {
     let first = (ymin - 0.5).ceil().max(0.0);
     let end = ((ymax - 0.5).floor() + 1.0).min(grid.height as f64);
     if first >= end {
-        return spans;
+        return;
     }
     let (first, end) = (first as usize, end as usize);
     let width = grid.width as i64;
@@ -83,22 +83,21 @@ pub fn centre_spans(edges: &[Edge], grid: &Grid) -> Vec<Span> {
             push(row as usize, round_half_up(e.x1), round_half_up(e.x0));
         }
     }
-    if spans.len() > 1 {
-        merge_spans(&mut spans);
+    if spans.len() > own + 1 {
+        merge_spans(spans, own);
     }
-    spans
 }
 
 fn round_half_up(x: f64) -> i64 {
     (x + 0.5).floor() as i64
 }
 
-/// Sorts spans row-major and merges those that overlap or touch, so each pixel appears once
-/// and pixels come out in ascending order.
-fn merge_spans(spans: &mut Vec<Span>) {
-    spans.sort_unstable_by_key(|s| (s.row, s.col_start));
-    let mut merged = 0;
-    for i in 1..spans.len() {
+/// Sorts `spans[own..]` row-major and merges those that overlap or touch, so each pixel
+/// appears once and pixels come out in ascending order.
+fn merge_spans(spans: &mut Vec<Span>, own: usize) {
+    spans[own..].sort_unstable_by_key(|s| (s.row, s.col_start));
+    let mut merged = own;
+    for i in own + 1..spans.len() {
         let s = spans[i];
         let last = &mut spans[merged];
         if s.row == last.row && s.col_start <= last.col_end {
@@ -129,6 +128,19 @@ mod tests {
         ragged.parcel_edges(0, &PixelTransform::new(grid).unwrap())
     }
 
+    fn spans_of(edges: &[Edge], grid: &Grid) -> Vec<Span> {
+        // Something already in the buffer must stay untouched.
+        let sentinel = Span {
+            row: 99,
+            col_start: 0,
+            col_end: 1,
+        };
+        let mut spans = vec![sentinel];
+        centre_spans(edges, grid, &mut spans);
+        assert_eq!(spans[0], sentinel);
+        spans.split_off(1)
+    }
+
     fn identity_grid(h: usize, w: usize) -> Grid {
         // y grows downwards like rows, so world coordinates are pixel coordinates.
         Grid::new(h, w, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
@@ -152,7 +164,7 @@ mod tests {
             0.2, 0.2, 5.8, 0.2, 5.8, 5.8, 0.2, 5.8, 0.2, 0.2,
             2.2, 2.2, 2.2, 3.8, 3.8, 3.8, 3.8, 2.2, 2.2, 2.2,
         ];
-        let spans = centre_spans(&edges_of(&coords, &[0, 5, 10], &grid), &grid);
+        let spans = spans_of(&edges_of(&coords, &[0, 5, 10], &grid), &grid);
         let m = mask(&spans, &grid);
         assert_eq!(m.iter().map(|&v| v as usize).sum::<usize>(), 32);
         assert_eq!(m[2 * 6 + 2], 0);
@@ -165,7 +177,7 @@ mod tests {
         let grid = identity_grid(1, 4);
         // x from 0.5 (centre of col 0) to 2.5 (centre of col 2), covering row 0 fully.
         let coords = [0.5, 0.0, 2.5, 0.0, 2.5, 1.0, 0.5, 1.0, 0.5, 0.0];
-        let spans = centre_spans(&edges_of(&coords, &[0, 5], &grid), &grid);
+        let spans = spans_of(&edges_of(&coords, &[0, 5], &grid), &grid);
         assert_eq!(
             spans,
             vec![Span {
@@ -184,7 +196,7 @@ mod tests {
         let ccw = [0.0, 1.5, 3.0, 1.5, 3.0, 2.5, 0.0, 2.5, 0.0, 1.5];
         let cw = [0.0, 1.5, 0.0, 2.5, 3.0, 2.5, 3.0, 1.5, 0.0, 1.5];
         for coords in [ccw, cw] {
-            let spans = centre_spans(&edges_of(&coords, &[0, 5], &grid), &grid);
+            let spans = spans_of(&edges_of(&coords, &[0, 5], &grid), &grid);
             assert_eq!(mask(&spans, &grid), vec![1, 1, 1, 1, 1, 1, 0, 0, 0]);
         }
     }
@@ -193,9 +205,9 @@ mod tests {
     fn parts_outside_the_grid_are_clipped() {
         let grid = identity_grid(3, 3);
         let coords = [-5.0, -5.0, 1.9, -5.0, 1.9, 1.9, -5.0, 1.9, -5.0, -5.0];
-        let spans = centre_spans(&edges_of(&coords, &[0, 5], &grid), &grid);
+        let spans = spans_of(&edges_of(&coords, &[0, 5], &grid), &grid);
         assert_eq!(mask(&spans, &grid), vec![1, 1, 0, 1, 1, 0, 0, 0, 0]);
         let outside = [10.0, 10.0, 12.0, 10.0, 12.0, 12.0, 10.0, 10.0];
-        assert!(centre_spans(&edges_of(&outside, &[0, 4], &grid), &grid).is_empty());
+        assert!(spans_of(&edges_of(&outside, &[0, 4], &grid), &grid).is_empty());
     }
 }
