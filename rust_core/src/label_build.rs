@@ -56,17 +56,16 @@ pub fn build_label_raster_cancellable(
     let n_parcels = polygons.n_parcels();
 
     // The output of a full tile is GBs, and the kernel zeroing its pages on first touch costs
-    // more than the geometry. So: capacities are generous guesses (untouched capacity costs
-    // address space, not memory), the buffers ask for huge pages, and pages are first touched
-    // in parallel (`prefault`) rather than by the sequential merge below.
+    // as much as the geometry. So: capacities are generous guesses (untouched capacity costs
+    // address space, not memory), and pages are first touched in parallel (`prefault`,
+    // `append_parallel`) rather than by the sequential merge below. (Transparent huge pages
+    // were tried: slower and erratic here.)
     let mut labels = vec![NO_PARCEL; grid.len()];
-    advise_huge_pages(&labels);
     labels
         .par_chunks_mut(PREFAULT_BLOCK)
         .for_each(|block| block.fill(NO_PARCEL));
     let mut offsets = Vec::with_capacity(n_parcels + 1);
     let mut pixels = Vec::with_capacity(grid.len());
-    advise_huge_pages(&pixels);
     let mut cov_offsets = Vec::with_capacity(n_parcels + 1);
     let cov_guess = if with_coverage {
         grid.len() + grid.len() / 4
@@ -75,8 +74,6 @@ pub fn build_label_raster_cancellable(
     };
     let mut cov_pixels = Vec::with_capacity(cov_guess);
     let mut cov_fraction = Vec::with_capacity(cov_guess);
-    advise_huge_pages(&cov_pixels);
-    advise_huge_pages(&cov_fraction);
     offsets.push(0u64);
     cov_offsets.push(0u64);
 
@@ -180,31 +177,6 @@ fn append_parallel<'a, T: Copy + Send + Sync + 'a>(
     let len = buffer.len() + total;
     // SAFETY: the `total` elements after the old length were all written just above.
     unsafe { buffer.set_len(len) };
-}
-
-/// Asks Linux to back the 2 MiB-aligned part of `buffer`'s allocation with transparent huge
-/// pages (one fault per 2 MiB instead of per 4 KiB). A hint: failure changes nothing.
-pub(crate) fn advise_huge_pages<T>(buffer: &Vec<T>) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = buffer.as_ptr() as usize;
-        let end = start + buffer.capacity() * std::mem::size_of::<T>();
-        let (first, last) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
-        if last > first {
-            // SAFETY: the range lies inside the vector's own allocation; MADV_HUGEPAGE only
-            // changes how the kernel backs it, never its contents.
-            unsafe {
-                libc::madvise(
-                    first as *mut libc::c_void,
-                    last - first,
-                    libc::MADV_HUGEPAGE,
-                );
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = buffer;
 }
 
 fn check_sizes(grid: &Grid, n_parcels: usize) -> Result<(), LabelError> {

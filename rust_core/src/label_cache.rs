@@ -24,7 +24,6 @@ use crate::grid::Grid;
 use rayon::prelude::*;
 
 use crate::label::{LabelRaster, NO_PARCEL};
-use crate::label_build::advise_huge_pages;
 use crate::polygons::LabelError;
 
 const MAGIC: &[u8; 8] = b"PMLABELS";
@@ -238,7 +237,6 @@ fn write_array<T: Plain>(out: &mut impl Write, data: &[T]) -> std::io::Result<()
 /// `n` is bounded by what is on disk).
 fn read_array<T: Plain>(input: &mut impl Read, n: usize) -> Result<Vec<T>, LabelError> {
     let mut values = vec![T::default(); n];
-    advise_huge_pages(&values);
     read_exact(input, as_bytes_mut(&mut values))?;
     if cfg!(target_endian = "big") {
         values.iter_mut().for_each(|v| *v = v.swap_le());
