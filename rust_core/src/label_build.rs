@@ -90,7 +90,9 @@ pub fn build_label_raster_cancellable(
             let last = (first + per_batch).min(end);
             batch.fill(first..last, polygons, &to_pixel, &grid, with_coverage);
         });
-        prefault(&mut pixels, batches.iter().map(Batch::span_pixels).sum());
+        // Overlapping spans count twice: cap at what the grid can still hold.
+        let new_pixels: usize = batches.iter().map(Batch::span_pixels).sum();
+        prefault(&mut pixels, new_pixels.min(grid.len() - pixels.len()));
         append_parallel(&mut cov_pixels, batches.iter().map(|b| &b.cov_pixels[..]));
         append_parallel(
             &mut cov_fraction,
