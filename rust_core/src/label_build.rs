@@ -91,8 +91,9 @@ pub fn build_label_raster_cancellable(
             batch.fill(first..last, polygons, &to_pixel, &grid, with_coverage);
         });
         // Overlapping spans count twice: cap at what the grid can still hold.
+        let room = grid.len() - pixels.len();
         let new_pixels: usize = batches.iter().map(Batch::span_pixels).sum();
-        prefault(&mut pixels, new_pixels.min(grid.len() - pixels.len()));
+        prefault(&mut pixels, new_pixels.min(room));
         append_parallel(&mut cov_pixels, batches.iter().map(|b| &b.cov_pixels[..]));
         append_parallel(
             &mut cov_fraction,
