@@ -1,6 +1,7 @@
 """Type stubs of the compiled kernels (`rust_core`, built by maturin). Private: import the
 typed facades in `monitor` instead. Checked against the compiled module by mypy stubtest."""
 
+import os
 from typing import Any, final
 
 import numpy as np
@@ -9,6 +10,7 @@ import numpy.typing as npt
 __all__ = [
     "LabelRaster",
     "__version__",
+    "build_label_raster",
     "pixel_set",
     "tiling_extract",
     "tiling_stitch",
@@ -26,6 +28,9 @@ class LabelRaster:
     def from_labels(
         labels: npt.NDArray[np.uint32], n_parcels: int, transform: tuple[float, ...] | list[float]
     ) -> LabelRaster: ...
+    @staticmethod
+    def load(path: str | os.PathLike[str]) -> LabelRaster: ...
+    def save(self, path: str | os.PathLike[str]) -> None: ...
     @property
     def n_parcels(self) -> int: ...
     @property
@@ -34,6 +39,33 @@ class LabelRaster:
     def transform(self) -> list[float]: ...
     @property
     def has_coverage(self) -> bool: ...
+    @property
+    def labels(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def offsets(self) -> npt.NDArray[np.uint64]: ...
+    @property
+    def pixels(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def cov_offsets(self) -> npt.NDArray[np.uint64]: ...
+    @property
+    def cov_pixels(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def cov_fraction(self) -> npt.NDArray[np.float64]: ...
+    @property
+    def pixel_counts(self) -> npt.NDArray[np.uint64]: ...
+    def parcel_pixels(self, p: int) -> npt.NDArray[np.uint32]: ...
+    def coverage(self, p: int) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64]]: ...
+
+def build_label_raster(
+    coords: npt.NDArray[np.float64],
+    ring_offsets: npt.NDArray[np.int64],
+    polygon_offsets: npt.NDArray[np.int64],
+    geometry_offsets: npt.NDArray[np.int64],
+    height: int,
+    width: int,
+    transform: tuple[float, ...] | list[float],
+    coverage: bool,
+) -> LabelRaster: ...
 
 def validity_mask_scl(
     scl: npt.NDArray[Any], invalid_classes: list[int], dilation: int

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 from types import FrameType
 
 import numpy as np
@@ -11,12 +10,13 @@ import numpy.typing as npt
 import pytest
 import rasterio
 from reference_stats import STATS, dilate_reference, zonal_reference
+from sample_data import sample_dir
 
 from monitor import kernels
 from monitor.errors import KernelError
 from monitor.kernels import LabelRaster
 
-SAMPLE = Path("/work/shared/data/mol-2023/s2/S2_31UFS_20230405_L2A")
+SAMPLE = sample_dir() / "mol-2023" / "s2" / "S2_31UFS_20230405_L2A"
 TRANSFORM = (10.0, 0.0, 600000.0, 0.0, -10.0, 5700000.0)
 
 

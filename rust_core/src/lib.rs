@@ -4,12 +4,17 @@
 //! benches run without an interpreter. The PyO3 layer lives in `bindings` and is only
 //! compiled with the `python` feature (maturin turns it on).
 
+pub mod coverage;
 pub mod grid;
 pub mod kernel_error;
 pub mod label;
+pub mod label_build;
+pub mod label_cache;
 pub mod mask;
 pub mod pixelset;
+pub mod polygons;
 pub mod raster_value;
+pub mod rasterize;
 pub mod tiling;
 pub mod zonal;
 
