@@ -15,7 +15,12 @@ from monitor.broker.cluster import (
     stop_broker,
 )
 from monitor.broker.jars import ensure_jars, kafka_home
-from monitor.broker.topics import DEFAULT_PARTITIONS, DEFAULT_TOPICS, create_topics
+from monitor.broker.topics import (
+    DEFAULT_PARTITIONS,
+    DEFAULT_TOPICS,
+    create_topics,
+    topic_partitions,
+)
 
 __all__ = [
     "DEFAULT_PARTITIONS",
@@ -30,4 +35,5 @@ __all__ = [
     "start_broker",
     "start_cluster",
     "stop_broker",
+    "topic_partitions",
 ]

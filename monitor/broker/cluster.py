@@ -18,6 +18,7 @@ from monitor.broker.jars import ensure_jars
 from monitor.broker.node import (
     LOG_FILE,
     NodeConfig,
+    accepts_connections,
     ensure_port_free,
     format_storage,
     free_ports,
@@ -90,7 +91,7 @@ def start_broker(
     heap: str = "512m",
     timeout_s: float = START_TIMEOUT_S,
 ) -> BrokerHandle:
-    """Start a single-node Kafka (KRaft) on 127.0.0.1:`port` and create `topics`.
+    """Start a single-node Kafka (KRaft) on 127.0.0.1:`port` (0: any free port), create `topics`.
 
     Formats `data_dir` on first use and reuses its storage afterwards (the data survives a
     restart). `partitions` is the partition count of the created topics and of auto-created
@@ -104,6 +105,8 @@ def start_broker(
     _check_positive("partitions", partitions)
     _refuse_if_running([data_dir])
     previous = read_config(data_dir)
+    if port == 0:
+        port = free_ports(1)[0]
     _check_port(port)
     if controller_port is None:
         controller_port = _previous_port_if_free(previous, port) or free_ports(1)[0]
@@ -152,8 +155,8 @@ class ClusterHandle:
         ensure_port_free(node.config.port)
         ensure_port_free(node.config.controller_port)
         pid = launch(node.data_dir, ensure_jars(), node.config.heap)
-        _wait_ready([node.data_dir], self.bootstrap, len(self.nodes), timeout_s)
         self.nodes[node_id] = BrokerHandle(node.data_dir, node.config, pid)
+        _wait_ready([self.nodes[node_id]], self.bootstrap, len(self.nodes), timeout_s)
         return self.nodes[node_id]
 
     def stop(self, *, timeout_s: float = 60.0) -> None:
@@ -270,20 +273,25 @@ def _launch_nodes(nodes: list[tuple[Path, NodeConfig]], timeout_s: float) -> lis
     except OSError as err:
         stop_nodes([handle.data_dir for handle in handles], kill=True)
         raise BrokerError(f"cannot start Java for Kafka: {err}") from err
-    bootstrap = ",".join(config.bootstrap for _, config in nodes)
-    _wait_ready([node_dir for node_dir, _ in nodes], bootstrap, len(nodes), timeout_s)
+    bootstrap = ",".join(handle.bootstrap for handle in handles)
+    _wait_ready(handles, bootstrap, len(handles), timeout_s)
     return handles
 
 
-def _wait_ready(node_dirs: list[Path], bootstrap: str, brokers: int, timeout_s: float) -> None:
-    """Wait until the cluster reports `brokers` live brokers; kill the nodes and raise if not."""
+def _wait_ready(nodes: list[BrokerHandle], bootstrap: str, brokers: int, timeout_s: float) -> None:
+    """Wait until the cluster reports `brokers` live brokers; kill `nodes` and raise if not."""
+    node_dirs = [node.data_dir for node in nodes]
     deadline = time.monotonic() + timeout_s
     while True:
         dead = [node_dir for node_dir in node_dirs if running_pid(node_dir) is None]
         if dead:
             stop_nodes(node_dirs, kill=True)
             raise BrokerError(f"Kafka in {dead[0]} exited while starting: {log_tail(dead[0])}")
-        if count_brokers(bootstrap) >= brokers:
+        # Kafka clients only once every starting node accepts connections: kafka-python 3.0
+        # leaks a socket on each refused connection attempt.
+        if all(accepts_connections(node.port) for node in nodes) and (
+            count_brokers(bootstrap) >= brokers
+        ):
             return
         if time.monotonic() > deadline:
             stop_nodes(node_dirs, kill=True)

@@ -127,6 +127,13 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def accepts_connections(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:`port`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((HOST, port)) == 0
+
+
 def ensure_port_free(port: int) -> None:
     """Raise a one-line `BrokerError` when `port` on 127.0.0.1 is already taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
