@@ -333,13 +333,20 @@ def test_concurrent_fetches_resolve_the_jars_once(tmp_path: Path) -> None:
 # --- three nodes ------------------------------------------------------------------------------
 
 
-def _in_sync_replicas(bootstrap: str, topic: str) -> list[int]:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        (described,) = admin.describe_topics([topic])
-    finally:
-        admin.close()
-    return [len(partition["isr_nodes"]) for partition in described["partitions"]]
+def _wait_for_in_sync_replicas(bootstrap: str, topic: str, expected: list[int]) -> None:
+    """Wait until each partition of `topic` has the expected number of in-sync replicas."""
+    deadline = time.monotonic() + 60
+    while True:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            (described,) = admin.describe_topics([topic])
+        finally:
+            admin.close()
+        counts = [len(partition["isr_nodes"]) for partition in described["partitions"]]
+        if counts == expected:
+            return
+        assert time.monotonic() < deadline, f"in-sync replicas of {topic}: {counts}"
+        time.sleep(1)
 
 
 @pytest.mark.kafka
@@ -347,9 +354,10 @@ def _in_sync_replicas(bootstrap: str, topic: str) -> list[int]:
 def test_cluster_survives_losing_a_node(kafka_cluster: ClusterHandle) -> None:
     topic = _topic("replicated")
     create_topics(kafka_cluster.bootstrap, {topic: 3}, replication=3)
-    assert _in_sync_replicas(kafka_cluster.bootstrap, topic) == [3, 3, 3]
+    _wait_for_in_sync_replicas(kafka_cluster.bootstrap, topic, [3, 3, 3])
 
     kafka_cluster.stop_node(2, kill=True)  # a crash, not a clean shutdown
+    assert not kafka_cluster.nodes[2].is_running()
     producer = KafkaProducer(
         bootstrap_servers=kafka_cluster.bootstrap, acks="all", request_timeout_ms=20000
     )
@@ -364,8 +372,6 @@ def test_cluster_survives_losing_a_node(kafka_cluster: ClusterHandle) -> None:
     records = _consume(kafka_cluster.bootstrap, topic, 30)
     assert len(records) == 30
 
-    kafka_cluster.start_node(2)
-    deadline = time.monotonic() + 60
-    while _in_sync_replicas(kafka_cluster.bootstrap, topic) != [3, 3, 3]:
-        assert time.monotonic() < deadline, "node 2 did not rejoin the in-sync replicas"
-        time.sleep(1)
+    restarted = kafka_cluster.start_node(2)
+    assert restarted.is_running()
+    _wait_for_in_sync_replicas(kafka_cluster.bootstrap, topic, [3, 3, 3])

@@ -137,6 +137,9 @@ def accepts_connections(port: int) -> bool:
 def ensure_port_free(port: int) -> None:
     """Raise a one-line `BrokerError` when `port` on 127.0.0.1 is already taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As Kafka's own listener does: connections of a just-stopped broker lingering in
+        # TIME_WAIT must not count as the port being taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError as err:
