@@ -33,7 +33,7 @@ from monitor.broker import (
     topic_partitions,
 )
 from monitor.broker.node import NodeConfig, find_java, free_ports, new_cluster_id
-from monitor.errors import BrokerError
+from monitor.errors import BrokerError, ConfigError
 
 CLI = [sys.executable, "-m", "monitor.cli"]
 
@@ -127,10 +127,18 @@ def test_missing_java_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("JAVA_HOME", str(tmp_path))  # no bin/java in it
     find_java.cache_clear()
     try:
-        with pytest.raises(BrokerError, match="Java 17"):
+        with pytest.raises(BrokerError, match=f"JAVA_HOME={tmp_path} has no bin/java"):
             find_java()
     finally:
         find_java.cache_clear()
+
+
+def test_create_topics_checks_its_input_and_the_broker(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'empty' needs a name and at least 1 partition"):
+        create_topics("127.0.0.1:9", {"empty": 0})
+    (nobody,) = free_ports(1)
+    with pytest.raises(BrokerError, match=f"no Kafka broker answers at 127.0.0.1:{nobody}"):
+        create_topics(f"127.0.0.1:{nobody}", {"fine": 1}, timeout_s=1.0)
 
 
 def test_cli_rejects_a_port_out_of_range(tmp_path: Path) -> None:

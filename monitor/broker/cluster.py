@@ -106,11 +106,14 @@ def start_broker(
     _check_positive("partitions", partitions)
     _refuse_if_running([data_dir])
     previous = read_config(data_dir)
+    spare = free_ports(2)
     if port == 0:
-        port = free_ports(1)[0]
+        port = spare[0]
     _check_port(port)
     if controller_port is None:
-        controller_port = _previous_port_if_free(previous, port) or free_ports(1)[0]
+        controller_port = _previous_port_if_free(previous, port) or next(
+            candidate for candidate in spare if candidate != port
+        )
     _check_port(controller_port)
     if controller_port == port:
         raise ConfigError(f"the broker and controller ports must differ (both {port})")
@@ -128,7 +131,7 @@ def start_broker(
         heap=heap,
     )
     (handle,) = _launch_nodes([(data_dir, config)], timeout_s)
-    create_topics(config.bootstrap, dict.fromkeys(topics, partitions), replication=1)
+    _create_or_stop([data_dir], handle.bootstrap, dict.fromkeys(topics, partitions), 1)
     return handle
 
 
@@ -203,7 +206,7 @@ def start_cluster(
     (data_dir / CLUSTER_FILE).write_text(json.dumps({"nodes": [c.node_id for c in configs]}))
     handles = _launch_nodes(list(zip(node_dirs, configs, strict=True)), timeout_s)
     cluster = ClusterHandle(data_dir, {handle.node_id: handle for handle in handles})
-    create_topics(cluster.bootstrap, dict.fromkeys(topics, partitions), replication=replication)
+    _create_or_stop(node_dirs, cluster.bootstrap, dict.fromkeys(topics, partitions), replication)
     return cluster
 
 
@@ -309,6 +312,17 @@ def _wait_ready(nodes: list[BrokerHandle], bootstrap: str, brokers: int, timeout
                 f"{log_tail(node_dirs[0])}"
             )
         time.sleep(0.5)
+
+
+def _create_or_stop(
+    node_dirs: list[Path], bootstrap: str, topics: dict[str, int], replication: int
+) -> None:
+    """Create the start's topics; on failure stop the nodes, so no caller is left a stray."""
+    try:
+        create_topics(bootstrap, topics, replication=replication)
+    except BrokerError:
+        stop_nodes(node_dirs, kill=True)
+        raise
 
 
 def _node_dirs(data_dir: Path) -> list[Path]:

@@ -151,7 +151,9 @@ def find_java() -> str:
     """The `java` to run (`$JAVA_HOME/bin/java` or the one on PATH), checked to be 17 or newer."""
     java_home = os.environ.get("JAVA_HOME")
     java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
-    if java is None or not Path(java).is_file():
+    if java_home and not Path(str(java)).is_file():
+        raise BrokerError(f"JAVA_HOME={java_home} has no bin/java; Kafka needs Java {MIN_JAVA}+")
+    if java is None:
         raise BrokerError(f"Java {MIN_JAVA}+ ('java') is not installed or not on PATH")
     try:
         done = subprocess.run(

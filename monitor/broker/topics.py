@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from monitor.errors import BrokerError
+from monitor.errors import BrokerError, ConfigError
 
 # The engine's topics: STAC items in, items that failed validation, parcel events out.
 DEFAULT_TOPICS: tuple[str, ...] = ("acquisitions", "acquisitions.dlq", "parcel-events")
@@ -24,7 +24,7 @@ def create_topics(
 
     for name, partitions in topics.items():
         if not name or partitions < 1:
-            raise BrokerError(f"topic {name!r} needs a name and at least 1 partition")
+            raise ConfigError(f"topic {name!r} needs a name and at least 1 partition")
     admin = _admin(bootstrap, timeout_s)
     try:
         missing = sorted(set(topics) - set(admin.list_topics()))
@@ -67,7 +67,7 @@ def count_brokers(bootstrap: str, timeout_s: float = 5.0) -> int:
 
     try:
         admin = _admin(bootstrap, timeout_s)
-    except (KafkaError, OSError):
+    except BrokerError:
         return 0
     try:
         return len(admin.describe_cluster()["brokers"])
@@ -78,12 +78,17 @@ def count_brokers(bootstrap: str, timeout_s: float = 5.0) -> int:
 
 
 def _admin(bootstrap: str, timeout_s: float) -> Any:
+    """A connected `KafkaAdminClient`; `BrokerError` when nothing answers at `bootstrap`."""
     from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
 
     timeout_ms = int(timeout_s * 1000)
-    return KafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id="parcel-monitor-broker",
-        bootstrap_timeout_ms=timeout_ms,
-        request_timeout_ms=timeout_ms,
-    )
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id="parcel-monitor-broker",
+            bootstrap_timeout_ms=timeout_ms,
+            request_timeout_ms=timeout_ms,
+        )
+    except (KafkaError, OSError) as err:
+        raise BrokerError(f"no Kafka broker answers at {bootstrap}: {err}") from err
