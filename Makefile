@@ -18,7 +18,10 @@ install: $(BIN)/maturin
 demo: install
 	$(BIN)/parcel-monitor demo
 
+# The Kafka tests need the broker's jars: fetched (once, cached in .kafka/) before the run, so a
+# Maven failure shows as itself rather than as failing fixtures.
 pytest: install
+	$(BIN)/parcel-monitor broker fetch
 	$(BIN)/pytest
 
 cargo-test:
