@@ -66,7 +66,6 @@ def build_label_raster(
     transform: tuple[float, ...] | list[float],
     coverage: bool,
 ) -> LabelRaster: ...
-
 def validity_mask_scl(
     scl: npt.NDArray[Any], invalid_classes: list[int], dilation: int
 ) -> npt.NDArray[np.bool_]: ...

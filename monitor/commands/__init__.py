@@ -11,10 +11,11 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-from monitor.commands import broker
+from monitor.commands import broker, zonal
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 COMMANDS: list[Callable[[Subparsers], None]] = [
     broker.register,
+    zonal.register,
 ]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from monitor.commands import Subparsers
+if TYPE_CHECKING:
+    from monitor.commands import Subparsers
 
 
 def register(subparsers: Subparsers) -> None:
