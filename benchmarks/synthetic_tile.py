@@ -33,8 +33,8 @@ def field_parcels(size: int, seed: int = 0) -> npt.NDArray[np.object_]:
     gx0, gy0 = np.meshgrid(cols[:-1], rows[:-1])
     gx1, gy1 = np.meshgrid(cols[1:], rows[1:])
     n = gx0.size
-    gap = rng.uniform(0.3, 1.5, size=(n, 4))  # hedges, tracks and ditches between fields
-    jitter = rng.uniform(-1.0, 1.0, size=(n, 4, 2))
+    gap = rng.uniform(1.0, 2.0, size=(n, 4))  # hedges, tracks and ditches between fields
+    jitter = rng.uniform(-0.9, 0.9, size=(n, 4, 2))  # < gap: neighbours never overlap
     px = np.stack(
         [
             gx0.ravel() + gap[:, 0],
@@ -63,13 +63,15 @@ def field_parcels(size: int, seed: int = 0) -> npt.NDArray[np.object_]:
 
 
 def bands(size: int, n_bands: int, seed: int = 0) -> dict[str, npt.NDArray[np.uint16]]:
-    """`n_bands` uint16 reflectance bands (x 1e4, nodata 0 in a few pixels)."""
+    """`n_bands` uint16 reflectance bands (x 1e4), nodata 0 in the same few pixels of each band
+    (as at a swath edge)."""
     rng = np.random.default_rng(seed + 1)
+    holes = rng.integers(0, size, 1000), rng.integers(0, size, 1000)
     names = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
     out: dict[str, npt.NDArray[np.uint16]] = {}
     for i in range(n_bands):
         name = names[i] if i < len(names) else f"X{i:02d}"
         band = rng.integers(1, 10_000, size=(size, size), dtype=np.uint16)
-        band[rng.integers(0, size, 1000), rng.integers(0, size, 1000)] = 0
+        band[holes] = 0
         out[name] = band
     return out
