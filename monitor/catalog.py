@@ -238,4 +238,3 @@ def _absolute(href: object, base: Path) -> object:
     if not isinstance(href, str) or not href or urlsplit(href).scheme or Path(href).is_absolute():
         return href
     return str((base / href).resolve())
-

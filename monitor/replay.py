@@ -135,7 +135,9 @@ class EventPublisher:
             )
             self._producer.init_transactions()
         except KafkaError as err:
-            raise BrokerError(f"cannot start a transactional producer on {bootstrap}: {err}") from err
+            raise BrokerError(
+                f"cannot start a transactional producer on {bootstrap}: {err}"
+            ) from err
 
     def publish(self, events: Sequence[ParcelEvent]) -> None:
         """Send `events` in one transaction; return once it committed."""
@@ -302,7 +304,7 @@ def replay_catalog(
     by_type: Counter[str] = Counter()
     parcels: set[str] = set()
     processed = skipped = rows = 0
-    work = [*catalog.rejected, *catalog.entries]
+    work: list[CatalogEntry | RejectedItem] = [*catalog.rejected, *catalog.entries]
     bar = tqdm(total=len(work), unit="acq", disable=not progress, dynamic_ncols=True)
     try:
         for unit in work:
@@ -319,7 +321,9 @@ def replay_catalog(
             try:
                 result = engine.process(acq)
             except MESSAGE_FAULTS as err:
-                letter = DeadLetter(_relative(catalog, unit.path), acq.product_id, "process", str(err))
+                letter = DeadLetter(
+                    _relative(catalog, unit.path), acq.product_id, "process", str(err)
+                )
                 _dead(journal, letter, key, letters)
                 continue
             if publisher is not None:
@@ -366,3 +370,80 @@ def _dead(journal: _Journal, letter: DeadLetter, key: str, letters: list[DeadLet
     journal.dead_letter(letter)
     journal.record(key, "dead")
     letters.append(letter)
+
+
+@dataclass(frozen=True)
+class ReplayJob:
+    """A replay as the command line states it: inputs, store, and one events destination."""
+
+    catalog: Path
+    parcels: Path
+    store: Path
+    events_out: Path | None = None
+    bootstrap: str | None = None
+    topic: str | None = None
+    id_column: str = "id_parcel"
+    label_cache: Path | None = None
+    start: str | None = None  # --from, a date or RFC 3339 time
+    end: str | None = None  # --to, inclusive
+
+    def outputs(self) -> ReplayOutputs:
+        if (self.events_out is None) == (self.bootstrap is None):
+            raise ConfigError("a replay needs --events-out FILE or --bootstrap HOST:PORT")
+        if self.bootstrap is not None and not self.topic:
+            raise ConfigError("--bootstrap needs --topic (the topic of the events)")
+        if self.bootstrap is None and self.topic:
+            raise ConfigError("--topic goes with --bootstrap; --events-out writes a file")
+        if self.events_out is not None:
+            return ReplayOutputs.to_file(self.events_out)
+        assert self.topic is not None
+        return ReplayOutputs.to_kafka(self.store, self.topic)
+
+
+def run_replay(
+    job: ReplayJob,
+    *,
+    progress: bool = False,
+    on_acquisition: Callable[[AcquisitionResult], None] | None = None,
+) -> tuple[ReplaySummary, ReplayOutputs]:
+    """Load the parcels and the catalog, open the store, and replay (resuming if interrupted)."""
+    from monitor.catalog import read_catalog, time_range
+    from monitor.parcels import load_parcels
+    from monitor.pipeline import EngineConfig
+    from monitor.stac import HrefPolicy
+    from monitor.store import ObservationStore
+
+    outputs = job.outputs()
+    when = time_range(job.start, job.end)
+    parcels = load_parcels(job.parcels, id_column=job.id_column)
+    # The catalog's items may share assets anywhere in its folder, not only their own.
+    policy = HrefPolicy(roots=(job.catalog,))
+    catalog = read_catalog(job.catalog, when, policy=policy)
+    store = ObservationStore(job.store)
+    engine = Engine(EngineConfig(parcels, store, job.label_cache, href_policy=policy))
+    run = {
+        "catalog": str(job.catalog.resolve()),
+        "parcels": parcels.version,
+        "id_column": job.id_column,
+        "store": str(job.store.resolve()),
+        "from": job.start,
+        "to": job.end,
+        "sink": "file" if job.bootstrap is None else f"kafka:{job.topic}",
+    }
+    publisher = None
+    if job.bootstrap is not None and job.topic is not None:
+        publisher = EventPublisher(job.bootstrap, job.topic, transactional_id(job.store, job.topic))
+    try:
+        summary = replay_catalog(
+            catalog,
+            engine,
+            outputs,
+            run,
+            publisher=publisher,
+            progress=progress,
+            on_acquisition=on_acquisition,
+        )
+    finally:
+        if publisher is not None:
+            publisher.close()
+    return summary, outputs

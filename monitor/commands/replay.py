@@ -42,51 +42,25 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.catalog import read_catalog, time_range
-    from monitor.errors import ConfigError
-    from monitor.parcels import load_parcels
-    from monitor.pipeline import Engine, EngineConfig
-    from monitor.replay import EventPublisher, ReplayOutputs, replay_catalog, transactional_id
-    from monitor.stac import HrefPolicy
-    from monitor.store import ObservationStore
+    from monitor.replay import ReplayJob, run_replay
 
-    if args.bootstrap is not None and not args.topic:
-        raise ConfigError("--bootstrap needs --topic (the topic of the events)")
-    if args.bootstrap is None and args.topic:
-        raise ConfigError("--topic goes with --bootstrap; --events-out writes a file")
-    when = time_range(args.start, args.end)
-    parcels = load_parcels(args.parcels, id_column=args.id_column)
-    policy = HrefPolicy(roots=(args.catalog,))
-    catalog = read_catalog(args.catalog, when, policy=policy)
-    store = ObservationStore(args.store)
-    engine = Engine(EngineConfig(parcels, store, args.label_cache, href_policy=policy))
-    run_id = {
-        "catalog": str(args.catalog.resolve()),
-        "parcels": parcels.version,
-        "id_column": args.id_column,
-        "store": str(args.store.resolve()),
-        "from": args.start,
-        "to": args.end,
-        "sink": "file" if args.bootstrap is None else f"kafka:{args.topic}",
-    }
-    publisher = None
-    if args.bootstrap is None:
-        outputs = ReplayOutputs.to_file(args.events_out)
-    else:
-        outputs = ReplayOutputs.to_kafka(args.store, args.topic)
-        publisher = EventPublisher(
-            args.bootstrap, args.topic, transactional_id(args.store, args.topic)
-        )
+    job = ReplayJob(
+        catalog=args.catalog,
+        parcels=args.parcels,
+        store=args.store,
+        events_out=args.events_out,
+        bootstrap=args.bootstrap,
+        topic=args.topic,
+        id_column=args.id_column,
+        label_cache=args.label_cache,
+        start=args.start,
+        end=args.end,
+    )
     try:
-        summary = replay_catalog(
-            catalog, engine, outputs, run_id, publisher=publisher, progress=sys.stderr.isatty()
-        )
+        summary, outputs = run_replay(job, progress=sys.stderr.isatty())
     except KeyboardInterrupt:
         print("replay interrupted: rerun the same command to resume", file=sys.stderr)
         raise
-    finally:
-        if publisher is not None:
-            publisher.close()
     _print_summary(summary, outputs.events or f"topic {args.topic!r}", outputs.dead_letters)
     return 0
 
