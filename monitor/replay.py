@@ -176,11 +176,15 @@ class _Journal:
         journal = cls(outputs)
         header = {"replay": dict(run), "version": CHECKPOINT_VERSION}
         lengths = journal._recover(header)
-        for name, path in journal._logs().items():
-            journal._files[name] = _open_truncated(path, lengths.get(name, 0))
-        journal._files["checkpoint"] = _open_truncated(outputs.checkpoint, lengths["checkpoint"])
-        if lengths["checkpoint"] == 0:
-            journal._append("checkpoint", [_canonical(header)])
+        paths = {**journal._logs(), "checkpoint": outputs.checkpoint}
+        try:
+            for name, path in paths.items():
+                journal._files[name] = _open_truncated(path, lengths.get(name, 0))
+            if lengths["checkpoint"] == 0:
+                journal._append("checkpoint", [_canonical(header)])
+        except BaseException:
+            journal.close()
+            raise
         return journal
 
     def _logs(self) -> dict[str, Path]:
