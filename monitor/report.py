@@ -205,7 +205,7 @@ def parcel_report(
     fig.suptitle(
         f"Parcel {parcel_id} · tile {', '.join(tiles)} · season {season_value}\n"
         f"{clear.height} clear and {masked.height} cloud-masked Sentinel-2 dates, "
-        f"{s1.height} Sentinel-1 dates, {len(marked)} events",
+        f"{s1.height} Sentinel-1 dates, {rebuilt.height} reconstructed, {len(marked)} events",
         fontsize=12,
     )
     try:
