@@ -210,20 +210,21 @@ class _Journal:
         lines = complete.splitlines()
         if not lines:
             return {"checkpoint": 0}
-        try:
-            found = json.loads(lines[0])
-            entries = [json.loads(line) for line in lines[1:]]
-        except ValueError as exc:
-            raise StoreError(f"checkpoint {path} is corrupt: {exc}") from exc
+        found = _journal_line(path, 1, lines[0])
         if found != header:
             raise ConfigError(
                 f"checkpoint {path} belongs to another replay ({found.get('replay')}); "
                 "delete it with its outputs, or write elsewhere"
             )
         lengths = {"checkpoint": len(complete)}
-        for entry in entries:
-            self.done.add(entry["key"])
-            lengths.update(entry["lengths"])
+        for number, line in enumerate(lines[1:], start=2):
+            entry = _journal_line(path, number, line)
+            try:
+                key = str(entry["key"])
+                lengths.update({name: int(size) for name, size in entry["lengths"].items()})
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise StoreError(f"checkpoint {path} line {number} is corrupt: {exc!r}") from exc
+            self.done.add(key)
         return lengths
 
     def _append(self, name: str, lines: Sequence[bytes]) -> None:
@@ -251,6 +252,16 @@ class _Journal:
     def close(self) -> None:
         for fh in self._files.values():
             fh.close()
+
+
+def _journal_line(path: Path, number: int, line: bytes) -> dict[str, Any]:
+    try:
+        entry = json.loads(line)
+    except ValueError as exc:
+        raise StoreError(f"checkpoint {path} line {number} is not JSON: {exc}") from exc
+    if not isinstance(entry, dict):
+        raise StoreError(f"checkpoint {path} line {number} is not a JSON object")
+    return entry
 
 
 def _canonical(body: Mapping[str, Any]) -> bytes:

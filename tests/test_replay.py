@@ -165,11 +165,16 @@ def test_a_checkpoint_of_another_replay_is_refused(
     assert events.read_bytes() == b"{}\n"
 
 
-def test_a_changed_events_file_is_refused(tmp_path: Path) -> None:
+def test_changed_events_or_checkpoint_files_are_refused(tmp_path: Path) -> None:
     run_replay(_job(tmp_path, end="2023-04-05"))
     events = tmp_path / "events.jsonl"
     events.write_bytes(events.read_bytes()[:100])
     with pytest.raises(StoreError, match="fewer than the"):
+        run_replay(_job(tmp_path, end="2023-04-05"))
+    checkpoint = tmp_path / "events.checkpoint.jsonl"
+    with checkpoint.open("ab") as fh:
+        fh.write(b"garbage\n")
+    with pytest.raises(StoreError, match=r"line \d+ is not JSON"):
         run_replay(_job(tmp_path, end="2023-04-05"))
 
 
