@@ -11,11 +11,14 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-from monitor.commands import broker, zonal
+from monitor.commands import broker, publish, replay, report, zonal
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 COMMANDS: list[Callable[[Subparsers], None]] = [
     broker.register,
+    publish.register,
+    replay.register,
+    report.register,
     zonal.register,
 ]
