@@ -11,9 +11,10 @@ $(BIN)/maturin:
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "maturin>=1.7,<2"
 
-# Builds the Rust extension (release) and installs the package in editable mode with the dev tools.
+# Builds the Rust extension (release) and installs the package in editable mode with the dev tools
+# and the training extra (PyTorch: a large download the first time, then pip's cache).
 install: $(BIN)/maturin
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,train]"
 
 # Until the streaming demo lands: the observation table of every real Mol acquisition.
 demo: install
