@@ -11,6 +11,10 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
+from monitor.commands import simulate
+
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-COMMANDS: list[Callable[[Subparsers], None]] = []
+COMMANDS: list[Callable[[Subparsers], None]] = [
+    simulate.register,
+]
