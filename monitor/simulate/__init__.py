@@ -54,8 +54,9 @@ exists). `s1_dates.parquet`: `id`, `datetime`, `soil_moisture` (regional, mÂ³/mÂ
 
 `s2_clear/<S2 id>/` for every date with clouds, shadows or cirrus: the same ten bands as the
 item (same grids and encoding) without atmosphere, i.e. the clear-sky reflectance to train and
-evaluate cloud removal (equal to the item's bands wherever the sky is clear), plus
-`CLOUD.tif` (true cloud opacity, %) and `SHADOW.tif` (true shadow darkening, %) at 20 m.
+evaluate cloud removal (equal to the item's bands wherever the sky is clear, up to the haze:
+at most 0.006), plus `SKY.tif` at 20 m, uint8, three bands: true cloud opacity (%), shadow
+darkening (%) and cirrus reflectance (x 1000).
 
 Crop codes: see `monitor.simulate.covers`.
 """

@@ -43,6 +43,10 @@ class Calendar:
     flowering: F64
     soil_brightness: F64  # soil colour of the unit (x the soil spectrum)
 
+    def subset(self, units: NDArray[np.intp]) -> Calendar:
+        """The calendars of `units` only, in that order."""
+        return Calendar(**{k: v[units] for k, v in vars(self).items()})
+
 
 def draw_calendar(unit_cover: NDArray[np.int16], rng: np.random.Generator) -> Calendar:
     n = len(unit_cover)
@@ -65,6 +69,9 @@ def draw_calendar(unit_cover: NDArray[np.int16], rng: np.random.Generator) -> Ca
         units = np.flatnonzero(unit_cover == index)
         if len(units):
             _draw_cover(cal, units, cover, rng)
+    # practices happen on whole days: an acquisition on that day already sees them
+    for days in (cal.spring_plough, cal.sowing, cal.harvest, cal.plough, cal.mowing):
+        np.round(days, out=days)
     return cal
 
 

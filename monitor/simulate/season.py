@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from rasterio.features import rasterize
 
 from monitor.errors import ConfigError
 from monitor.simulate import clouds, noise, sar, truth, writer
@@ -27,6 +26,7 @@ from monitor.simulate.grid import FULL_TILE_PX, TileGrid
 from monitor.simulate.noise import F32
 from monitor.simulate.phenology import Calendar, draw_calendar, surface_state
 from monitor.simulate.preview import step_for, write_preview
+from monitor.simulate.rasterize import rasterize_convex
 from monitor.simulate.spectra import BANDS, BANDS_10M, BANDS_20M, unit_reflectance
 from monitor.simulate.weather import Weather, cloud_cover_target, draw_weather
 
@@ -278,9 +278,12 @@ def _build_static(
     label10 = _rasterize(layout, grid, 10)
     label20 = _rasterize(layout, grid, 20)
     rng = _rng(seed, _TEXTURE)
-    texture10 = noise.fractal(rng, grid.shape(10), 10.0, (300.0, 80.0, 30.0), decay=0.8)
+    # within-field texture: smooth patches (drawn at 20 m, cheaper) plus per-pixel grain
+    patches = noise.fractal(rng, grid.shape(20), 20.0, (300.0, 80.0, 40.0), decay=0.8)
+    texture10 = noise.upsample(patches, 2.0, grid.shape(10))
     texture10 *= np.float32(0.8)
     texture10 += np.float32(0.6) * noise.normal(rng, grid.shape(10))
+    del patches
     texture20 = _block_mean(texture10, grid.shape(20))
     water20 = (layout.unit_cover == INDEX["EAU"])[label20]
     moisture_factor = rng.uniform(0.75, 1.25, layout.n_units)
@@ -302,15 +305,10 @@ def _build_static(
 
 
 def _rasterize(layout: Layout, grid: TileGrid, resolution: int) -> NDArray[np.int32]:
-    shapes = ((geom, unit) for unit, geom in enumerate(layout.unit_geometry) if unit > 0)
-    labels: NDArray[np.int32] = rasterize(
-        shapes,
-        out_shape=grid.shape(resolution),
-        transform=grid.transform(resolution),
-        fill=0,
-        dtype="int32",
+    units = np.arange(layout.n_units, dtype=np.int32)
+    return rasterize_convex(
+        layout.unit_geometry[1:], units[1:], grid.shape(resolution), grid.transform(resolution)
     )
-    return labels
 
 
 def _block_mean(array: F32, shape: tuple[int, int]) -> F32:
@@ -443,18 +441,13 @@ def _render_s2(
             )
             queue.put(folder / "SCL.tif", scl, grid, 20, 0)
             if write_truth:
-                truth_opacity = (
-                    np.zeros(grid.shape(20), np.uint8)
-                    if opacity is None
-                    else np.round(opacity * 100).astype(np.uint8)
+                queue.put(
+                    truth_folder / "SKY.tif",
+                    _sky_truth(grid, opacity, shadow, cirrus),
+                    grid,
+                    20,
+                    None,
                 )
-                queue.put(truth_folder / "CLOUD.tif", truth_opacity, grid, 20, None)
-                truth_shadow = (
-                    np.zeros(grid.shape(20), np.uint8)
-                    if shadow is None
-                    else np.round(shadow * 100).astype(np.uint8)
-                )
-                queue.put(truth_folder / "SHADOW.tif", truth_shadow, grid, 20, None)
             cloud_share = 0.0 if opacity is None else float((opacity > 0).mean())
             eo_cloud_cover = float(np.isin(scl, clouds.CLOUDY_CLASSES).mean() * 100.0)
             scl_small = scl
@@ -466,6 +459,17 @@ def _render_s2(
         cols = np.minimum(np.arange(rgb.shape[2]) * step // 2, scl_small.shape[1] - 1)
         preview = (rgb, labels_small, scl_small[np.ix_(rows, cols)])
     return _S2Result(cloud_share, eo_cloud_cover, write_truth, preview)
+
+
+def _sky_truth(
+    grid: TileGrid, opacity: F32 | None, shadow: F32 | None, cirrus: F32 | None
+) -> NDArray[np.uint8]:
+    """Bands: cloud opacity (%), shadow darkening (%), cirrus reflectance (x 1000)."""
+    sky = np.zeros((3, *grid.shape(20)), dtype=np.uint8)
+    for band, field, scale in ((0, opacity, 100), (1, shadow, 100), (2, cirrus, 1000)):
+        if field is not None:
+            sky[band] = np.clip(np.round(field * scale), 0, 255)
+    return sky
 
 
 def _surface(

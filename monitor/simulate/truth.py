@@ -23,9 +23,11 @@ def day_to_date(year: int, day: float) -> date:
 
 
 def _dates(year: int, days: NDArray[np.float64]) -> pa.Array:
-    return pa.array(
-        [None if not np.isfinite(d) else day_to_date(year, d) for d in days], pa.date32()
-    )
+    """Days of year as Arrow dates (null where NaN), vectorised: days since the epoch."""
+    epoch = (date(year, 1, 1) - date(1970, 1, 1)).days - 1
+    valid = np.isfinite(days)
+    since_epoch = np.where(valid, np.round(np.nan_to_num(days)) + epoch, 0).astype(np.int32)
+    return pa.array(since_epoch, pa.int32(), mask=~valid).cast(pa.date32())
 
 
 def write_parcels(path: Path, layout: Layout, cal: Calendar, year: int) -> None:
@@ -65,11 +67,11 @@ def _main_units(layout: Layout) -> NDArray[np.intp]:
 
 def practice_rows(
     layout: Layout, cal: Calendar, weather: Weather, first_day: float, last_day: float
-) -> dict[str, list[Any]]:
-    """Every practice between `first_day` and `last_day` with the clear-sky NDVI of its part
-    the day before and the day after."""
+) -> dict[str, NDArray[Any]]:
+    """Every practice between `first_day` and `last_day` (unit, type, day) with the clear-sky
+    NDVI of its part the day before and the day after, in time order."""
     units = np.flatnonzero(layout.unit_parcel >= 0)
-    events: list[tuple[int, str, float]] = []
+    found: list[tuple[NDArray[np.intp], str, NDArray[np.float64]]] = []
     for kind, days in (
         ("harvest", cal.harvest),
         ("ploughing", cal.plough),
@@ -78,19 +80,19 @@ def practice_rows(
     ):
         with np.errstate(invalid="ignore"):
             hit = units[(days[units] >= first_day) & (days[units] <= last_day)]
-        events += [(int(u), kind, float(days[u])) for u in hit]
-    events.sort(key=lambda e: (e[2], int(layout.unit_parcel[e[0]]), e[1], e[0]))
-    rows: dict[str, list[Any]] = {k: [] for k in ("unit", "type", "day", "before", "after")}
-    for unit, kind, day in events:
-        rows["unit"].append(unit)
-        rows["type"].append(kind)
-        rows["day"].append(day)
-    if events:
-        idx = np.array(rows["unit"])
-        days = np.array(rows["day"])
-        rows["before"] = list(_ndvi_of(layout, cal, weather, idx, days - 1))
-        rows["after"] = list(_ndvi_of(layout, cal, weather, idx, days + 1))
-    return rows
+        found.append((hit, kind, days[hit]))
+    unit = np.concatenate([f[0] for f in found])
+    kind = np.concatenate([np.full(len(f[0]), f[1]) for f in found])
+    day = np.concatenate([f[2] for f in found])
+    order = np.lexsort((kind, unit, day))
+    unit, kind, day = unit[order], kind[order], day[order]
+    return {
+        "unit": unit,
+        "type": kind,
+        "day": day,
+        "before": _ndvi_of(layout, cal, weather, unit, day - 1),
+        "after": _ndvi_of(layout, cal, weather, unit, day + 1),
+    }
 
 
 def _ndvi_of(
@@ -102,12 +104,14 @@ def _ndvi_of(
 ) -> NDArray[np.float64]:
     out = np.empty(len(units))
     for day in np.unique(days):
-        pick = days == day
+        pick = np.flatnonzero(days == day)
         u = units[pick]
-        state = surface_state(layout.unit_cover, cal, float(day))
-        moisture = np.full(layout.n_units, weather.soil_moisture(float(day)))
-        mean, _ = unit_reflectance(layout.unit_cover, state, cal.soil_brightness, moisture)
-        out[pick] = ndvi(mean[u])
+        cover = layout.unit_cover[u]
+        sub = cal.subset(u)
+        state = surface_state(cover, sub, float(day))
+        moisture = np.full(len(u), weather.soil_moisture(float(day)))
+        mean, _ = unit_reflectance(cover, state, sub.soil_brightness, moisture)
+        out[pick] = ndvi(mean)
     return out
 
 
@@ -121,26 +125,20 @@ def write_practices(
     last_day: float,
 ) -> int:
     rows = practice_rows(layout, cal, weather, first_day, last_day)
-    units = np.array(rows["unit"], dtype=np.intp)
-    parcel = layout.unit_parcel[units] if len(units) else np.empty(0, dtype=np.int32)
-    main = _main_units(layout)
-    is_main = main[parcel] == units if len(units) else np.empty(0, dtype=bool)
-    fraction = (
-        np.where(
-            is_main,
-            1.0 - layout.parcel_second_fraction[parcel],
-            layout.parcel_second_fraction[parcel],
-        )
-        if len(units)
-        else np.empty(0)
-    )
+    units = rows["unit"]
+    parcel = layout.unit_parcel[units]
+    is_main = _main_units(layout)[parcel] == units
+    second = layout.parcel_second_fraction[parcel]
+    fraction = np.where(is_main, 1.0 - second, second)
+    ids = np.array(layout.parcel_id, dtype=object)
+    codes = np.array([c.code for c in COVERS], dtype=object)
     table = pa.table(
         {
-            "id_parcel": pa.array([layout.parcel_id[p] for p in parcel], pa.string()),
+            "id_parcel": pa.array(ids[parcel], pa.string()),
             "type": pa.array(rows["type"], pa.string()),
-            "date": _dates(year, np.array(rows["day"], dtype=np.float64)),
-            "cover": pa.array([COVERS[layout.unit_cover[u]].code for u in units], pa.string()),
-            "part": pa.array(["main" if m else "second" for m in is_main], pa.string()),
+            "date": _dates(year, rows["day"]),
+            "cover": pa.array(codes[layout.unit_cover[units]], pa.string()),
+            "part": pa.array(np.where(is_main, "main", "second"), pa.string()),
             "area_fraction": pa.array(fraction, pa.float64()),
             "ndvi_before": pa.array(rows["before"], pa.float64()),
             "ndvi_after": pa.array(rows["after"], pa.float64()),

@@ -34,12 +34,14 @@ def write_cog(
     nodata: float | None,
     level: int = 1,
 ) -> None:
-    """One band as a COG: deflate, 512-px tiles, overviews; compression on every core.
+    """A (bands, h, w) or (h, w) array as a COG: deflate, 512-px tiles, overviews, compressed
+    on every core.
 
     Deflate level 1 keeps a full tile's band to a few seconds; files stay deterministic.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = array.shape
+    bands = array if array.ndim == 3 else array[None]
+    count, height, width = bands.shape
     predictor = 3 if array.dtype == np.float32 else 2
     with rasterio.open(
         path,
@@ -47,7 +49,7 @@ def write_cog(
         driver="COG",
         width=width,
         height=height,
-        count=1,
+        count=count,
         dtype=array.dtype.name,
         crs=f"EPSG:{grid.epsg}",
         transform=grid.transform(resolution),
@@ -59,7 +61,7 @@ def write_cog(
         num_threads="ALL_CPUS",
         overview_resampling="nearest" if array.dtype == np.uint8 else "average",
     ) as dst:
-        dst.write(array, 1)
+        dst.write(bands)
 
 
 def _footprint(grid: TileGrid) -> tuple[list[float], dict[str, Any]]:
