@@ -24,7 +24,6 @@ from numpy.typing import NDArray
 from monitor.simulate import noise
 from monitor.simulate.grid import TileGrid
 from monitor.simulate.noise import F32
-from monitor.simulate.spectra import BANDS
 
 SKY_RES = 60
 _HAZE = np.array([1.0, 0.75, 0.6, 0.33, 0.5, 0.42, 0.38, 0.3, 0.1, 0.05])  # ∝ λ^-1.3
@@ -107,22 +106,24 @@ def draw_sky(grid: TileGrid, cover: float, rng: np.random.Generator) -> Sky:
 
 
 def observe(
-    surface: F32,
-    band: str,
+    reflectance: F32,
+    band: int,
     sky: Sky,
     transmission: F32 | None,
     opacity: F32 | None,
     cirrus: F32 | None,
-) -> F32:
-    """Top-of-canopy reflectance from surface reflectance, in place on a copy."""
-    b = BANDS.index(band)
-    out = surface * transmission if transmission is not None else surface.copy()
+    work: F32,
+) -> None:
+    """Surface → top-of-canopy reflectance of band index `band`, in place (`work`: scratch)."""
+    if transmission is not None:
+        reflectance *= transmission
     if opacity is not None:
-        out += opacity * np.float32(sky.cloud_spectrum[b])
+        np.multiply(opacity, np.float32(sky.cloud_spectrum[band]), out=work)
+        reflectance += work
     if cirrus is not None:
-        out += cirrus * np.float32(_CIRRUS[b])
-    out += np.float32(sky.haze[b])
-    return out
+        np.multiply(cirrus, np.float32(_CIRRUS[band]), out=work)
+        reflectance += work
+    reflectance += np.float32(sky.haze[band])
 
 
 def transmission(opacity: F32 | None, shadow: F32 | None) -> F32 | None:

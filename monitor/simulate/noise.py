@@ -89,3 +89,9 @@ def quantile_noise(rng: np.random.Generator, shape: tuple[int, int], table: F32)
 def normal(rng: np.random.Generator, shape: tuple[int, int]) -> F32:
     """Standard normal per-pixel noise (float32)."""
     return quantile_noise(rng, shape, _normal_table())
+
+
+def normal_into(rng: np.random.Generator, out: F32) -> None:
+    """Fill `out` with standard normal noise, without a new float array."""
+    idx = np.frombuffer(rng.bytes(2 * out.size), dtype=np.uint16).reshape(out.shape)
+    np.take(_normal_table(), idx, out=out, mode="wrap")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -19,16 +19,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from monitor.errors import ConfigError
-from monitor.simulate import clouds, noise, sar, truth, writer
+from monitor.simulate import noise, truth, writer
 from monitor.simulate.covers import INDEX, crop_shares
 from monitor.simulate.fields import Layout, check_density, layout_fields
 from monitor.simulate.grid import FULL_TILE_PX, TileGrid
 from monitor.simulate.noise import F32
-from monitor.simulate.phenology import Calendar, draw_calendar, surface_state
-from monitor.simulate.preview import step_for, write_preview
+from monitor.simulate.phenology import draw_calendar
+from monitor.simulate.preview import write_preview
 from monitor.simulate.rasterize import rasterize_convex
-from monitor.simulate.spectra import BANDS, BANDS_10M, BANDS_20M, unit_reflectance
-from monitor.simulate.weather import Weather, cloud_cover_target, draw_weather
+from monitor.simulate.render import Landscape, WriteQueue, render_s1, render_s2
+from monitor.simulate.spectra import BANDS_10M, BANDS_20M
+from monitor.simulate.weather import cloud_cover_target, draw_weather
 
 S2_REVISIT_DAYS = 5
 S1_REVISIT_DAYS = 6
@@ -110,21 +111,6 @@ def plan_acquisitions(
     return plans
 
 
-@dataclass
-class _Static:
-    grid: TileGrid
-    layout: Layout
-    calendar: Calendar
-    weather: Weather
-    label10: NDArray[np.int32]
-    label20: NDArray[np.int32]
-    texture10: F32
-    texture20: F32
-    water20: NDArray[np.bool_]
-    moisture_factor: NDArray[np.float64]
-    sar_offset: dict[str, NDArray[np.float64]]
-
-
 def simulate_season(
     out: Path | str,
     tile_size: int = 512,
@@ -164,9 +150,9 @@ def simulate_season(
     report = progress or (lambda done, total, label: None)
     report(0, total, "layout")
 
-    static = _build_static(grid, n_parcels, shares, seed, start, end)
-    layout, cal = static.layout, static.calendar
-    files = _write_static(out, static, season, start, end)
+    land = _build_landscape(grid, n_parcels, shares, seed, start, end)
+    layout = land.layout
+    files = _write_static(out, land, season, start, end)
     n_practices = int(_count_rows(out / "truth" / "practices.parquet"))
     report(1, total, "parcels")
 
@@ -180,13 +166,22 @@ def simulate_season(
     s1_rows: dict[str, list[Any]] = {k: [] for k in ("id", "datetime", "soil_moisture")}
     preview_path: Path | None = None
     with ThreadPoolExecutor(max_workers=1) as pool:
-        queue = _WriteQueue(pool)
+        queue = WriteQueue(pool)
         for done, plan in enumerate(plans, start=2):
             when = datetime.combine(plan.day, S2_TIME if plan.sensor == "S2" else S1_TIME, UTC)
             if plan.sensor == "S2":
                 folder = out / "s2" / plan.item_id
-                result = _render_s2(
-                    static, plan, seed, folder, out, clear_truth, queue, plan.item_id == preview_id
+                truth_folder = out / "truth" / "s2_clear" / plan.item_id if clear_truth else None
+                rng = _rng(seed, _S2, plan.day.toordinal())
+                result = render_s2(
+                    land,
+                    plan.doy,
+                    plan.cloud_cover,
+                    rng,
+                    folder,
+                    truth_folder,
+                    queue,
+                    plan.item_id == preview_id,
                 )
                 item = writer.s2_item(
                     plan.item_id, when, grid, result.eo_cloud_cover, BANDS_10M, BANDS_20M
@@ -202,7 +197,8 @@ def simulate_season(
                 s2_items.append(folder / "item.json")
             else:
                 folder = out / "s1" / plan.item_id
-                moisture = _render_s1(static, plan, seed, folder, queue)
+                rng = _rng(seed, _S1, plan.day.toordinal())
+                moisture = render_s1(land, plan.doy, rng, folder, queue)
                 item = writer.s1_item(plan.item_id, when, grid)
                 s1_rows["id"].append(plan.item_id)
                 s1_rows["datetime"].append(when)
@@ -220,7 +216,6 @@ def simulate_season(
         s2_items + s1_items,
         f"parcel-monitor simulated season {season}, tile {grid.tile}, {tile_size} px, seed {seed}",
     )
-    del cal
     return SimulationSummary(
         out=out,
         tile=grid.tile,
@@ -269,9 +264,9 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _build_static(
+def _build_landscape(
     grid: TileGrid, n_parcels: int, shares: dict[str, float], seed: int, start: date, end: date
-) -> _Static:
+) -> Landscape:
     layout = layout_fields(grid, n_parcels, shares, _rng(seed, _LAYOUT))
     cal = draw_calendar(layout.unit_cover, _rng(seed, _CALENDAR))
     weather = draw_weather(start.timetuple().tm_yday, end.timetuple().tm_yday, _rng(seed, _WEATHER))
@@ -289,7 +284,7 @@ def _build_static(
     moisture_factor = rng.uniform(0.75, 1.25, layout.n_units)
     sar_rng = _rng(seed, _SAR_STATIC)
     sar_offset = {pol: sar_rng.normal(0.0, 0.8, layout.n_units) for pol in ("VV", "VH")}
-    return _Static(
+    return Landscape(
         grid,
         layout,
         cal,
@@ -314,13 +309,14 @@ def _rasterize(layout: Layout, grid: TileGrid, resolution: int) -> NDArray[np.in
 def _block_mean(array: F32, shape: tuple[int, int]) -> F32:
     """2x2 block means (edge rows/columns repeated when the side is odd)."""
     h, w = shape
-    padded = np.pad(array, ((0, 2 * h - array.shape[0]), (0, 2 * w - array.shape[1])), mode="edge")
+    pad = ((0, 2 * h - array.shape[0]), (0, 2 * w - array.shape[1]))
+    padded = np.pad(array, pad, mode="edge") if any(p for _, p in pad) else array
     out: F32 = padded.reshape(h, 2, w, 2).mean(axis=(1, 3), dtype=np.float32)
     return out
 
 
-def _write_static(out: Path, static: _Static, season: int, start: date, end: date) -> list[Path]:
-    layout, grid = static.layout, static.grid
+def _write_static(out: Path, land: Landscape, season: int, start: date, end: date) -> list[Path]:
+    layout, grid = land.layout, land.grid
     parcels = out / "parcels.parquet"
     writer.write_geoparquet(
         parcels,
@@ -334,13 +330,13 @@ def _write_static(out: Path, static: _Static, season: int, start: date, end: dat
     )
     folder = out / "truth"
     folder.mkdir(parents=True, exist_ok=True)
-    truth.write_parcels(folder / "parcels.parquet", layout, static.calendar, season)
+    truth.write_parcels(folder / "parcels.parquet", layout, land.calendar, season)
     first, last = float(start.timetuple().tm_yday), float(end.timetuple().tm_yday)
     truth.write_practices(
-        folder / "practices.parquet", layout, static.calendar, static.weather, season, first, last
+        folder / "practices.parquet", layout, land.calendar, land.weather, season, first, last
     )
     truth.write_units(folder / "units.parquet", layout)
-    writer.write_cog(folder / "units.tif", static.label10, grid, 10, None)
+    writer.write_cog(folder / "units.tif", land.label10, grid, 10, None)
     return [
         parcels,
         folder / "parcels.parquet",
@@ -348,161 +344,3 @@ def _write_static(out: Path, static: _Static, season: int, start: date, end: dat
         folder / "units.parquet",
         folder / "units.tif",
     ]
-
-
-class _WriteQueue:
-    """Compress and write bands on one background thread, at most two bands in flight."""
-
-    def __init__(self, pool: ThreadPoolExecutor) -> None:
-        self._pool = pool
-        self._pending: list[Future[None]] = []
-
-    def put(
-        self, path: Path, array: NDArray[Any], grid: TileGrid, resolution: int, nodata: float | None
-    ) -> None:
-        while len(self._pending) >= 2:
-            self._pending.pop(0).result()
-        self._pending.append(
-            self._pool.submit(writer.write_cog, path, array, grid, resolution, nodata)
-        )
-
-    def drain(self) -> None:
-        while self._pending:
-            self._pending.pop(0).result()
-
-
-@dataclass(frozen=True)
-class _S2Result:
-    cloud_share: float
-    eo_cloud_cover: float
-    clear_truth: bool
-    preview: tuple[NDArray[np.uint16], NDArray[np.int32], NDArray[np.uint8]] | None
-
-
-def _to_uint16(reflectance: F32) -> NDArray[np.uint16]:
-    reflectance *= np.float32(10000.0)
-    reflectance += np.float32(0.5)
-    np.clip(reflectance, 1.0, 65535.0, out=reflectance)  # 0 is nodata
-    return reflectance.astype(np.uint16)
-
-
-def _render_s2(
-    static: _Static,
-    plan: Acquisition,
-    seed: int,
-    folder: Path,
-    out: Path,
-    clear_truth: bool,
-    queue: _WriteQueue,
-    want_preview: bool,
-) -> _S2Result:
-    grid, layout = static.grid, static.layout
-    rng = _rng(seed, _S2, plan.day.toordinal())
-    state = surface_state(layout.unit_cover, static.calendar, plan.doy)
-    moisture = static.weather.soil_moisture(plan.doy) * static.moisture_factor
-    mean, slope = unit_reflectance(
-        layout.unit_cover, state, static.calendar.soil_brightness, moisture
-    )
-    mean32, slope32 = mean.astype(np.float32), slope.astype(np.float32)
-    sky = clouds.draw_sky(grid, plan.cloud_cover, rng)
-    cloudy = sky.opacity is not None or sky.cirrus is not None
-    write_truth = clear_truth and cloudy
-    truth_folder = out / "truth" / "s2_clear" / plan.item_id
-    step = step_for(grid.size)
-    preview_rgb: dict[str, NDArray[np.uint16]] = {}
-
-    for resolution, bands, labels, texture in (
-        (10, BANDS_10M, static.label10, static.texture10),
-        (20, BANDS_20M, static.label20, static.texture20),
-    ):
-        opacity, shadow, cirrus = sky.fields(grid, resolution)
-        through = clouds.transmission(opacity, shadow)
-        for band in bands:
-            b = BANDS.index(band)
-            surface = _surface(mean32[:, b], slope32[:, b], labels, texture, rng)
-            observed = _to_uint16(clouds.observe(surface, band, sky, through, opacity, cirrus))
-            queue.put(folder / f"{band}.tif", observed, grid, resolution, 0)
-            if write_truth:
-                queue.put(truth_folder / f"{band}.tif", _to_uint16(surface), grid, resolution, 0)
-            if want_preview and band in ("B02", "B03", "B04"):
-                preview_rgb[band] = observed[::step, ::step].copy()
-            del surface, observed
-        if resolution == 20:
-            red = _surface(
-                mean32[:, BANDS.index("B04")], slope32[:, BANDS.index("B04")], labels, texture, None
-            )
-            nir = _surface(
-                mean32[:, BANDS.index("B08")], slope32[:, BANDS.index("B08")], labels, texture, None
-            )
-            red = clouds.observe(red, "B04", sky, through, opacity, cirrus)
-            nir = clouds.observe(nir, "B08", sky, through, opacity, cirrus)
-            scl = clouds.scene_classification(
-                red, nir, static.water20, sky, opacity, shadow, cirrus, rng
-            )
-            queue.put(folder / "SCL.tif", scl, grid, 20, 0)
-            if write_truth:
-                queue.put(
-                    truth_folder / "SKY.tif",
-                    _sky_truth(grid, opacity, shadow, cirrus),
-                    grid,
-                    20,
-                    None,
-                )
-            cloud_share = 0.0 if opacity is None else float((opacity > 0).mean())
-            eo_cloud_cover = float(np.isin(scl, clouds.CLOUDY_CLASSES).mean() * 100.0)
-            scl_small = scl
-    preview = None
-    if want_preview:
-        rgb = np.stack([preview_rgb["B04"], preview_rgb["B03"], preview_rgb["B02"]])
-        labels_small = static.label10[::step, ::step]
-        rows = np.minimum(np.arange(rgb.shape[1]) * step // 2, scl_small.shape[0] - 1)
-        cols = np.minimum(np.arange(rgb.shape[2]) * step // 2, scl_small.shape[1] - 1)
-        preview = (rgb, labels_small, scl_small[np.ix_(rows, cols)])
-    return _S2Result(cloud_share, eo_cloud_cover, write_truth, preview)
-
-
-def _sky_truth(
-    grid: TileGrid, opacity: F32 | None, shadow: F32 | None, cirrus: F32 | None
-) -> NDArray[np.uint8]:
-    """Bands: cloud opacity (%), shadow darkening (%), cirrus reflectance (x 1000)."""
-    sky = np.zeros((3, *grid.shape(20)), dtype=np.uint8)
-    for band, field, scale in ((0, opacity, 100), (1, shadow, 100), (2, cirrus, 1000)):
-        if field is not None:
-            sky[band] = np.clip(np.round(field * scale), 0, 255)
-    return sky
-
-
-def _surface(
-    mean: F32, slope: F32, labels: NDArray[np.int32], texture: F32, rng: np.random.Generator | None
-) -> F32:
-    """Surface reflectance of one band: unit mean + texture along the unit's mixing line,
-    plus sensor noise (0.002 + 1 % of the signal) when `rng` is given."""
-    surface = mean[labels]
-    surface += slope[labels] * texture
-    if rng is not None:
-        surface += noise.normal(rng, surface.shape) * (
-            np.float32(0.002) + np.float32(0.01) * surface
-        )
-    np.maximum(surface, np.float32(0.0005), out=surface)
-    return surface
-
-
-def _render_s1(
-    static: _Static, plan: Acquisition, seed: int, folder: Path, queue: _WriteQueue
-) -> float:
-    grid, layout = static.grid, static.layout
-    rng = _rng(seed, _S1, plan.day.toordinal())
-    state = surface_state(layout.unit_cover, static.calendar, plan.doy)
-    regional = static.weather.soil_moisture(plan.doy)
-    moisture = regional * static.moisture_factor
-    for pol in ("VV", "VH"):
-        db = sar.unit_backscatter(
-            layout.unit_cover, state, moisture, static.sar_offset[pol], pol
-        ).astype(np.float32)
-        image = db[static.label10]
-        image += static.texture10 * np.float32(0.5)
-        speckle = noise.quantile_noise(rng, grid.shape(20), sar.speckle_table())
-        image += noise.upsample(speckle, 2.0, grid.shape(10))
-        queue.put(folder / f"{pol}.tif", image, grid, 10, None)
-        del image
-    return regional

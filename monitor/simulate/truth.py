@@ -72,7 +72,7 @@ def practice_rows(
     NDVI of its part the day before and the day after, in time order."""
     units = np.flatnonzero(layout.unit_parcel >= 0)
     found: list[tuple[NDArray[np.intp], str, NDArray[np.float64]]] = []
-    for kind, days in (
+    for name, days in (
         ("harvest", cal.harvest),
         ("ploughing", cal.plough),
         ("ploughing", cal.spring_plough),
@@ -80,9 +80,9 @@ def practice_rows(
     ):
         with np.errstate(invalid="ignore"):
             hit = units[(days[units] >= first_day) & (days[units] <= last_day)]
-        found.append((hit, kind, days[hit]))
+        found.append((hit, name, days[hit]))
     unit = np.concatenate([f[0] for f in found])
-    kind = np.concatenate([np.full(len(f[0]), f[1]) for f in found])
+    kind: NDArray[np.str_] = np.concatenate([np.full(len(f[0]), f[1]) for f in found])
     day = np.concatenate([f[2] for f in found])
     order = np.lexsort((kind, unit, day))
     unit, kind, day = unit[order], kind[order], day[order]
