@@ -29,6 +29,34 @@ def upsample(coarse: F32, factor: float, shape: tuple[int, int], offset: float =
     return out
 
 
+def upsample2(coarse: F32, shape: tuple[int, int]) -> F32:
+    """`upsample(coarse, 2.0, shape)` by slicing: a fine pixel is 3/4 of its coarse parent and
+    1/4 of the neighbour on its side (edges clamped). Several times faster on full tiles."""
+    rows = _double(coarse, axis=0)[: shape[0]]
+    out: F32 = _double(np.ascontiguousarray(rows), axis=1)[:, : shape[1]]
+    return out
+
+
+def _double(a: F32, axis: int) -> F32:
+    def at(array: F32, part: slice) -> F32:
+        index: tuple[slice, ...] = (slice(None),) * axis + (part,)
+        view: F32 = array[index]
+        return view
+
+    shape = list(a.shape)
+    shape[axis] *= 2
+    out = np.empty(shape, dtype=np.float32)
+    quarter = np.float32(0.25) * a
+    even, odd = at(out, slice(0, None, 2)), at(out, slice(1, None, 2))
+    np.multiply(a, np.float32(0.75), out=even)
+    np.multiply(a, np.float32(0.75), out=odd)
+    at(even, slice(1, None))[...] += at(quarter, slice(None, -1))
+    at(even, slice(0, 1))[...] += at(quarter, slice(0, 1))
+    at(odd, slice(None, -1))[...] += at(quarter, slice(1, None))
+    at(odd, slice(-1, None))[...] += at(quarter, slice(-1, None))
+    return out
+
+
 def _axis_weights(
     n: int, factor: float, offset: float, size: int
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], F32]:

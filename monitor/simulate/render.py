@@ -65,7 +65,7 @@ class WriteQueue:
 
     def __init__(self, pool: ThreadPoolExecutor) -> None:
         self._pool = pool
-        self._pending: list[tuple[Future[None], NDArray[Any]]] = []
+        self._pending: list[tuple[Future[None], NDArray[Any] | None]] = []
         self._free: list[NDArray[Any]] = []
 
     def array(self, shape: tuple[int, ...], dtype: type[np.generic]) -> NDArray[Any]:
@@ -76,12 +76,19 @@ class WriteQueue:
         return np.empty(shape, dtype=dtype)
 
     def put(
-        self, path: Path, array: NDArray[Any], grid: TileGrid, resolution: int, nodata: float | None
+        self,
+        path: Path,
+        array: NDArray[Any],
+        grid: TileGrid,
+        resolution: int,
+        nodata: float | None,
+        reuse: bool = True,
     ) -> None:
+        """Write `array` as a COG in the background; `reuse=False` for arrays the caller keeps."""
         while len(self._pending) >= 2:
             self._finish_oldest()
         future = self._pool.submit(writer.write_cog, path, array, grid, resolution, nodata)
-        self._pending.append((future, array))
+        self._pending.append((future, array if reuse else None))
 
     def drain(self) -> None:
         while self._pending:
@@ -90,7 +97,8 @@ class WriteQueue:
     def _finish_oldest(self) -> None:
         future, array = self._pending.pop(0)
         future.result()
-        self._free.append(array)
+        if array is not None:
+            self._free.append(array)
         del self._free[:-6]  # a few of each size is all the reuse there is
 
 
@@ -189,7 +197,7 @@ def render_s1(
         np.multiply(land.texture10, np.float32(0.5), out=work)
         image += work
         speckle = noise.quantile_noise(rng, grid.shape(20), sar.speckle_table())
-        image += noise.upsample(speckle, 2.0, grid.shape(10))
+        image += noise.upsample2(speckle, grid.shape(10))
         # 1/64 dB steps (far below the 2 dB speckle) let deflate halve the file
         image *= np.float32(64.0)
         np.round(image, out=image)

@@ -152,9 +152,6 @@ def simulate_season(
 
     land = _build_landscape(grid, n_parcels, shares, seed, start, end)
     layout = land.layout
-    files = _write_static(out, land, season, start, end)
-    n_practices = int(_count_rows(out / "truth" / "practices.parquet"))
-    report(1, total, "parcels")
 
     s2_plans = [p for p in plans if p.sensor == "S2"]
     preview_id = min(s2_plans, key=lambda p: abs(p.cloud_cover - 0.4)).item_id if s2_plans else None
@@ -167,6 +164,9 @@ def simulate_season(
     preview_path: Path | None = None
     with ThreadPoolExecutor(max_workers=1) as pool:
         queue = WriteQueue(pool)
+        files = _write_static(out, land, season, start, end, queue)
+        n_practices = int(_count_rows(out / "truth" / "practices.parquet"))
+        report(1, total, "parcels")
         for done, plan in enumerate(plans, start=2):
             when = datetime.combine(plan.day, S2_TIME if plan.sensor == "S2" else S1_TIME, UTC)
             if plan.sensor == "S2":
@@ -275,7 +275,7 @@ def _build_landscape(
     rng = _rng(seed, _TEXTURE)
     # within-field texture: smooth patches (drawn at 20 m, cheaper) plus per-pixel grain
     patches = noise.fractal(rng, grid.shape(20), 20.0, (300.0, 80.0, 40.0), decay=0.8)
-    texture10 = noise.upsample(patches, 2.0, grid.shape(10))
+    texture10 = noise.upsample2(patches, grid.shape(10))
     texture10 *= np.float32(0.8)
     texture10 += np.float32(0.6) * noise.normal(rng, grid.shape(10))
     del patches
@@ -315,7 +315,9 @@ def _block_mean(array: F32, shape: tuple[int, int]) -> F32:
     return out
 
 
-def _write_static(out: Path, land: Landscape, season: int, start: date, end: date) -> list[Path]:
+def _write_static(
+    out: Path, land: Landscape, season: int, start: date, end: date, queue: WriteQueue
+) -> list[Path]:
     layout, grid = land.layout, land.grid
     parcels = out / "parcels.parquet"
     writer.write_geoparquet(
@@ -336,7 +338,8 @@ def _write_static(out: Path, land: Landscape, season: int, start: date, end: dat
         folder / "practices.parquet", layout, land.calendar, land.weather, season, first, last
     )
     truth.write_units(folder / "units.parquet", layout)
-    writer.write_cog(folder / "units.tif", land.label10, grid, 10, None)
+    # written while the first date renders; the labels stay in use
+    queue.put(folder / "units.tif", land.label10, grid, 10, None, reuse=False)
     return [
         parcels,
         folder / "parcels.parquet",

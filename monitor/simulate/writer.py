@@ -59,7 +59,8 @@ def write_cog(
         predictor=predictor,
         blocksize=512,
         num_threads="ALL_CPUS",
-        overview_resampling="nearest" if array.dtype == np.uint8 else "average",
+        # classes and labels must not be averaged into values that mean something else
+        overview_resampling="average" if array.dtype in (np.uint16, np.float32) else "nearest",
     ) as dst:
         dst.write(bands)
 
