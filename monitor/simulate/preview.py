@@ -1,4 +1,7 @@
-"""A picture of one Sentinel-2 date for a person: true colour, parcel outlines, cloud mask."""
+"""A picture of one Sentinel-2 date for a person: true colour, parcel outlines, cloud mask.
+
+Tiles larger than 1024 px show their central 1024 x 1024 px (10 km) at full resolution.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,11 @@ from monitor.simulate.clouds import CIRRUS, CLOUD_HIGH, CLOUD_MEDIUM, SHADOW
 MAX_PX = 1024
 
 
-def step_for(size: int) -> int:
-    """Decimation step that brings a `size`-px side under `MAX_PX`."""
-    return max(1, -(-size // MAX_PX))
+def window_for(size: int) -> slice:
+    """The rows (and columns) shown: the whole tile, or its central `MAX_PX` at full
+    resolution, where parcels can still be told apart."""
+    start = max(0, (size - MAX_PX) // 2)
+    return slice(start, start + min(size, MAX_PX))
 
 
 def write_preview(

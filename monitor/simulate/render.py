@@ -20,7 +20,7 @@ from monitor.simulate.fields import Layout
 from monitor.simulate.grid import TileGrid
 from monitor.simulate.noise import F32
 from monitor.simulate.phenology import Calendar, surface_state
-from monitor.simulate.preview import step_for
+from monitor.simulate.preview import window_for
 from monitor.simulate.spectra import BANDS, BANDS_10M, BANDS_20M, unit_reflectance
 from monitor.simulate.weather import Weather
 
@@ -131,7 +131,7 @@ def render_s2(
     mean32, slope32 = np.asfortranarray(mean, np.float32), np.asfortranarray(slope, np.float32)
     sky = clouds.draw_sky(grid, cloud_cover, rng)
     write_truth = truth_folder is not None and (sky.opacity is not None or sky.cirrus is not None)
-    step = step_for(grid.size)
+    view = window_for(grid.size)
     preview_rgb: dict[str, NDArray[np.uint16]] = {}
     scl = np.zeros((1, 1), dtype=np.uint8)
     cloud_share = 0.0
@@ -154,7 +154,7 @@ def render_s2(
             observed = _to_uint16(surface, work, queue.array(surface.shape, np.uint16))
             queue.put(folder / f"{band}.tif", observed, grid, resolution, 0)
             if want_preview and band in ("B02", "B03", "B04"):
-                preview_rgb[band] = observed[::step, ::step].copy()
+                preview_rgb[band] = observed[view, view].copy()
         if resolution == 20:
             red, nir = surface, spare  # the sky as Sen2Cor sees it, at 20 m
             _surface(mean32[:, RED], slope32[:, RED], labels, texture, None, red, work, work)
@@ -175,9 +175,8 @@ def render_s2(
     preview = None
     if want_preview:
         rgb = np.stack([preview_rgb["B04"], preview_rgb["B03"], preview_rgb["B02"]])
-        rows = np.minimum(np.arange(rgb.shape[1]) * step // 2, scl.shape[0] - 1)
-        cols = np.minimum(np.arange(rgb.shape[2]) * step // 2, scl.shape[1] - 1)
-        preview = (rgb, land.label10[::step, ::step], scl[np.ix_(rows, cols)])
+        at20 = np.arange(view.start, view.stop) // 2  # the 20 m SCL under each 10 m pixel
+        preview = (rgb, land.label10[view, view], scl[np.ix_(at20, at20)])
     return S2Result(cloud_share, eo_cloud_cover, write_truth, preview)
 
 
