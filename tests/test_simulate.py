@@ -345,3 +345,37 @@ def test_scanline_labels_equal_rasterio(tmp_path: Path) -> None:
         )
         assert (ours == reference).mean() > 0.9999
         assert len(np.unique(ours)) > 100
+
+
+def test_convex_cuts_agree_with_shapely() -> None:
+    from monitor.simulate.convex import Convex
+
+    rng = np.random.default_rng(9)
+    cells = Convex.box(0.0, 0.0, 1000.0, 600.0)
+    cells = Convex(np.repeat(cells.x, 50, 0), np.repeat(cells.y, 50, 0), np.repeat(cells.count, 50))
+    for _ in range(4):  # successive cuts: pieces grow extra vertices
+        n = len(cells)
+        px, py = rng.uniform(0, 1000, n), rng.uniform(0, 600, n)
+        angle = rng.uniform(0, 2 * np.pi, n)
+        nx, ny, offset = np.cos(angle), np.sin(angle), rng.uniform(0, 5, n)
+        clipped = cells.clip(px, py, nx, ny, offset)
+        before = cells.to_shapely()
+        # the kept side as a big shapely half-plane square
+        far = 1e5
+        ox, oy = px + offset * nx, py + offset * ny
+        squares = shapely.polygons(
+            np.stack(
+                [
+                    np.stack([ox + far * ny, oy - far * nx], -1),
+                    np.stack([ox + far * (ny + nx), oy + far * (ny - nx)], -1),
+                    np.stack([ox + far * (nx - ny), oy + far * (ny + nx)], -1),
+                    np.stack([ox - far * ny, oy + far * nx], -1),
+                ],
+                axis=1,
+            )
+        )
+        expected = shapely.area(shapely.intersection(before, squares))
+        assert np.allclose(clipped.area(), expected, rtol=1e-6, atol=1e-3)
+        assert np.allclose(shapely.area(clipped.to_shapely()), expected, rtol=1e-6, atol=1e-3)
+        keep = clipped.count >= 3
+        cells = clipped.take(keep) if keep.sum() > 10 else cells

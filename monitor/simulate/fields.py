@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from monitor.errors import ConfigError
 from monitor.simulate import noise
+from monitor.simulate.convex import Convex, concat
 from monitor.simulate.covers import COVERS, DECLARED, INDEX, MARGIN
 from monitor.simulate.grid import TileGrid
 
@@ -82,7 +83,8 @@ def layout_fields(
     area_ha = grid.extent_m**2 / 1e4
     # mean cell of ~6 ha at most: a sparse tile gets more forest, not 100 ha fields
     n_cells = max(int(np.ceil(n_parcels / _DECLARED_SHARE)), int(area_ha / 6.0), n_parcels + 1)
-    cells = _split_cells(shapely.box(*grid.bounds), n_cells, rng)
+    convex = _split_cells(Convex.box(*grid.bounds), n_cells, rng)
+    cells = convex.to_shapely()
     areas = shapely.area(cells) / 1e4
     centroids = shapely.get_coordinates(shapely.centroid(cells))
 
@@ -106,32 +108,27 @@ def layout_fields(
     rng.shuffle(parcel_cells)  # parcel order independent of cell size
     cover[parcel_cells] = np.array([INDEX[codes[k]] for k in crop_of_parcel], dtype=np.int16)
 
-    return _with_heterogeneous(cells, cover, parcel_cells, codes, probs, grid, rng)
+    return _with_heterogeneous(cells, convex, cover, parcel_cells, codes, probs, grid, rng)
 
 
-def _split_cells(
-    tile: shapely.Polygon, n_cells: int, rng: np.random.Generator
-) -> NDArray[np.object_]:
+def _split_cells(tile: Convex, n_cells: int, rng: np.random.Generator) -> Convex:
     """Cut the tile into `n_cells` convex cells, largest first, leaving gaps between them."""
-    cells = np.array([tile], dtype=object)
+    cells = tile
     while len(cells) < n_cells:
-        areas = shapely.area(cells)
         k = min(len(cells), n_cells - len(cells))
-        biggest = np.argsort(-areas, kind="stable")[:k]
-        a, b = _cut(cells[biggest], rng)
+        biggest = np.argsort(-cells.area(), kind="stable")[:k]
+        a, b = _cut(cells.take(biggest), rng)
         keep = np.ones(len(cells), dtype=bool)
         keep[biggest] = False
-        cells = np.concatenate([cells[keep], a, b])
-        cells = cells[~shapely.is_empty(cells)]
+        cells = concat([cells.take(keep), a, b])
+        cells = cells.take(cells.count >= 3)
     return cells
 
 
-def _cut(
-    polys: NDArray[np.object_], rng: np.random.Generator, gap: bool = True
-) -> tuple[NDArray[np.object_], NDArray[np.object_]]:
+def _cut(polys: Convex, rng: np.random.Generator, gap: bool = True) -> tuple[Convex, Convex]:
     """Split each convex polygon by a tilted line across its longer side."""
     n = len(polys)
-    xmin, ymin, xmax, ymax = shapely.bounds(polys).T
+    xmin, ymin, xmax, ymax = polys.bounds()
     width, height = xmax - xmin, ymax - ymin
     across_x = width >= height  # the cut line crosses the longer side
     angle = rng.normal(0.0, np.deg2rad(7.0), n)
@@ -142,40 +139,7 @@ def _cut(
     px = np.where(across_x, xmin + frac * width, (xmin + xmax) / 2)
     py = np.where(across_x, (ymin + ymax) / 2, ymin + frac * height)
     half_gap = (rng.choice(_GAPS_M, size=n, p=_GAP_P) / 2) if gap else np.zeros(n)
-    reach = 2.0 * (width + height) + 1.0
-    a = shapely.intersection(polys, _half_plane(px, py, nx, ny, half_gap, reach))
-    b = shapely.intersection(polys, _half_plane(px, py, -nx, -ny, half_gap, reach))
-    return _polygonal(a), _polygonal(b)
-
-
-def _half_plane(
-    px: NDArray[np.float64],
-    py: NDArray[np.float64],
-    nx: NDArray[np.float64],
-    ny: NDArray[np.float64],
-    offset: NDArray[np.float64],
-    reach: NDArray[np.float64],
-) -> NDArray[np.object_]:
-    """Large squares standing on the line through (px, py) shifted by `offset` along (nx, ny)."""
-    ox, oy = px + offset * nx, py + offset * ny
-    ux, uy = -ny, nx  # along the line
-    corners = np.stack(
-        [
-            np.stack([ox - reach * ux, oy - reach * uy], -1),
-            np.stack([ox + reach * ux, oy + reach * uy], -1),
-            np.stack([ox + reach * (ux + nx), oy + reach * (uy + ny)], -1),
-            np.stack([ox + reach * (nx - ux), oy + reach * (ny - uy)], -1),
-        ],
-        axis=1,
-    )
-    squares: NDArray[np.object_] = shapely.polygons(corners)
-    return squares
-
-
-def _polygonal(geoms: NDArray[np.object_]) -> NDArray[np.object_]:
-    """Intersections of convex shapes are polygons or empty; drop degenerate leftovers."""
-    kinds = shapely.get_type_id(geoms)
-    return np.where(kinds == 3, geoms, shapely.Polygon())
+    return polys.clip(px, py, nx, ny, half_gap), polys.clip(px, py, -nx, -ny, half_gap)
 
 
 def _sample_landscape(
@@ -195,6 +159,7 @@ def _sample_landscape(
 
 def _with_heterogeneous(
     cells: NDArray[np.object_],
+    convex: Convex,
     cover: NDArray[np.int16],
     parcel_cells: NDArray[np.intp],
     codes: list[str],
@@ -215,7 +180,8 @@ def _with_heterogeneous(
     unit_geometry = cells.copy()
     second_part = np.empty(0, dtype=object)
     if len(het):
-        a, b = _cut(parcel_geometry[het], rng, gap=False)
+        pieces = _cut(convex.take(parcel_cells[het]), rng, gap=False)
+        a, b = (piece.to_shapely() for piece in pieces)
         small_is_a = shapely.area(a) < shapely.area(b)
         unit_geometry[parcel_cells[het]] = np.where(small_is_a, b, a)
         second_part = np.where(small_is_a, a, b)
