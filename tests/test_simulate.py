@@ -305,6 +305,15 @@ def test_bad_arguments_get_a_one_line_error(
     assert not (tmp_path / "out").exists()
 
 
+def test_unwritable_output_gets_a_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="exists and is not a folder"):
+        simulate_season(blocker, 128, 5, 2025, 1, max_dates=1)
+    with pytest.raises(ConfigError, match="--out"):
+        simulate_season(blocker / "below", 128, 5, 2025, 1, max_dates=1)
+
+
 def test_refuses_to_mix_with_a_previous_run(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("x")
     with pytest.raises(ConfigError, match="not empty"):

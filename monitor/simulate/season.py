@@ -254,14 +254,19 @@ def _season_window(season: int, start: date | None, end: date | None) -> tuple[d
 def _prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"--out {str(out)!r} is not empty (pass --overwrite to replace it)")
-        for name in ("s2", "s1", "truth", "preview"):
-            shutil.rmtree(out / name, ignore_errors=True)
-        for name in ("parcels.parquet", "catalog.json"):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        if out.is_dir() and any(out.iterdir()):
+            if not overwrite:
+                raise ConfigError(
+                    f"--out {str(out)!r} is not empty (pass --overwrite to replace it)"
+                )
+            for name in ("s2", "s1", "truth", "preview"):
+                shutil.rmtree(out / name, ignore_errors=True)
+            for name in ("parcels.parquet", "catalog.json"):
+                (out / name).unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {str(out)!r}: {exc.strerror or exc}") from exc
 
 
 def _build_landscape(

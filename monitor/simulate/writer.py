@@ -3,8 +3,10 @@ GeoParquet 1.0 parcel file, shaped like the real samples in `shared/data/mol-202
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,7 @@ def write_cog(
         dst.write(bands)
 
 
+@cache
 def _footprint(grid: TileGrid) -> tuple[list[float], dict[str, Any]]:
     xmin, ymin, xmax, ymax = grid.bounds
     to_lonlat = Transformer.from_crs(grid.epsg, 4326, always_xy=True)
@@ -89,7 +92,7 @@ def s2_item(
     bands_10m: tuple[str, ...],
     bands_20m: tuple[str, ...],
 ) -> dict[str, Any]:
-    bbox, geometry = _footprint(grid)
+    bbox, geometry = copy.deepcopy(_footprint(grid))
     assets: dict[str, Any] = {}
     for band in bands_10m + bands_20m:
         asset: dict[str, Any] = {
@@ -138,7 +141,7 @@ def s2_item(
 
 
 def s1_item(item_id: str, when: datetime, grid: TileGrid) -> dict[str, Any]:
-    bbox, geometry = _footprint(grid)
+    bbox, geometry = copy.deepcopy(_footprint(grid))
     assets = {
         pol: {
             "href": f"./{pol}.tif",
