@@ -14,6 +14,28 @@ truth/                          the ground truth (below)
 
 Rasters are COGs (deflate, 512-px tiles, overviews) on the grid of MGRS tile 31UFS, whose
 upper-left corner is (600000, 5700000); a `tile_size` below 10980 takes its north-west corner.
+S1 backscatter is stored in steps of 1/64 dB (far below its ~2 dB speckle).
+
+Command line (`parcel-monitor simulate --help`):
+
+```
+parcel-monitor simulate --out DIR --tile-size 512 --parcels 300 --season 2025 --seed 0
+parcel-monitor simulate --out DIR --tile-size 10980 --parcels 200000 --dates 1 --no-s1
+    [--start YYYY-MM-DD] [--end YYYY-MM-DD] [--crops PPH=3,BTH,MIS] [--no-clear-truth]
+```
+
+The season runs 1 March - 31 October (S2 every 5 days, S1 every 6, a few acquisitions
+missing); `--dates N` keeps the first N of each sensor. Same seed, same bytes.
+
+What is modelled (one module each): `fields` (recursive cuts of the tile into convex fields
+with hedges and roads, forests and villages in clusters, 5 % heterogeneous parcels),
+`phenology` (double-logistic green cover per crop with per-parcel jitter; sowing, mowing,
+harvest and ploughing dates), `spectra` (endmember mixing: green vegetation, residue,
+flowers, soil darkened by moisture, built-up, water, shade; texture along the mixing line),
+`weather` (soil moisture from random rain; per-date cloudiness), `clouds` (fractal clouds,
+shadows, cirrus, haze and a Sen2Cor-like SCL that misses thin cloud edges), `sar` (water-cloud
+model over a moist rough soil, gamma speckle), `render` (one acquisition, band by band),
+`writer` (COG, STAC, GeoParquet), `truth`, `preview`, `season` (orchestration).
 
 ## Ground truth (`truth/`)
 
