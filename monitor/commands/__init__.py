@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-from monitor.commands import broker, publish, replay, report, zonal
+from monitor.commands import broker, publish, replay, report, simulate, zonal
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -20,5 +20,6 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     publish.register,
     replay.register,
     report.register,
+    simulate.register,
     zonal.register,
 ]

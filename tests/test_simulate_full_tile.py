@@ -1,0 +1,45 @@
+"""A full Sentinel-2 tile (10980², ~200 000 parcels) for one date: measured, not asserted."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+
+@pytest.mark.slow
+def test_full_tile_one_date(tmp_path: Path) -> None:
+    out = tmp_path / "full"
+    command = [
+        sys.executable, "-m", "monitor.cli", "simulate", "--out", str(out),
+        "--tile-size", "10980", "--parcels", "200000", "--dates", "1", "--quiet",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    seconds = time.perf_counter() - started
+    peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    print(f"\nfull tile, 200 000 parcels, one S2 + one S1 date: {seconds:.1f} s", end=", ")
+    print(f"peak memory {peak_gib:.1f} GiB")
+
+    assert pq.ParquetFile(out / "parcels.parquet").metadata.num_rows == 200_000
+    (s2,) = (out / "s2").iterdir()
+    item = json.loads((s2 / "item.json").read_text())
+    assert item["properties"]["proj:shape"] == [10980, 10980]
+    for band, side in (("B04", 10980), ("B11", 5490), ("SCL", 5490)):
+        with rasterio.open(s2 / f"{band}.tif") as src:
+            assert (src.height, src.width) == (side, side)
+            assert src.overviews(1)  # a real COG: overviews for quick looks
+            window = src.read(1, window=Window(side // 2, side // 2, 256, 256))
+            assert window.min() >= 1 if band != "SCL" else window.max() <= 11
+    (s1,) = (out / "s1").iterdir()
+    with rasterio.open(s1 / "VH.tif") as src:
+        vh = src.read(1, window=Window(5000, 5000, 512, 512))
+        assert -30 < float(vh.mean()) < -8
