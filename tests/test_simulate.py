@@ -228,6 +228,7 @@ def test_practices_show_in_ndvi_and_backscatter(season: SimulationSummary) -> No
         red, nir = (_clear_sky(season, d["id"], b) for b in ("B04", "B08"))
         ndvi[d["datetime"].date()] = (nir - red) / (nir + red)
     vh = {d["datetime"].date(): _read(season.out / "s1" / d["id"] / "VH.tif") for d in s1}
+    vv = {d["datetime"].date(): _read(season.out / "s1" / d["id"] / "VV.tif") for d in s1}
 
     def change(series: dict, practice: dict, days: int) -> float | None:
         part = [
@@ -250,6 +251,10 @@ def test_practices_show_in_ndvi_and_backscatter(season: SimulationSummary) -> No
     vh_changes = [c for c in vh_changes if c is not None]
     assert len(vh_changes) >= 3
     assert np.mean(vh_changes) < -1.0  # biomass removed: volume scattering falls
+    vv_changes = [change(vv, p, 7) for p in practices if p["type"] == "ploughing"]
+    vv_changes = [c for c in vv_changes if c is not None]
+    assert len(vv_changes) >= 3
+    assert np.mean(vv_changes) > 1.0  # a rough furrowed surface backscatters more
 
 
 def test_preview_is_a_picture(season: SimulationSummary) -> None:

@@ -44,6 +44,8 @@ _LAYOUT, _CALENDAR, _WEATHER, _PLAN, _TEXTURE, _S2, _S1, _SAR_STATIC = range(8)
 
 @dataclass(frozen=True)
 class SimulationSummary:
+    """What a run wrote: counts, the item files (in time order) and the preview."""
+
     out: Path
     tile: str
     tile_size: int
@@ -59,7 +61,9 @@ class SimulationSummary:
 
 
 @dataclass(frozen=True)
-class Acquisition:
+class PlannedAcquisition:
+    """One acquisition of the season, before it is rendered."""
+
     sensor: str  # "S2" or "S1"
     day: date
     item_id: str
@@ -81,11 +85,11 @@ def plan_acquisitions(
     seed: int,
     s1: bool,
     max_dates: int | None,
-) -> list[Acquisition]:
+) -> list[PlannedAcquisition]:
     """S2 every ~5 days and S1 every ~6 days between `start` and `end`, with a few missing
     acquisitions (as in real archives), in time order."""
     rng = _rng(seed, _PLAN)
-    plans: list[Acquisition] = []
+    plans: list[PlannedAcquisition] = []
     for sensor, revisit, miss in (("S2", S2_REVISIT_DAYS, 0.06), ("S1", S1_REVISIT_DAYS, 0.04)):
         first = start + timedelta(days=int(rng.integers(0, revisit)))
         days = []
@@ -106,7 +110,7 @@ def plan_acquisitions(
                 if sensor == "S2"
                 else f"S1_IW_GRD_{grid.tile}_{stamp}"
             )
-            plans.append(Acquisition(sensor, d, item_id, cover if sensor == "S2" else 0.0))
+            plans.append(PlannedAcquisition(sensor, d, item_id, cover if sensor == "S2" else 0.0))
     plans.sort(key=lambda a: (a.day, a.sensor != "S2"))
     return plans
 
