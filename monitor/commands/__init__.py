@@ -11,11 +11,12 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-from monitor.commands import broker, zonal
+from monitor.commands import broker, run, zonal
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 COMMANDS: list[Callable[[Subparsers], None]] = [
     broker.register,
+    run.register,
     zonal.register,
 ]
