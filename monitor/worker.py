@@ -86,7 +86,8 @@ class WorkerConfig:
     source_topic: str = "acquisitions"
     events_topic: str = "parcel-events"
     dlq_topic: str = "acquisitions.dlq"
-    #: Stop after this many seconds without a new message (None: run until stopped).
+    #: Stop after this many seconds without a new message, counted from the first partition
+    #: assignment (None: run until stopped).
     exit_when_idle: float | None = None
     #: At most this many messages per poll and transaction.
     max_batch: int = 32
@@ -188,6 +189,9 @@ class Worker:
         self._consumer: Any = None
         self._producer: Any = None
         self._in_transaction = False
+        # The idle clock starts when the group first assigns partitions (a join can wait a
+        # whole session timeout for a dead member) and restarts on every reassignment.
+        self._assigned_at: float | None = None
 
     def stop(self) -> None:
         """Ask the worker to finish the current message, commit, and return from `run`."""
@@ -310,9 +314,15 @@ class Worker:
             backoff = first_backoff
             if got_messages:
                 last_message = time.monotonic()
-            elif _idle_for(last_message, cfg.exit_when_idle):
+            elif self._idle(last_message):
                 log.info("worker %s: idle for %.0fs, exiting", cfg.worker_name, cfg.exit_when_idle)
                 return
+
+    def _idle(self, last_message: float) -> bool:
+        limit, assigned_at = self.config.exit_when_idle, self._assigned_at
+        if limit is None or assigned_at is None:
+            return False
+        return time.monotonic() - max(last_message, assigned_at) >= limit
 
     def _poll_and_process(self) -> bool:
         """Poll once and process what came in one transaction; False when nothing came."""
@@ -484,6 +494,7 @@ class Worker:
                 continue
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._assigned_at = time.monotonic()
         # Newly assigned partitions have no position yet: the consumer fetches their committed
         # offsets before the first fetch, so processing resumes where the group left off.
         log.info(
@@ -501,10 +512,6 @@ class Worker:
             if end is not None:
                 lag = max(end - committed.offset, 0)
                 self.metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
-
-
-def _idle_for(last_message: float, limit: float | None) -> bool:
-    return limit is not None and time.monotonic() - last_message >= limit
 
 
 def _tps(partitions: set[TopicPartition]) -> str:
