@@ -46,9 +46,8 @@ def _inputs(size: int, n_bands: int) -> tuple[Any, dict[str, np.ndarray], tuple[
 
 
 def run_ours(size: int, n_bands: int, out: Path) -> dict[str, float]:
-    from monitor.labels import build_label_raster
-
     from monitor.kernels import zonal_statistics
+    from monitor.labels import build_label_raster
 
     parcels, bands, transform = _inputs(size, n_bands)
     base_rss = _peak_rss_bytes()
