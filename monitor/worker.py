@@ -37,7 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import AuthorizationError, KafkaError, ProducerFencedError
+from kafka.errors import (
+    AuthorizationError,
+    InvalidProducerEpochError,
+    KafkaError,
+    ProducerFencedError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from monitor.errors import BrokerError, ConfigError, ModelError, MonitorError, StoreError
@@ -51,7 +56,11 @@ log = logging.getLogger(__name__)
 #: `MonitorError`s that say the worker's surroundings failed, not the message.
 INFRASTRUCTURE_ERRORS: tuple[type[MonitorError], ...] = (StoreError, BrokerError, ModelError)
 #: Kafka errors after which this producer or consumer can never succeed: stop the worker.
-FATAL_KAFKA_ERRORS: tuple[type[KafkaError], ...] = (ProducerFencedError, AuthorizationError)
+FATAL_KAFKA_ERRORS: tuple[type[KafkaError], ...] = (
+    ProducerFencedError,
+    InvalidProducerEpochError,
+    AuthorizationError,
+)
 _MAX_REASON = 500
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
@@ -192,6 +201,7 @@ class Worker:
         # The idle clock starts when the group first assigns partitions (a join can wait a
         # whole session timeout for a dead member) and restarts on every reassignment.
         self._assigned_at: float | None = None
+        self._last_message = 0.0
 
     def stop(self) -> None:
         """Ask the worker to finish the current message, commit, and return from `run`."""
@@ -279,7 +289,6 @@ class Worker:
         first_backoff, max_backoff = cfg.retry_backoff_seconds
         backoff = first_backoff
         recovering = False
-        last_message = time.monotonic()
         while not self._stopping.is_set():
             try:
                 if recovering:
@@ -312,17 +321,15 @@ class Worker:
                 backoff = min(backoff * 2, max_backoff)
                 continue
             backoff = first_backoff
-            if got_messages:
-                last_message = time.monotonic()
-            elif self._idle(last_message):
+            if not got_messages and self._idle():
                 log.info("worker %s: idle for %.0fs, exiting", cfg.worker_name, cfg.exit_when_idle)
                 return
 
-    def _idle(self, last_message: float) -> bool:
+    def _idle(self) -> bool:
         limit, assigned_at = self.config.exit_when_idle, self._assigned_at
         if limit is None or assigned_at is None:
             return False
-        return time.monotonic() - max(last_message, assigned_at) >= limit
+        return time.monotonic() - max(self._last_message, assigned_at) >= limit
 
     def _poll_and_process(self) -> bool:
         """Poll once and process what came in one transaction; False when nothing came."""
@@ -330,6 +337,7 @@ class Worker:
         self._revoked.clear()  # a rebalance inside poll leaves no transaction behind
         if not polled:
             return False
+        self._last_message = time.monotonic()  # also when the batch then fails and is retried
         records = [record for tp in sorted(polled) for record in polled[tp]]
         group = self._consumer.group_metadata()
         self._begin()
@@ -464,6 +472,8 @@ class Worker:
         if self._in_transaction:
             try:
                 self._abort()
+            except FATAL_KAFKA_ERRORS:
+                raise  # fenced: a new producer would fence the instance that fenced this one
             except KafkaError as exc:
                 # The producer is in a state that cannot abort: a new one with the same
                 # transactional id aborts the open transaction in init_transactions.

@@ -394,6 +394,82 @@ def test_bad_messages_are_dead_lettered_and_the_rest_processed(
     assert dead == 3
 
 
+class _Background:
+    """`Worker.run` in a thread, keeping its summary or its exception."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.summary: WorkerSummary | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.summary = self.worker.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def join(self) -> None:
+        self.thread.join(timeout=120)
+        assert not self.thread.is_alive(), "the worker did not stop"
+
+
+@pytest.mark.kafka
+def test_store_trouble_is_retried_not_dead_lettered(
+    kafka_bootstrap: str, topics: Topics, parcels: ParcelSet, tmp_path: Path
+) -> None:
+    _publish(kafka_bootstrap, topics.source, [_item_message(p) for p in ITEMS])
+    store = tmp_path / "store"
+    ObservationStore(store)
+    # A file where the tile's folder must go: every store write fails (a StoreError), as on
+    # a full or unmounted disk, until it is removed.
+    blocker = store / "tile=31UFS"
+    blocker.write_text("not a folder")
+    worker = _worker(kafka_bootstrap, topics, store, parcels, retry_backoff_seconds=(0.2, 0.5))
+    running = _Background(worker)
+    _wait_for(lambda: worker.summary.retries >= 2, "two retries")
+    blocker.unlink()
+    running.join()
+
+    assert running.error is None
+    assert running.summary is not None
+    assert running.summary.dead_letters == 0
+    assert running.summary.aborted >= 1
+    assert _read(kafka_bootstrap, topics.dlq) == []
+    products = {read_item(p).product_id for p in ITEMS}
+    _check_events(_read(kafka_bootstrap, topics.events), products)
+    assert _stored_products(store) == sorted(products)
+
+
+@pytest.mark.kafka
+def test_a_second_instance_with_the_same_name_fences_the_first(
+    kafka_bootstrap: str, topics: Topics, parcels: ParcelSet, tmp_path: Path
+) -> None:
+    _publish(kafka_bootstrap, topics.source, [_item_message(p) for p in ITEMS] * 4)
+    worker = _worker(kafka_bootstrap, topics, tmp_path / "store", parcels, max_batch=1)
+    running = _Background(worker)
+    _wait_for(lambda: worker.summary.transactions >= 1, "a committed transaction")
+    # What a second `parcel-monitor run --worker-name` of the same name does first.
+    newer = KafkaProducer(
+        bootstrap_servers=kafka_bootstrap, transactional_id=worker.config.transactional_id
+    )
+    try:
+        newer.init_transactions()
+    finally:
+        newer.close()
+    running.join()
+
+    assert isinstance(running.error, BrokerError)
+    assert "same worker name" in str(running.error)
+    # What the fenced worker committed is whole acquisitions, and nothing is left open.
+    committed = _read(kafka_bootstrap, topics.events)
+    per_product = Counter(json.loads(r.value)["evidence"]["product_ids"][0] for r in committed)
+    assert committed
+    assert all(n % N_PARCELS == 0 for n in per_product.values())
+    assert len(committed) == N_PARCELS * worker.summary.acquisitions
+
+
 def _start_worker(
     bootstrap: str, topics: Topics, tmp_path: Path, name: str, *extra: str
 ) -> subprocess.Popen[bytes]:
