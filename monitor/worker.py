@@ -482,8 +482,9 @@ class Worker:
                 )
                 self._producer.close(timeout=5)
                 self._producer = None
-                _, producer_settings = client_settings(self.config.client_config)
-                self._producer = self._new_producer(producer_settings)
+        if self._producer is None:
+            _, producer_settings = client_settings(self.config.client_config)
+            self._producer = self._new_producer(producer_settings)
         for tp in self._consumer.assignment():
             committed = self._consumer.committed(tp)
             if committed is None:
