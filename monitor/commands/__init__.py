@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-from monitor.commands import broker, models, publish, replay, report, simulate, zonal
+from monitor.commands import broker, models, publish, replay, report, run, simulate, zonal
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -21,6 +21,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     publish.register,
     replay.register,
     report.register,
+    run.register,
     simulate.register,
     zonal.register,
 ]

@@ -1,0 +1,172 @@
+"""Events to Kafka: the worker's transactional path against a plain kafka-python producer loop.
+
+    python -m benchmarks.worker_events [--bootstrap HOST:PORT] [--events 200000] [--copies 10]
+
+Starts a local broker unless `--bootstrap` is given. The events are the real ones of the Mol
+sample (22 acquisitions x 42 parcels), repeated to `--events`. Reported, in events per second:
+
+* plain: `KafkaProducer(acks="all")` with the worker's batching, `send` in a loop, one flush;
+* transactional: the same producer with a `transactional_id`, one transaction per 32 or per 1
+  acquisitions (42 events each), offsets added to each transaction as the worker does;
+* worker: `Worker.run` end to end on the sample published `--copies` times (read, zonal
+  statistics, store, events, commit), with the seconds per acquisition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from monitor.broker import create_topics, start_broker, stop_broker
+from monitor.parcels import load_parcels
+from monitor.pipeline import Engine, EngineConfig
+from monitor.stac import read_item
+from monitor.store import ObservationStore
+from monitor.worker import Worker, WorkerConfig, href_policy
+
+SAMPLE = Path(__file__).parents[1] / "examples" / "mol-2023"
+PRODUCER = {"acks": "all", "linger_ms": 20, "batch_size": 512 * 1024}
+
+
+def _absolute(path: Path) -> bytes:
+    item = json.loads(path.read_text())
+    for asset in item["assets"].values():
+        asset["href"] = str((path.parent / asset["href"]).resolve())
+    return json.dumps(item).encode()
+
+
+def sample_events(store: Path) -> list[list[tuple[bytes, bytes]]]:
+    """The sample's events as (key, value) pairs, one list per acquisition."""
+    parcels = load_parcels(SAMPLE / "segments.gpkg", id_column="segment_id")
+    engine = Engine(EngineConfig(parcels, ObservationStore(store), href_policy=href_policy([])))
+    out = []
+    for path in sorted(SAMPLE.glob("s[12]/*/item.json")):
+        result = engine.process(engine.parse(_absolute(path), None))
+        out.append([(e.parcel_id.encode(), e.to_json()) for e in result.events])
+    return out
+
+
+def plain(bootstrap: str, topic: str, acquisitions: list[list[tuple[bytes, bytes]]]) -> float:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **PRODUCER)
+    n = sum(len(a) for a in acquisitions)
+    start = time.perf_counter()
+    for events in acquisitions:
+        for key, value in events:
+            producer.send(topic, key=key, value=value)
+    producer.flush()
+    seconds = time.perf_counter() - start
+    producer.close()
+    return n / seconds
+
+
+def transactional(
+    bootstrap: str, topic: str, acquisitions: list[list[tuple[bytes, bytes]]], per_txn: int
+) -> float:
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, transactional_id=f"bench-{uuid.uuid4().hex[:8]}", **PRODUCER
+    )
+    producer.init_transactions()
+    group, source = f"bench-{uuid.uuid4().hex[:8]}", TopicPartition(topic, 0)
+    n = sum(len(a) for a in acquisitions)
+    start = time.perf_counter()
+    for first in range(0, len(acquisitions), per_txn):
+        producer.begin_transaction()
+        for events in acquisitions[first : first + per_txn]:
+            for key, value in events:
+                producer.send(topic, key=key, value=value)
+        offsets = {source: OffsetAndMetadata(first + per_txn, "", -1)}
+        producer.send_offsets_to_transaction(offsets, group)
+        producer.commit_transaction()
+    seconds = time.perf_counter() - start
+    producer.close()
+    return n / seconds
+
+
+def worker(bootstrap: str, copies: int, store: Path) -> tuple[float, float, int]:
+    """Committed events/s (from partition assignment to the last commit) of `Worker.run` on
+    the sample x `copies`, and its seconds per acquisition from parse to send."""
+    suffix = uuid.uuid4().hex[:8]
+    source, events, dlq = f"acq-{suffix}", f"events-{suffix}", f"dlq-{suffix}"
+    create_topics(bootstrap, {source: 6, events: 6, dlq: 1})
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    items = sorted(SAMPLE.glob("s[12]/*/item.json"))
+    for _ in range(copies):
+        for path in items:
+            producer.send(source, key=read_item(path).tile.encode(), value=_absolute(path))
+    producer.flush()
+    producer.close()
+    parcels = load_parcels(SAMPLE / "segments.gpkg", id_column="segment_id")
+    engine = Engine(EngineConfig(parcels, ObservationStore(store), href_policy=href_policy([])))
+    config = WorkerConfig(
+        bootstrap, group_id=f"g-{suffix}", worker_name=f"bench-{suffix}", source_topic=source,
+        events_topic=events, dlq_topic=dlq, exit_when_idle=2.0,
+    )  # fmt: skip
+    run = Worker(engine, config)
+    thread = threading.Thread(target=run.run)
+    thread.start()
+    total = copies * len(items)
+    while run._assigned_at is None:  # the group join is not the worker's throughput
+        time.sleep(0.005)
+    start = time.perf_counter()
+    while run.summary.acquisitions < total and thread.is_alive():
+        time.sleep(0.005)
+    seconds = time.perf_counter() - start
+    thread.join()
+    samples: Any = run.metrics.registry.get_sample_value
+    busy = sum(
+        samples("parcel_monitor_stage_seconds_sum", {"stage": stage}) or 0.0
+        for stage in ("parse", "labels", "zonal", "store", "events", "send")
+    )
+    n = run.summary.acquisitions
+    return run.summary.events / seconds, busy / n, n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", help="an existing broker (default: start one)")
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--copies", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        bootstrap, data = args.bootstrap, Path(tmp) / "kafka"
+        if bootstrap is None:
+            bootstrap = start_broker(data, 0).bootstrap
+        try:
+            sample = sample_events(Path(tmp) / "store")
+            per_acq = len(sample[0])
+            acquisitions = (sample * (args.events // (per_acq * len(sample)) + 1))[
+                : args.events // per_acq
+            ]
+            n = sum(len(a) for a in acquisitions)
+            topic = f"bench-{uuid.uuid4().hex[:8]}"
+            create_topics(bootstrap, {topic: 6})
+            print(f"{n} events of {len(acquisitions)} acquisitions ({per_acq} parcels each)")
+            rate_plain = plain(bootstrap, topic, acquisitions)
+            print(f"plain producer loop:                 {rate_plain:10.0f} events/s")
+            for per_txn in (32, 1):
+                rate = transactional(bootstrap, topic, acquisitions, per_txn)
+                print(
+                    f"transactional, {per_txn:2d} acquisitions/txn:  {rate:10.0f} events/s "
+                    f"({rate / rate_plain:.2f}x plain)"
+                )
+            rate, per_acquisition, done = worker(bootstrap, args.copies, Path(tmp) / "store2")
+            print(
+                f"worker end to end: {done} acquisitions, {per_acquisition * 1000:.1f} ms per "
+                f"acquisition (parse to send), {rate:.0f} committed events/s"
+            )
+        finally:
+            if args.bootstrap is None:
+                stop_broker(data)
+
+
+if __name__ == "__main__":
+    main()
