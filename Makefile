@@ -16,14 +16,10 @@ $(BIN)/maturin:
 install: $(BIN)/maturin
 	$(BIN)/pip install -q -e ".[dev,train]"
 
-# Until the streaming demo lands: the observation table of every real Mol acquisition.
+# The main job end to end: local Kafka broker, the bundled real season published, one worker
+# until idle, events read back, a parcel's time series drawn (all under out/demo).
 demo: install
-	@mkdir -p out/zonal
-	@for item in examples/mol-2023/s2/*/item.json examples/mol-2023/s1/*/item.json; do \
-		$(BIN)/parcel-monitor zonal --item $$item --parcels examples/mol-2023/segments.gpkg \
-			--id-column segment_id --label-cache out/labels \
-			--out out/zonal/$$(basename $$(dirname $$item)).parquet || exit 1; \
-	done
+	$(BIN)/parcel-monitor demo
 
 # The Kafka tests need the broker's jars: fetched (once, cached in .kafka/) before the run, so a
 # Maven failure shows as itself rather than as failing fixtures.
