@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
+from kafka_records import consume
 
 from monitor.broker import (
     DEFAULT_TOPICS,
@@ -40,30 +41,6 @@ CLI = [sys.executable, "-m", "monitor.cli"]
 
 def _topic(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def _consume(
-    bootstrap: str, topic: str, expected: int, **config: Any
-) -> list[tuple[int, bytes, bytes]]:
-    """Read `topic` from the start until `expected` records came, or 20 s passed."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=1000,
-        **config,
-    )
-    records: list[tuple[int, bytes, bytes]] = []
-    deadline = time.monotonic() + 20
-    try:
-        while len(records) < expected and time.monotonic() < deadline:
-            records.extend((m.partition, m.key, m.value) for m in consumer)
-        # A short extra read, so records beyond `expected` would be noticed.
-        records.extend((m.partition, m.key, m.value) for m in consumer)
-    finally:
-        consumer.close()
-    return records
 
 
 def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -178,7 +155,7 @@ def test_produce_consume_round_trip(kafka_bootstrap: str) -> None:
         producer.flush(timeout=30)
     finally:
         producer.close()
-    records = _consume(kafka_bootstrap, topic, len(sent))
+    records = consume(kafka_bootstrap, topic, len(sent))
     assert {(key, value) for _, key, value in records} == sent
     assert len(records) == len(sent)
     # Keys keep their partition: the engine's per-tile ordering rests on this.
@@ -237,11 +214,11 @@ def test_transactions_commit_with_offsets_and_hide_aborts(kafka_bootstrap: str) 
         producer.close()
         consumer.close()
 
-    committed = _consume(kafka_bootstrap, sink, 10, isolation_level="read_committed")
+    committed = consume(kafka_bootstrap, sink, 10, isolation_level="read_committed")
     assert sorted(value for _, _, value in committed) == sorted(
         f"out-in-{i}".encode() for i in range(10)
     )
-    uncommitted = _consume(kafka_bootstrap, sink, 11, isolation_level="read_uncommitted")
+    uncommitted = consume(kafka_bootstrap, sink, 11, isolation_level="read_uncommitted")
     assert b"aborted" in {value for _, _, value in uncommitted}
 
     # The consumed offsets were committed for the group together with the output.
@@ -298,7 +275,7 @@ def test_restart_reuses_storage_and_keeps_data(own_broker: Path) -> None:
     again = start_broker(own_broker, broker.port, partitions=2, topics=["kept"])
     assert meta.read_text() == formatted  # not formatted a second time
     assert again.pid != broker.pid
-    records = _consume(again.bootstrap, "kept", 1)
+    records = consume(again.bootstrap, "kept", 1)
     assert [(key, value) for _, key, value in records] == [(b"tile", b"before restart")]
 
 
@@ -377,7 +354,7 @@ def test_cluster_survives_losing_a_node(kafka_cluster: ClusterHandle) -> None:
         assert all(future.get(timeout=30).offset >= 0 for future in futures)
     finally:
         producer.close()
-    records = _consume(kafka_cluster.bootstrap, topic, 30)
+    records = consume(kafka_cluster.bootstrap, topic, 30)
     assert len(records) == 30
 
     restarted = kafka_cluster.start_node(2)

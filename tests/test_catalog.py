@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
+from kafka_records import consume
 
 from monitor.broker import create_topics
 from monitor.catalog import absolute_item, find_items, iter_catalog, read_catalog, time_range
@@ -175,25 +174,6 @@ def test_publish_fails_fast_on_a_bad_item(
     assert "a JSON object is expected" in err
 
 
-def _consume(bootstrap: str, topic: str, expected: int) -> list[tuple[int, bytes, bytes]]:
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=1000,
-    )
-    records: list[tuple[int, bytes, bytes]] = []
-    deadline = time.monotonic() + 30
-    try:
-        while len(records) < expected and time.monotonic() < deadline:
-            records.extend((m.partition, m.key, m.value) for m in consumer)
-        records.extend((m.partition, m.key, m.value) for m in consumer)
-    finally:
-        consumer.close()
-    return records
-
-
 @pytest.mark.kafka
 def test_publish_sends_items_keyed_by_tile_in_order(
     kafka_bootstrap: str, two_tiles: Path, capsys: pytest.CaptureFixture[str]
@@ -206,7 +186,7 @@ def test_publish_sends_items_keyed_by_tile_in_order(
     assert "31UES: 19 acquisitions" in out
     assert "31UFS: 22 acquisitions" in out
 
-    records = _consume(kafka_bootstrap, topic, 41)
+    records = consume(kafka_bootstrap, topic, 41)
     assert len(records) == 41
     policy = HrefPolicy(roots=(two_tiles,))
     by_partition: dict[int, list[tuple[datetime, str]]] = {}
@@ -234,7 +214,7 @@ def test_publish_with_a_date_range(kafka_bootstrap: str) -> None:
     create_topics(kafka_bootstrap, {topic: 2})
     args = ["publish", str(MOL), "--bootstrap", kafka_bootstrap, "--topic", topic]
     assert main([*args, "--from", "2023-04-20", "--to", "2023-04-25"]) == 0
-    records = _consume(kafka_bootstrap, topic, 5)
+    records = consume(kafka_bootstrap, topic, 5)
     ids = [json.loads(value)["id"] for _, _, value in records]
     assert ids == [
         "S2_31UFS_20230420_L2A",  # 10:50

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import uuid
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
+from kafka_records import consume
 
 from monitor import replay as replay_module
 from monitor.broker import create_topics
@@ -271,26 +270,6 @@ def test_events_file_or_kafka_exactly_one(
     assert "--topic goes with --bootstrap" in capsys.readouterr().err
 
 
-def _consume_committed(bootstrap: str, topic: str, expected: int) -> list[tuple[bytes, bytes]]:
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        consumer_timeout_ms=1500,
-    )
-    records: list[tuple[bytes, bytes]] = []
-    deadline = time.monotonic() + 30
-    try:
-        while len(records) < expected and time.monotonic() < deadline:
-            records.extend((m.key, m.value) for m in consumer)
-        records.extend((m.key, m.value) for m in consumer)
-    finally:
-        consumer.close()
-    return records
-
-
 @pytest.mark.kafka
 def test_replay_to_kafka_delivers_every_event_once(
     kafka_bootstrap: str, full_run: tuple[Path, ReplaySummary], tmp_path: Path
@@ -319,7 +298,12 @@ def test_replay_to_kafka_delivers_every_event_once(
     assert summary.skipped == 5
     assert outputs.checkpoint.is_relative_to(tmp_path / "store")
 
-    records = _consume_committed(kafka_bootstrap, topic, N_ACQUISITIONS * N_PARCELS)
+    records = [
+        (key, value)
+        for _, key, value in consume(
+            kafka_bootstrap, topic, N_ACQUISITIONS * N_PARCELS, isolation_level="read_committed"
+        )
+    ]
     assert len(records) == N_ACQUISITIONS * N_PARCELS
     events = [ParcelEvent.from_json(value) for _, value in records]
     assert all(key.decode() == e.parcel_id for (key, _), e in zip(records, events, strict=True))
