@@ -11,12 +11,13 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-from monitor.commands import broker, models, publish, replay, report, simulate, zonal
+from monitor.commands import broker, detect, models, publish, replay, report, simulate, zonal
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 COMMANDS: list[Callable[[Subparsers], None]] = [
     broker.register,
+    detect.register,
     models.register,
     publish.register,
     replay.register,
