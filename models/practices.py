@@ -44,6 +44,7 @@ class PracticeNet(nn.Module):
 
     def __init__(self, fine: int = 8, hidden: int = 16, dilations: tuple[int, ...] = (1, 2, 4)):
         super().__init__()
+        self.doy: torch.Tensor
         self.register_buffer("doy", day_of_year_encoding()[None], persistent=False)
         self.stem = nn.Conv1d(len(CHANNELS) + 2, fine, kernel_size=3, padding=1)
         self.down = nn.Conv1d(fine, hidden, kernel_size=2, stride=2)

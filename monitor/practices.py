@@ -100,64 +100,79 @@ def check_columns(columns: Sequence[str]) -> None:
         )
 
 
-def _bin_of(acquired: pl.Expr) -> pl.Expr:
-    return ((acquired.dt.ordinal_day().cast(pl.Int32) - GRID_START_DOY) // BIN_DAYS).alias("bin")
+def series_keys(observations: pl.DataFrame) -> tuple[pl.DataFrame, npt.NDArray[np.int64]]:
+    """One row per parcel-year of the table (parcel_id, year, tile), in (parcel_id, year)
+    order, and the index of each row's series. The tile of a parcel seen from two tiles is the
+    smaller id."""
+    tile = pl.col("tile") if "tile" in observations.columns else pl.lit("unknown").alias("tile")
+    groups = (
+        observations.select("parcel_id", pl.col("acquired").dt.year().alias("year"), tile)
+        .with_row_index("row")
+        .group_by("parcel_id", "year")
+        .agg("row", pl.col("tile").min())
+        .sort("parcel_id", "year")
+    )
+    rows = groups.get_column("row")
+    series = np.empty(observations.height, dtype=np.int64)
+    series[rows.explode().to_numpy()] = np.repeat(
+        np.arange(groups.height), rows.list.len().to_numpy()
+    )
+    return groups.drop("row"), series
+
+
+def _values(df: pl.DataFrame, column: str) -> npt.NDArray[np.float64]:
+    return df.get_column(column).cast(pl.Float64).fill_null(np.nan).to_numpy()
 
 
 def _bin_means(
-    rows: pl.DataFrame, columns: Sequence[str], n: int
+    flat: npt.NDArray[np.int64],
+    rows: npt.NDArray[np.bool_],
+    values: Sequence[npt.NDArray[np.float64]],
+    size: int,
 ) -> tuple[F32, npt.NDArray[np.bool_]]:
-    """Per (column, series, bin) means of `columns` over `rows` (which carry `series` and
-    `bin`), and where each column has a value. NaN and null values are left out."""
-    flat = rows.get_column("series").to_numpy() * N_BINS + rows.get_column("bin").to_numpy()
-    size = n * N_BINS
-    out = np.zeros((len(columns), size), dtype=np.float32)
-    seen = np.zeros((len(columns), size), dtype=bool)
-    for i, column in enumerate(columns):
-        values = rows.get_column(column).cast(pl.Float64).fill_null(np.nan).to_numpy()
-        ok = np.isfinite(values)
-        counts = np.bincount(flat[ok], minlength=size)
-        sums = np.bincount(flat[ok], weights=values[ok], minlength=size)
-        np.divide(sums, counts, out=out[i], where=counts > 0, casting="unsafe")
-        seen[i] = counts > 0
-    return out.reshape(len(columns), n, N_BINS), seen.reshape(len(columns), n, N_BINS)
+    """Means per grid cell (flat index `flat`) of each of `values` over the rows selected by
+    `rows` (the first of `values` must be finite there), NaN where a value is missing, and the
+    cells that have rows."""
+    index = flat[rows]
+    counts = np.bincount(index, minlength=size)
+    out = np.full((len(values), size), np.nan, dtype=np.float32)
+    for i, column in enumerate(values):
+        v = column[rows]
+        ok = np.isfinite(v)
+        n = counts if i == 0 else np.bincount(index, weights=ok, minlength=size)
+        sums = np.bincount(index, weights=np.where(ok, v, 0.0), minlength=size)
+        np.divide(sums, n, out=out[i], where=n > 0, casting="unsafe")
+    return out, counts > 0
 
 
 def _interpolate(values: F32, observed: npt.NDArray[np.bool_]) -> F32:
     """Linear interpolation of (features, series, bins) along bins between the bins where
-    `observed` (same shape), held constant before the first and after the last; 0 where a
-    series has none."""
-    t = np.arange(N_BINS)
-    prev = np.maximum.accumulate(np.where(observed, t, -1), axis=2)
-    nxt = np.minimum.accumulate(np.where(observed, t, N_BINS)[..., ::-1], axis=2)[..., ::-1]
-    has_prev, has_next = prev >= 0, nxt < N_BINS
-    p, q = np.clip(prev, 0, N_BINS - 1), np.clip(nxt, 0, N_BINS - 1)
-    span = np.maximum(q - p, 1)
-    weight = np.where(has_prev & has_next, (t - p) / span, np.where(has_next, 1.0, 0.0))
-    before = np.take_along_axis(values, p, axis=2)
-    after = np.take_along_axis(values, q, axis=2)
-    out = before + weight.astype(np.float32) * (after - before)
-    out *= has_prev | has_next
-    return out.astype(np.float32)
+    `observed` (series, bins), held constant before the first and after the last."""
+    t = np.arange(N_BINS, dtype=np.int32)
+    prev = np.maximum.accumulate(np.where(observed, t, -1), axis=1)
+    nxt = np.minimum.accumulate(np.where(observed, t, N_BINS)[:, ::-1], axis=1)[:, ::-1]
+    has_next = nxt < N_BINS
+    p = np.where(prev >= 0, prev, nxt).clip(0, N_BINS - 1)
+    q = np.where(has_next, nxt, p)
+    weight = ((t - p) / np.maximum(q - p, 1)).astype(np.float32)
+    before = np.take_along_axis(values, p[None], axis=2)
+    after = np.take_along_axis(values, q[None], axis=2)
+    out: F32 = before + weight * (after - before)
+    return out
 
 
-def series_keys(observations: pl.DataFrame) -> pl.DataFrame:
-    """One row per parcel-year of the table, in (parcel_id, year) order, with its tile."""
-    tile = pl.col("tile").sort_by("acquired").last() if "tile" in observations.columns else None
-    frame = observations.with_columns(pl.col("acquired").dt.year().alias("year"))
-    aggs = [tile.alias("tile")] if tile is not None else [pl.lit("unknown").alias("tile")]
-    return frame.group_by("parcel_id", "year").agg(*aggs).sort("parcel_id", "year")
-
-
-def _normalised(
-    values: F32, seen: npt.NDArray[np.bool_], norm: Sequence[tuple[float, float]]
+def _channels(
+    means: F32, seen: npt.NDArray[np.bool_], norm: Sequence[tuple[float, float]], n: int
 ) -> F32:
-    """Interpolated, normalised channels; 0 (the neutral value) where a series has no value."""
-    filled = _interpolate(values, seen)
+    """Interpolated, normalised channels (features, series, bins); 0, the neutral value, for a
+    feature a series lacks (and where a band is missing on a date that has NDVI)."""
+    observed = seen.reshape(n, N_BINS)
+    filled = _interpolate(means.reshape(len(means), n, N_BINS), observed)
     centre = np.array([c for c, _ in norm], dtype=np.float32)[:, None, None]
     scale = np.array([s for _, s in norm], dtype=np.float32)[:, None, None]
-    out: F32 = np.where(seen.any(axis=2, keepdims=True), (filled - centre) / scale, 0.0)
-    return out.astype(np.float32)
+    out: F32 = np.nan_to_num((filled - centre) / scale, nan=0.0)
+    out *= observed.any(axis=1)[None, :, None]
+    return out
 
 
 def series_tensor(
@@ -165,43 +180,42 @@ def series_tensor(
 ) -> SeriesTensor:
     """Resample a parcel observation table onto the model's grid (see the module docstring)."""
     check_columns(observations.columns)
-    keys = series_keys(observations)
-    n = keys.height
-    indexed = keys.select("parcel_id", "year").with_row_index("series")
-    year = pl.col("acquired").dt.year().alias("year")
-    rows = (
-        observations.with_columns(year, _bin_of(pl.col("acquired")))
-        .filter((pl.col("bin") >= 0) & (pl.col("bin") < N_BINS))
-        .join(indexed, on=["parcel_id", "year"], how="inner")
-        .with_columns(pl.col("series").cast(pl.Int64), pl.col("bin").cast(pl.Int64))
+    keys, series = series_keys(observations)
+    n, size = keys.height, keys.height * N_BINS
+    doy = observations.get_column("acquired").dt.ordinal_day().to_numpy().astype(np.int64)
+    bins = (doy - GRID_START_DOY) // BIN_DAYS
+    inside = (bins >= 0) & (bins < N_BINS)
+    flat = series * N_BINS + np.clip(bins, 0, N_BINS - 1)
+    source = pl.col("source") if "source" in observations.columns else pl.lit("observed")
+    flags = observations.select(
+        (pl.col("sensor") == "S2").alias("s2"),
+        (pl.col("sensor") == "S1").alias("s1"),
+        (source == "reconstructed").alias("rebuilt"),
     )
+    is_s2, is_s1, rebuilt = (flags.get_column(c).to_numpy() for c in ("s2", "s1", "rebuilt"))
     x = np.zeros((n, len(CHANNELS), N_BINS), dtype=np.float32)
-    source = pl.col("source") if "source" in rows.columns else pl.lit("observed")
-    s2 = rows.filter(pl.col("sensor") == "S2")
-    clear = s2.filter((source == "observed") & (pl.col("valid_fraction") >= min_valid))
-    rebuilt = s2.filter(source == "reconstructed")
-    present = [i for i, c in enumerate(S2_FEATURES) if c in rows.columns]
-    columns = [S2_FEATURES[i] for i in present]
-    clear_means, clear_seen = _bin_means(clear, columns, n)
-    rebuilt_means, rebuilt_seen = _bin_means(rebuilt, columns, n)
+
+    present = [i for i, c in enumerate(S2_FEATURES) if c in observations.columns]
+    s2_values = [_values(observations, S2_FEATURES[i]) for i in present]
+    s2 = inside & is_s2 & np.isfinite(s2_values[0])  # NDVI: first, required
+    clear = s2 & ~rebuilt & (_values(observations, "valid_fraction") >= min_valid)
+    clear_means, clear_seen = _bin_means(flat, clear, s2_values, size)
+    rebuilt_means, rebuilt_seen = _bin_means(flat, s2 & rebuilt, s2_values, size)
     # A bin takes its clear observations, else its reconstructed rows (flagged as such).
     use_rebuilt = rebuilt_seen & ~clear_seen
     means = np.where(use_rebuilt, rebuilt_means, clear_means)
-    seen = clear_seen | use_rebuilt
-    x[:, present] = _normalised(means, seen, [_S2_NORM[i] for i in present]).swapaxes(0, 1)
-    x[:, CHANNELS.index("S2_observed")] = clear_seen[0]  # NDVI: the first, required, column
-    x[:, CHANNELS.index("S2_reconstructed")] = use_rebuilt[0]
+    norm = [_S2_NORM[i] for i in present]
+    x[:, present] = _channels(means, clear_seen | use_rebuilt, norm, n).swapaxes(0, 1)
+    x[:, CHANNELS.index("S2_observed")] = clear_seen.reshape(n, N_BINS)
+    x[:, CHANNELS.index("S2_reconstructed")] = use_rebuilt.reshape(n, N_BINS)
 
-    if all(c in rows.columns for c in S1_FEATURES):
-        s1 = rows.filter(pl.col("sensor") == "S1")
-        (vv, vh), s1_seen = _bin_means(s1, S1_FEATURES, n)
-        both = s1_seen[0] & s1_seen[1]
-        stacked = np.stack([vv, vh, vh - vv])
+    if all(c in observations.columns for c in S1_FEATURES):
+        vv, vh = (_values(observations, c) for c in S1_FEATURES)
+        s1 = inside & is_s1 & np.isfinite(vv) & np.isfinite(vh)
+        s1_means, s1_seen = _bin_means(flat, s1, [vv, vh, vh - vv], size)
         first = CHANNELS.index("VV")
-        x[:, first : first + 3] = _normalised(stacked, np.stack([both] * 3), _S1_NORM).swapaxes(
-            0, 1
-        )
-        x[:, CHANNELS.index("S1_observed")] = both
+        x[:, first : first + 3] = _channels(s1_means, s1_seen, _S1_NORM, n).swapaxes(0, 1)
+        x[:, CHANNELS.index("S1_observed")] = s1_seen.reshape(n, N_BINS)
     return SeriesTensor(keys, x)
 
 
@@ -214,9 +228,15 @@ def decode_peaks(probability: F32, threshold: float) -> pl.DataFrame:
         p = probability[:, k]
         r = NMS_BINS[practice]
         padded = np.pad(p, ((0, 0), (r, r)), constant_values=-np.inf)
-        windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * r + 1, axis=1)
-        # >= the whole window and > everything before: one peak per plateau
-        peak = (p >= threshold) & (p >= windows.max(axis=2)) & (p > windows[:, :, :r].max(axis=2))
+        before, after = (
+            padded[:, r - 1 : r - 1 + N_BINS].copy(),
+            padded[:, r + 1 : r + 1 + N_BINS].copy(),
+        )
+        for d in range(2, r + 1):
+            np.maximum(before, padded[:, r - d : r - d + N_BINS], out=before)
+            np.maximum(after, padded[:, r + d : r + d + N_BINS], out=after)
+        # > everything before and >= everything after: one peak per plateau
+        peak = (p >= threshold) & (p > before) & (p >= after)
         series, bins = np.nonzero(peak)
         centre = p[series, bins]
         left = p[series, np.maximum(bins - 1, 0)]
@@ -305,9 +325,18 @@ def _with_evidence(events: pl.DataFrame, observations: pl.DataFrame) -> pl.DataF
     )
     ordered = events.sort("time")
     # both sides are sorted by time overall, hence within each parcel
-    asof = {"left_on": "time", "right_on": "at", "by": "parcel_id", "check_sortedness": False}
-    before = ordered.join_asof(clear, strategy="backward", allow_exact_matches=False, **asof)
-    after = ordered.join_asof(clear, strategy="forward", **asof)
+    before, after = (
+        ordered.join_asof(
+            clear,
+            left_on="time",
+            right_on="at",
+            by="parcel_id",
+            strategy=strategy,
+            allow_exact_matches=strategy == "forward",  # a same-day image is "after"
+            check_sortedness=False,
+        )
+        for strategy in ("backward", "forward")
+    )
     return ordered.with_columns(
         pl.concat_list(before.get_column("product"), after.get_column("product"))
         .list.drop_nulls()
