@@ -171,7 +171,7 @@ def _channels(
     centre = np.array([c for c, _ in norm], dtype=np.float32)[:, None, None]
     scale = np.array([s for _, s in norm], dtype=np.float32)[:, None, None]
     out: F32 = np.nan_to_num((filled - centre) / scale, nan=0.0)
-    out *= observed.any(axis=1)[None, :, None]
+    out *= np.asarray(observed.any(axis=1), dtype=bool)[None, :, None]
     return out
 
 

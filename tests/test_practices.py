@@ -123,7 +123,8 @@ def test_series_tensor_masks_clouds_and_interpolates_gaps() -> None:
     first, last = seen
     inside = ndvi[first : last + 1]
     assert np.all(np.diff(inside) > 0)  # a straight line from 0.2 to 0.6 across the cloud
-    assert ndvi[0] == ndvi[first] and ndvi[-1] == ndvi[last]  # held flat outside
+    assert ndvi[0] == ndvi[first]
+    assert ndvi[-1] == ndvi[last]
     # no Sentinel-1 columns: their channels are neutral and unobserved
     assert not x[CHANNELS.index("VV") : CHANNELS.index("S1_observed") + 1].any()
 
@@ -136,7 +137,8 @@ def test_reconstructed_rows_fill_only_masked_bins() -> None:
     ]
     x = series_tensor(pl.DataFrame(rows + rebuilt)).values[0]
     flag, observed = x[CHANNELS.index("S2_reconstructed")], x[CHANNELS.index("S2_observed")]
-    assert observed.sum() == 1 and flag.sum() == 1
+    assert observed.sum() == 1
+    assert flag.sum() == 1
     assert np.flatnonzero(flag)[0] > np.flatnonzero(observed)[0]
 
 
@@ -249,8 +251,11 @@ def test_detect_command_writes_events(
     # the store folder gives the same events
     again = tmp_path / "from-store.parquet"
     assert main(["detect", "--observations", str(store), "--out", str(again)]) == 0
-    assert pl.read_parquet(again).get_column("event_id").sort().equals(
-        events.get_column("event_id").sort()
+    assert (
+        pl.read_parquet(again)
+        .get_column("event_id")
+        .sort()
+        .equals(events.get_column("event_id").sort())
     )
 
 
