@@ -37,7 +37,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from monitor.errors import ObservationError
+from monitor import __version__
+from monitor.errors import ConfigError, ObservationError
 from monitor.events import ModelRef, ParcelEvent, event_id_for, make_event
 from monitor.infer import InferenceConfig, Model, load_model
 
@@ -50,7 +51,7 @@ EVENT_TYPES: Final = tuple(f"practice.{p}" for p in PRACTICES)
 GRID_START_DOY: Final = 32
 BIN_DAYS: Final = 5
 N_BINS: Final = 64
-# Dates whose ids are checked against `emitted` around an event's own window.
+# Event ids hash the WINDOW_DAYS-day window (counted from GRID_START_DOY) holding the date.
 WINDOW_DAYS: Final = 8
 
 REQUIRED_COLUMNS: Final = ("parcel_id", "acquired", "sensor", "valid_fraction", "NDVI_mean")
@@ -98,6 +99,35 @@ def check_columns(columns: Sequence[str]) -> None:
             f"observation table is missing column {missing[0]!r} "
             f"(practice detection needs {', '.join(REQUIRED_COLUMNS)})"
         )
+
+
+def prepare(observations: pl.DataFrame) -> pl.DataFrame:
+    """Check the columns practice detection reads; `acquired` in UTC (naive times are taken
+    as UTC). Raises `ObservationError` naming the offending column."""
+    check_columns(observations.columns)
+    schema = observations.schema
+    acquired = schema["acquired"]
+    if not isinstance(acquired, pl.Datetime):
+        raise ObservationError(f"column 'acquired' has dtype {acquired}, expected a Datetime")
+    for column in ("parcel_id", "sensor"):
+        if schema[column] not in (pl.String, pl.Categorical):
+            raise ObservationError(
+                f"column {column!r} has dtype {schema[column]}, expected a string"
+            )
+    numeric = ["valid_fraction", *S2_FEATURES, *S1_FEATURES]
+    for column in (c for c in numeric if c in schema):
+        if not (schema[column].is_numeric() or schema[column] == pl.Null):
+            raise ObservationError(
+                f"column {column!r} has dtype {schema[column]}, expected a float"
+            )
+    utc = (
+        pl.col("acquired").dt.replace_time_zone("UTC")
+        if acquired.time_zone is None
+        else pl.col("acquired").dt.convert_time_zone("UTC")
+    )
+    return observations.with_columns(
+        utc.dt.cast_time_unit("us"), pl.col("parcel_id", "sensor").cast(pl.String)
+    )
 
 
 def series_keys(observations: pl.DataFrame) -> tuple[pl.DataFrame, npt.NDArray[np.int64]]:
@@ -179,7 +209,7 @@ def series_tensor(
     observations: pl.DataFrame, *, min_valid: float = MIN_VALID_FRACTION
 ) -> SeriesTensor:
     """Resample a parcel observation table onto the model's grid (see the module docstring)."""
-    check_columns(observations.columns)
+    observations = prepare(observations)
     keys, series = series_keys(observations)
     n, size = keys.height, keys.height * N_BINS
     doy = observations.get_column("acquired").dt.ordinal_day().to_numpy().astype(np.int64)
@@ -389,25 +419,20 @@ def detect_practices(
     sorted by parcel and date. Events whose id (or the same practice's id in a neighbouring
     window) is in `emitted` are left out: they were emitted from an earlier, shorter series."""
     if not 0.0 < threshold < 1.0:
-        raise ObservationError(f"threshold {threshold} is not in (0, 1)")
+        raise ConfigError(f"threshold {threshold} is not in (0, 1)")
     model = model or _shipped_model()
+    observations = prepare(observations)
     tensor = series_tensor(observations)
     if tensor.keys.is_empty():
         return _empty_events()
     peaks = decode_peaks(predict(model, tensor.values), threshold)
-    ref = ModelRef(model.name, _model_version(model))
+    ref = ModelRef(model.name, __version__)
     events = _event_frame(tensor.keys, peaks, ref)
     if emitted:
         events = events.filter(~_already_emitted(events, emitted))
     if events.is_empty():
         return _empty_events()
     return _with_evidence(events, observations).select(EVENT_COLUMNS)
-
-
-def _model_version(model: Model) -> str:
-    from monitor import __version__
-
-    return getattr(model, "version", __version__)
 
 
 def _empty_events() -> pl.DataFrame:
@@ -463,7 +488,7 @@ def ndvi_rule_events(
     between two consecutive clear Sentinel-2 observations (dated half-way between them; drops
     within 15 days of a kept one are the same event). If NDVI regains half the drop within
     `recovery_days` it is a mowing, otherwise a harvest. Columns: parcel_id, type, date."""
-    check_columns(observations.columns)
+    observations = prepare(observations)
     source_ok = pl.col("source") == "observed" if "source" in observations.columns else True
     clear = (
         observations.filter(

@@ -149,6 +149,16 @@ def test_missing_required_column_is_a_one_line_error() -> None:
     assert "\n" not in str(err.value)
 
 
+def test_bad_dtypes_are_refused_and_naive_times_taken_as_utc() -> None:
+    table = pl.DataFrame(_series("a", date(SEASON, 4, 1), [0.5, 0.6, 0.7]))
+    with pytest.raises(ObservationError, match="column 'NDVI_mean' has dtype String"):
+        series_tensor(table.with_columns(pl.col("NDVI_mean").cast(pl.String)))
+    with pytest.raises(ObservationError, match="column 'acquired' has dtype String"):
+        series_tensor(table.with_columns(pl.col("acquired").cast(pl.String)))
+    naive = table.with_columns(pl.col("acquired").dt.replace_time_zone(None))
+    np.testing.assert_array_equal(series_tensor(naive).values, series_tensor(table).values)
+
+
 # -- the baseline --------------------------------------------------------------------------
 
 
