@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -38,7 +38,7 @@ import torch
 
 from models.practices import PracticeNet, PracticeProbabilities
 from models.registry import EvaluationRow
-from monitor.infer import InferenceConfig, Model, load_model
+from monitor.infer import Arrays, Backend, InferenceConfig, Model, load_model
 from monitor.practices import (
     BIN_DAYS,
     GRID_START_DOY,
@@ -343,25 +343,26 @@ class _TorchModel:
     """A PyTorch network behind the runtime's `Model` interface (calibration only)."""
 
     name = "practices"
-    backend = "onnxruntime"  # what the exported model will run on
+    backend: Backend = "onnxruntime"  # what the exported model will run on
 
-    def __init__(self, net: torch.nn.Module) -> None:
-        self.net = PracticeProbabilities(net).eval()  # type: ignore[arg-type]
+    def __init__(self, net: PracticeNet) -> None:
+        self.net = PracticeProbabilities(net).eval()
 
     @property
     def input_names(self) -> list[str]:
         return [INPUT_NAME]
 
-    def run(self, inputs: dict[str, F32]) -> dict[str, F32]:
+    def run(self, inputs: Arrays) -> dict[str, npt.NDArray[Any]]:
+        series = torch.from_numpy(np.ascontiguousarray(inputs[INPUT_NAME], dtype=np.float32))
         with torch.no_grad():
-            return {OUTPUT_NAME: self.net(torch.from_numpy(inputs[INPUT_NAME])).numpy()}
+            return {OUTPUT_NAME: self.net(series).numpy()}
 
 
 def _calibrate(net: PracticeNet, observations: pl.DataFrame, truth: pl.DataFrame) -> list[float]:
     """Per-practice thresholds maximising event F1 on the validation season, folded into the
     head's bias so that the exported model's 0.5 is each practice's best threshold."""
     model = _TorchModel(net)
-    events = detect_practices(observations, model=model, threshold=0.05)  # type: ignore[arg-type]
+    events = detect_practices(observations, model=model, threshold=0.05)
     predictions = _as_practices(events)
     chosen = []
     for practice in PRACTICES:
