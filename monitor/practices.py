@@ -151,7 +151,8 @@ def series_keys(observations: pl.DataFrame) -> tuple[pl.DataFrame, npt.NDArray[n
 
 
 def _values(df: pl.DataFrame, column: str) -> npt.NDArray[np.float64]:
-    return df.get_column(column).cast(pl.Float64).fill_null(np.nan).to_numpy()
+    series = df.get_column(column).cast(pl.Float64)  # to_numpy: nulls become NaN
+    return series.to_numpy()
 
 
 def _bin_means(
@@ -169,8 +170,12 @@ def _bin_means(
     for i, column in enumerate(values):
         v = column[rows]
         ok = np.isfinite(v)
-        n = counts if i == 0 else np.bincount(index, weights=ok, minlength=size)
-        sums = np.bincount(index, weights=np.where(ok, v, 0.0), minlength=size)
+        if ok.all():
+            n, weights = counts, v
+        else:
+            n = np.bincount(index, weights=ok, minlength=size)
+            weights = np.where(ok, v, 0.0)
+        sums = np.bincount(index, weights=weights, minlength=size)
         np.divide(sums, n, out=out[i], where=n > 0, casting="unsafe")
     return out, counts > 0
 
