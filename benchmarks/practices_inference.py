@@ -7,8 +7,9 @@ Also timed: the resampling of the observation table onto the model's grid
 
     .venv/bin/python -m benchmarks.practices_inference [--parcels 100000] [--threads 2]
 
-Prints wall-clock figures and CPU seconds (on a shared machine the wall clock understates
-what two free cores do), the ratio, and the largest difference between the two runtimes.
+Prints wall-clock throughput and parcels per CPU-second, at the given threads and at one (on a
+shared machine the wall clock understates what free cores do, and threads that wait for each
+other make it worse), the ratio, and the largest difference between the two runtimes.
 """
 
 from __future__ import annotations
@@ -72,7 +73,6 @@ def main() -> None:
     from monitor.infer import InferenceConfig, artifact_path, load_model
     from monitor.practices import BATCH, DEFAULT_THRESHOLD, decode_peaks, predict, series_tensor
 
-    torch.set_num_threads(args.threads)
     table = observation_table(args.parcels, args.data)
     n = table.get_column("parcel_id").n_unique()
     print(f"{n} parcel-seasons, {table.height} observation rows, {args.threads} threads")
@@ -80,11 +80,10 @@ def main() -> None:
     prep_s, prep_cpu, tensor = timed(lambda: series_tensor(table))
     values = tensor.values
     print(
-        f"grid resampling  {n / prep_s:>12,.0f} parcels/s  ({prep_s:.2f} s, {prep_cpu:.2f} CPU s)"
+        f"grid resampling       {n / prep_s:>9,.0f} parcels/s  ({prep_s:.2f} s; "
+        f"{n / prep_cpu:,.0f} parcels per CPU-second)"
     )
 
-    session = load_model("practices", InferenceConfig(threads=args.threads))
-    ort_s, ort_cpu, ort_out = timed(lambda: predict(session, values))
     net = PracticeProbabilities(from_onnx(str(artifact_path("practices")))).eval()
 
     def eager() -> np.typing.NDArray[np.float32]:
@@ -92,19 +91,26 @@ def main() -> None:
             parts = [net(torch.from_numpy(values[i : i + BATCH])) for i in range(0, n, BATCH)]
         return torch.cat(parts).numpy()
 
-    torch_s, torch_cpu, torch_out = timed(eager)
-    decode_s, _, peaks = timed(lambda: decode_peaks(ort_out, DEFAULT_THRESHOLD))
-    diff = float(np.abs(np.asarray(ort_out) - np.asarray(torch_out)).max())
-    for name, wall, cpu in (
-        ("ONNX Runtime", ort_s, ort_cpu),
-        ("PyTorch eager", torch_s, torch_cpu),
-    ):
+    results = {}
+    for threads in sorted({args.threads, 1}, reverse=True):
+        torch.set_num_threads(threads)
+        session = load_model("practices", InferenceConfig(threads=threads))
+        results[f"ONNX Runtime, {threads} thr"] = timed(lambda s=session: predict(s, values))
+        results[f"PyTorch eager, {threads} thr"] = timed(eager)
+    for name, (wall, cpu, _) in results.items():
         print(
-            f"{name:<16} {n / wall:>12,.0f} parcels/s  ({wall:.2f} s; {cpu:.2f} CPU s, i.e. "
-            f"{n / cpu * args.threads:,.0f} parcels/s on {args.threads} cores of our own)"
+            f"{name:<21} {n / wall:>9,.0f} parcels/s  ({wall:.2f} s; "
+            f"{n / cpu:,.0f} parcels per CPU-second)"
         )
-    print(f"peak decoding    {n / decode_s:>12,.0f} parcels/s  ({len(peaks)} events)")
-    print(f"ONNX Runtime / PyTorch: {torch_s / ort_s:.2f}x; outputs agree to {diff:.1e}")
+    ort_s, ort_cpu, ort_out = results[f"ONNX Runtime, {args.threads} thr"]
+    torch_s, torch_cpu, torch_out = results[f"PyTorch eager, {args.threads} thr"]
+    decode_s, _, peaks = timed(lambda: decode_peaks(ort_out, DEFAULT_THRESHOLD))
+    print(f"peak decoding         {n / decode_s:>9,.0f} parcels/s  ({len(peaks)} events)")
+    diff = float(np.abs(ort_out - torch_out).max())
+    print(
+        f"ONNX Runtime / PyTorch at {args.threads} threads: {torch_s / ort_s:.2f}x wall clock, "
+        f"{torch_cpu / ort_cpu:.2f}x CPU time; outputs agree to {diff:.1e}"
+    )
     print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
