@@ -3,16 +3,16 @@
 Data: simulated seasons (`monitor.simulate`, 512 px, 300 parcels, 1 March - 31 October), each
 replayed through the engine (`monitor.replay`) into an observation store, so the model trains
 on exactly what the engine produces: zonal statistics with the SCL cloud mask and its misses.
-Each season's observation table and practice truth are cached under
-`data_dir/practices/seed-N/`.
-Seeds `TRAIN_SEEDS` train (the last one picks the epoch and threshold), `EVAL_SEEDS` are held
+Each season's observation table and practice truth are cached as Parquet under
+`data_dir/practices/seed-N/` (rows, not tensors: the augmentations act on rows). Seeds
+`TRAIN_SEEDS` train (the last one picks the epoch and threshold), `EVAL_SEEDS` are held
 out for `evaluate`.
 
 Augmentations, drawn afresh each epoch per series, for real-data robustness: dropped dates and
-a 10-day revisit, residual thin clouds the mask missed (NDVI pulled down, visible bands up),
-date shifts of the whole season, gain and offset on NDVI, bands and backscatter, noise, the
-Sentinel-1 rows or the band means dropped (NDVI-only tables), reconstructed rows standing in
-for masked dates, and series cut at a random day (the streaming case).
+a 10- or 15-day revisit, residual thin clouds the mask missed (NDVI pulled down, visible bands
+up), date shifts of the whole season, gain and offset on NDVI, bands and backscatter, noise,
+the Sentinel-1 rows or the band means dropped (NDVI-only tables), reconstructed rows standing
+in for masked dates, and series cut at a random day (the streaming case).
 
 Targets: a Gaussian (sigma `TARGET_SIGMA_DAYS`) around each true date, per practice; loss:
 binary cross-entropy. Practices on under half a parcel's area are not targets.
