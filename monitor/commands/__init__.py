@@ -11,13 +11,26 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-from monitor.commands import broker, demo, models, publish, replay, report, run, simulate, zonal
+<<<<<<< HEAD
+from monitor.commands import (
+    broker,
+    demo,
+    detect,
+    models,
+    publish,
+    replay,
+    report,
+    run,
+    simulate,
+    zonal,
+)
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 COMMANDS: list[Callable[[Subparsers], None]] = [
     broker.register,
     demo.register,
+    detect.register,
     models.register,
     publish.register,
     replay.register,

@@ -1,0 +1,62 @@
+"""`parcel-monitor detect`: practice events (mowing, ploughing, harvest) from an observation
+table, whatever produced it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from monitor.commands import Subparsers
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "detect",
+        help="detect mowing, ploughing and harvest events in a parcel observation table",
+        description=(
+            "Runs the practice model over every parcel-year of an observation table (a Parquet "
+            "file following the contract, or an observation store folder) and writes one row "
+            "per event: event_id, parcel_id, tile, type, date, confidence, window, evidence. "
+            "Needs parcel_id, acquired, sensor, valid_fraction and NDVI_mean; band means "
+            "(B02, B04, B08, B11) and Sentinel-1 VV/VH are used when present."
+        ),
+    )
+    parser.add_argument(
+        "--observations", type=Path, required=True, metavar="TABLE.parquet",
+        help="observation table (Parquet) or store folder",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, metavar="EVENTS.parquet")
+    parser.add_argument(
+        "--threshold", type=float, default=0.5,
+        help="minimum event probability (default 0.5: the per-practice thresholds chosen on "
+        "validation data are built into the model)",
+    )  # fmt: skip
+    parser.add_argument("--model", type=Path, metavar="MODEL.onnx", help="default: shipped")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from monitor.errors import ConfigError, StoreError
+    from monitor.infer import InferenceConfig, load_model
+    from monitor.practices import detect_practices, read_observations
+
+    if not 0.0 < args.threshold < 1.0:
+        raise ConfigError(f"--threshold {args.threshold} is not in (0, 1)")
+    if not args.observations.exists():
+        raise ConfigError(f"--observations {args.observations}: no such file or folder")
+    model = load_model(args.model or "practices", InferenceConfig(threads=args.threads))
+    table = read_observations(args.observations)
+    events = detect_practices(table, model=model, threshold=args.threshold)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        events.write_parquet(args.out)
+    except OSError as exc:
+        raise StoreError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
+    counts = dict(events.group_by("type").len().iter_rows())
+    summary = ", ".join(f"{t.split('.')[-1]} {counts.get(t, 0)}" for t in sorted(counts))
+    parcels = table.get_column("parcel_id").n_unique()
+    print(f"{events.height} events ({summary or 'none'}) over {parcels} parcels -> {args.out}")
+    return 0

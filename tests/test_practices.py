@@ -1,0 +1,295 @@
+"""Practice detection: the network, its export, the shipped model on a simulated season, the
+NDVI rule baseline, `parcel-monitor detect`, and no re-emission as a series grows."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from models.practices import PracticeNet, PracticeProbabilities, from_onnx
+from models.practices_training import TOLERANCE_DAYS, export_module, match_events
+from monitor.cli import main
+from monitor.errors import ObservationError
+from monitor.events import validate_event
+from monitor.infer import InferenceConfig, artifact_path, load_model
+from monitor.practices import (
+    CHANNELS,
+    INPUT_NAME,
+    N_BINS,
+    OUTPUT_NAME,
+    PRACTICES,
+    WINDOW_DAYS,
+    detect_practices,
+    ndvi_rule_events,
+    practice_events,
+    series_tensor,
+)
+from monitor.store import ObservationStore
+
+SEASON = 2025
+
+
+@pytest.fixture(scope="module")
+def season(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame, pl.DataFrame]:
+    """A small simulated season replayed into a store: (store, observations, truth)."""
+    from monitor.replay import ReplayJob, run_replay
+    from monitor.simulate import simulate_season
+
+    root = tmp_path_factory.mktemp("practices")
+    sim = root / "sim"
+    simulate_season(sim, 256, 40, SEASON, seed=11, crops="PPH,PRL,BTH,MIS", clear_truth=False)
+    store = root / "store"
+    job = ReplayJob(sim, sim / "parcels.parquet", store, events_out=root / "events.jsonl")
+    run_replay(job)
+    observations = ObservationStore(store).scan().collect().drop("season")
+    truth = pl.read_parquet(sim / "truth" / "practices.parquet").filter(
+        pl.col("area_fraction") >= 0.5
+    )
+    truth = truth.select(pl.col("id_parcel").alias("parcel_id"), "type", "date")
+    return store, observations, truth
+
+
+def _row(parcel: str, day: date, ndvi: float, *, valid: float = 1.0, sensor: str = "S2") -> dict:
+    moment = datetime(day.year, day.month, day.day, 10, 30, tzinfo=UTC)
+    return {
+        "parcel_id": parcel,
+        "acquired": moment,
+        "sensor": sensor,
+        "product_id": f"{sensor}_{day:%Y%m%d}",
+        "tile": "31UFS",
+        "valid_fraction": valid,
+        "source": "observed",
+        "NDVI_mean": ndvi,
+    }
+
+
+def _series(parcel: str, start: date, ndvi: list[float], step: int = 5, **kw: float) -> list[dict]:
+    return [_row(parcel, start + timedelta(days=step * i), v, **kw) for i, v in enumerate(ndvi)]
+
+
+# -- the network -------------------------------------------------------------------------------
+
+
+def test_forward_pass_has_one_logit_per_practice_and_bin() -> None:
+    net = PracticeNet()
+    series = torch.randn(5, len(CHANNELS), N_BINS)
+    logits = net(series)
+    assert logits.shape == (5, len(PRACTICES), N_BINS)
+    probability = PracticeProbabilities(net)(series)
+    assert probability.shape == logits.shape
+    assert bool(((probability >= 0) & (probability <= 1)).all())
+
+
+def test_onnx_runtime_matches_pytorch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = PracticeProbabilities(PracticeNet()).eval()
+    path = tmp_path / "practices.onnx"
+    export_module(module, path)
+    model = load_model(path, InferenceConfig(threads=1))
+    assert model.input_names == [INPUT_NAME]
+    rng = np.random.default_rng(0)
+    for batch in (1, 37):
+        series = rng.normal(size=(batch, len(CHANNELS), N_BINS)).astype(np.float32)
+        got = model.run({INPUT_NAME: series})[OUTPUT_NAME]
+        with torch.no_grad():
+            want = module(torch.from_numpy(series)).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    # and the weights read back from the ONNX file give the same network
+    with torch.no_grad():
+        again = PracticeProbabilities(from_onnx(str(path)))(torch.from_numpy(series)).numpy()
+    np.testing.assert_allclose(again, want, atol=1e-6, rtol=0)
+
+
+# -- the grid ------------------------------------------------------------------------------
+
+
+def test_series_tensor_masks_clouds_and_interpolates_gaps() -> None:
+    rows = [
+        _row("a", date(SEASON, 4, 1), 0.2),
+        _row("a", date(SEASON, 4, 11), 0.9, valid=0.1),  # cloudy: missing, not a value
+        _row("a", date(SEASON, 4, 21), 0.6),
+    ]
+    tensor = series_tensor(pl.DataFrame(rows))
+    assert tensor.keys.rows() == [("a", SEASON, "31UFS")]
+    x = tensor.values[0]
+    ndvi, observed = x[CHANNELS.index("NDVI")], x[CHANNELS.index("S2_observed")]
+    seen = np.flatnonzero(observed)
+    assert len(seen) == 2
+    first, last = seen
+    inside = ndvi[first : last + 1]
+    assert np.all(np.diff(inside) > 0)  # a straight line from 0.2 to 0.6 across the cloud
+    assert ndvi[0] == ndvi[first]
+    assert ndvi[-1] == ndvi[last]
+    # no Sentinel-1 columns: their channels are neutral and unobserved
+    assert not x[CHANNELS.index("VV") : CHANNELS.index("S1_observed") + 1].any()
+
+
+def test_reconstructed_rows_fill_only_masked_bins() -> None:
+    rows = [_row("a", date(SEASON, 5, 1), 0.7), _row("a", date(SEASON, 5, 11), 0.2, valid=0.0)]
+    rebuilt = [
+        {**r, "source": "reconstructed", "NDVI_mean": 0.75}
+        for r in (_row("a", date(SEASON, 5, 1), 0), _row("a", date(SEASON, 5, 11), 0))
+    ]
+    x = series_tensor(pl.DataFrame(rows + rebuilt)).values[0]
+    flag, observed = x[CHANNELS.index("S2_reconstructed")], x[CHANNELS.index("S2_observed")]
+    assert observed.sum() == 1
+    assert flag.sum() == 1
+    assert np.flatnonzero(flag)[0] > np.flatnonzero(observed)[0]
+
+
+def test_missing_required_column_is_a_one_line_error() -> None:
+    table = pl.DataFrame(_series("a", date(SEASON, 4, 1), [0.5, 0.6])).drop("valid_fraction")
+    with pytest.raises(ObservationError, match="missing column 'valid_fraction'") as err:
+        series_tensor(table)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_dtypes_are_refused_and_naive_times_taken_as_utc() -> None:
+    table = pl.DataFrame(_series("a", date(SEASON, 4, 1), [0.5, 0.6, 0.7]))
+    with pytest.raises(ObservationError, match="column 'NDVI_mean' has dtype String"):
+        series_tensor(table.with_columns(pl.col("NDVI_mean").cast(pl.String)))
+    with pytest.raises(ObservationError, match="column 'acquired' has dtype String"):
+        series_tensor(table.with_columns(pl.col("acquired").cast(pl.String)))
+    naive = table.with_columns(pl.col("acquired").dt.replace_time_zone(None))
+    np.testing.assert_array_equal(series_tensor(naive).values, series_tensor(table).values)
+
+
+# -- the baseline --------------------------------------------------------------------------
+
+
+def test_ndvi_rule_finds_drops_with_and_without_recovery() -> None:
+    mowed = _series("grass", date(SEASON, 5, 1), [0.8, 0.82, 0.55, 0.7, 0.8, 0.81])
+    harvested = _series("wheat", date(SEASON, 7, 1), [0.7, 0.68, 0.3, 0.28, 0.3, 0.29])
+    steady = _series("forest", date(SEASON, 5, 1), [0.85, 0.78, 0.84, 0.8, 0.86])
+    cloud = [_row("grass", date(SEASON, 6, 20), 0.1, valid=0.2)]  # masked: not a drop
+    events = ndvi_rule_events(pl.DataFrame(mowed + harvested + steady + cloud))
+    assert events.rows() == [
+        ("grass", "mowing", date(SEASON, 5, 8)),  # half-way between 6 and 11 May (rounded down)
+        ("wheat", "harvest", date(SEASON, 7, 8)),
+    ]
+
+
+def test_event_matching_is_one_to_one_within_the_tolerance() -> None:
+    truth = pl.DataFrame(
+        {"parcel_id": ["a", "a", "b"], "type": "mowing",
+         "date": [date(SEASON, 5, 10), date(SEASON, 6, 20), date(SEASON, 5, 10)]}
+    )  # fmt: skip
+    predicted = pl.DataFrame(
+        {"parcel_id": ["a", "a", "a", "b"], "type": "mowing",
+         "date": [date(SEASON, 5, 12), date(SEASON, 5, 9), date(SEASON, 7, 1),
+                  date(SEASON, 5, 10) + timedelta(days=TOLERANCE_DAYS + 1)]}
+    )  # fmt: skip
+    tp, fp, fn, errors = match_events(predicted, truth, "mowing")
+    assert (tp, fp, fn, errors) == (1, 3, 2, [1])
+
+
+# -- the shipped model ---------------------------------------------------------------------
+
+
+def test_shipped_model_finds_the_simulated_practices(
+    season: tuple[Path, pl.DataFrame, pl.DataFrame],
+) -> None:
+    _, observations, truth = season
+    events = detect_practices(observations)
+    assert events.get_column("event_id").is_unique().all()
+    predicted = events.select("parcel_id", pl.col("type").str.strip_prefix("practice."), "date")
+    tp, fp, fn, _ = match_events(predicted, truth, "mowing")
+    f1 = 2 * tp / (2 * tp + fp + fn)
+    rule_tp, rule_fp, rule_fn, _ = match_events(ndvi_rule_events(observations), truth, "mowing")
+    rule_f1 = 2 * rule_tp / (2 * rule_tp + rule_fp + rule_fn)
+    # Held out, the model scores 0.88 on 600 parcels (model card); 0.7 leaves room for the
+    # sampling noise of ~40 parcels while still failing a model no better than the NDVI rule
+    # (0.27 held out).
+    assert tp + fn >= 20
+    assert f1 >= 0.7, (f1, tp, fp, fn)
+    assert f1 > rule_f1 + 0.2
+    # every event lies in the season and says where its evidence comes from
+    assert events.get_column("date").dt.year().unique().to_list() == [SEASON]
+    assert (events.get_column("product_ids").list.len() >= 1).all()
+    for event in practice_events(events.head(20), datetime(SEASON, 11, 1, tzinfo=UTC)):
+        validate_event(event.to_dict())
+
+
+def test_detection_does_not_re_emit_as_the_series_grows(
+    season: tuple[Path, pl.DataFrame, pl.DataFrame],
+) -> None:
+    _, observations, _ = season
+    day = datetime(SEASON, 7, 15, tzinfo=UTC)
+    first = detect_practices(observations.filter(pl.col("acquired") <= day))
+    later = observations.filter(pl.col("acquired") <= day + timedelta(days=30))
+    second = detect_practices(later)
+    assert first.height >= 10
+    key = ["parcel_id", "type"]
+    near = (
+        first.join(second, on=key, suffix="_2")
+        .filter((pl.col("date") - pl.col("date_2")).dt.total_days().abs() <= 2 * WINDOW_DAYS)
+        .select("event_id", "event_id_2")
+    )
+    # The first run's events are found again (more data may overturn a few weak early calls:
+    # ~5 % per month on the held-out seasons), most with their exact id.
+    assert near.get_column("event_id").n_unique() >= 0.9 * first.height
+    same = set(first.get_column("event_id")) & set(second.get_column("event_id"))
+    assert len(same) >= 0.8 * first.height
+    # told what was emitted, the second run emits only new events
+    fresh = detect_practices(later, emitted=set(first.get_column("event_id")))
+    assert not set(fresh.get_column("event_id")) & set(near.get_column("event_id_2"))
+    assert fresh.height == second.height - near.get_column("event_id_2").n_unique()
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def test_detect_command_writes_events(
+    season: tuple[Path, pl.DataFrame, pl.DataFrame],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store, observations, _ = season
+    table = tmp_path / "observations.parquet"
+    observations.write_parquet(table)
+    out = tmp_path / "events.parquet"
+    assert main(["detect", "--observations", str(table), "--out", str(out)]) == 0
+    events = pl.read_parquet(out)
+    assert events.height > 0
+    assert set(events.get_column("type")) <= {f"practice.{p}" for p in PRACTICES}
+    assert f"{events.height} events" in capsys.readouterr().out
+    # the store folder gives the same events
+    again = tmp_path / "from-store.parquet"
+    assert main(["detect", "--observations", str(store), "--out", str(again)]) == 0
+    assert (
+        pl.read_parquet(again)
+        .get_column("event_id")
+        .sort()
+        .equals(events.get_column("event_id").sort())
+    )
+
+
+def test_detect_command_degrades_without_sentinel1_and_refuses_without_ndvi(
+    season: tuple[Path, pl.DataFrame, pl.DataFrame],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, observations, _ = season
+    no_s1 = tmp_path / "no-s1.parquet"
+    observations.filter(pl.col("sensor") == "S2").drop(
+        "VV_mean", "VH_mean", "B02_mean", "B11_mean", strict=False
+    ).write_parquet(no_s1)
+    out = tmp_path / "events.parquet"
+    assert main(["detect", "--observations", str(no_s1), "--out", str(out)]) == 0
+    assert pl.read_parquet(out).height > 0
+    capsys.readouterr()
+    broken = tmp_path / "no-ndvi.parquet"
+    observations.drop("NDVI_mean").write_parquet(broken)
+    assert main(["detect", "--observations", str(broken), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "missing column 'NDVI_mean'" in err
+
+
+def test_shipped_artifact_is_small() -> None:
+    assert artifact_path("practices").stat().st_size < 5_000_000
