@@ -23,6 +23,7 @@ season so far at 1 July), and on real Slovenian NDVI with merged adjacent land-u
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -71,6 +72,11 @@ STEPS_PER_EPOCH = 200
 BATCH = 192
 SLOVENIA = Path(__file__).parents[1] / "examples" / "slovenia-2015-2017"
 MID_SEASON_DOY = 182  # 1 July
+#: Heterogeneous share of a training batch (two thirds) and of simulated seasons: the trained
+#: logit is shifted from the first prior to the second, so probabilities mean what they say
+#: at a realistic prevalence.
+BATCH_PRIOR = 2 / 3
+TARGET_PRIOR = 0.05
 
 F64 = npt.NDArray[np.float64]
 
@@ -247,11 +253,26 @@ def train(data_dir: Path, out_dir: Path, *, seed: int, epochs: int | None) -> Pa
                 flush=True,
             )
             running = 0.0
+    calibrate_prior(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / f"{NAME}.pt"
     torch.save({"state_dict": model.state_dict(), "config": model.config}, checkpoint)
     return checkpoint
+
+
+def calibrate_prior(model: HeterogeneityNet) -> None:
+    """Shift the output bias from `BATCH_PRIOR` to `TARGET_PRIOR` (Bayes prior correction)."""
+    shift = _log_odds(TARGET_PRIOR) - _log_odds(BATCH_PRIOR)
+    last = model.decoder[-1]
+    if not isinstance(last, nn.Linear):
+        raise ModelError("the decoder must end with a linear layer")
+    with torch.no_grad():
+        last.bias += shift
+
+
+def _log_odds(p: float) -> float:
+    return math.log(p / (1.0 - p))
 
 
 def load_checkpoint(checkpoint: Path) -> HeterogeneityNet:

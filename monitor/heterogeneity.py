@@ -55,6 +55,9 @@ MIN_VALID_FRACTION = 0.5
 MIN_VALID_PIXELS = 4
 #: Fewer usable dates than this: no probability (NaN).
 MIN_DATES = 3
+#: Probability above which a parcel is reported heterogeneous: the best-F1 threshold on the
+#: training seeds (see the model card; `parcel-monitor evaluate heterogeneity` prints it).
+DECISION_THRESHOLD = 0.20
 #: Model inputs, in the order of the ONNX graph.
 INPUT_NAMES = ("pixels", "pixel_mask", "date_mask", "day_of_year")
 
@@ -221,18 +224,21 @@ def select_dates(usable: Bool, n_dates: int = N_DATES) -> tuple[Bool, npt.NDArra
 def model_inputs(
     series: PixelSetSeries, usable: Bool | None = None, n_dates: int = N_DATES
 ) -> dict[str, F32]:
-    """The model's input arrays for every parcel of `series` (dates: `select_dates`)."""
+    """The model's input arrays for every parcel of `series` (dates: `select_dates`); sets
+    of fewer than `N_PIXELS` pixels are padded (masked)."""
+    n, _, s = series.ndvi.shape
+    if s > N_PIXELS:
+        raise ConfigError(f"pixel sets of {s} pixels: the model takes at most {N_PIXELS}")
     usable = series.usable() if usable is None else usable
     keep, slot = select_dates(usable, n_dates)
-    n, _, s = series.ndvi.shape
-    pixels = np.zeros((n, n_dates, s, 1), dtype=np.float32)
-    pixel_mask = np.zeros((n, n_dates, s), dtype=np.float32)
+    pixels = np.zeros((n, n_dates, N_PIXELS, 1), dtype=np.float32)
+    pixel_mask = np.zeros((n, n_dates, N_PIXELS), dtype=np.float32)
     date_mask = np.zeros((n, n_dates), dtype=np.float32)
     day_of_year = np.zeros((n, n_dates), dtype=np.float32)
     rows, cols = np.nonzero(keep)
     slots = slot[rows, cols]
-    pixels[rows, slots, :, 0] = series.ndvi[rows, cols]
-    pixel_mask[rows, slots] = series.mask[rows, cols]
+    pixels[rows, slots, :s, 0] = series.ndvi[rows, cols]
+    pixel_mask[rows, slots, :s] = series.mask[rows, cols]
     date_mask[rows, slots] = 1.0
     day_of_year[rows, slots] = series.day_of_year[cols]
     return {

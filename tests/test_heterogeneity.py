@@ -106,10 +106,10 @@ def test_onnx_runtime_matches_pytorch(tmp_path: Path) -> None:
 
 
 def test_shipped_model_ranks_heterogeneous_parcels_first(tmp_path: Path) -> None:
-    # A fresh 256 px season (a seed never used in training). The shipped model's held-out
-    # AUC is ~0.9 (model card); with this season's handful of heterogeneous parcels the AUC
-    # of a random ranking exceeds 0.7 only rarely, so 0.7 separates a working model from a
-    # broken one without being flaky.
+    # A fresh 256 px season (seed never used in training) with 5 heterogeneous parcels among
+    # 100. The shipped model scores AUC 0.99 on held-out seasons (model card) and >= 0.99 on
+    # such small ones; a random ranking has AUC 0.5 +- 0.13 here, so 0.85 (2.6 sd) fails a
+    # broken model without being flaky for a working one.
     folder = tmp_path / "season"
     simulate_season(folder, 256, 100, seed=4242, s1=False, clear_truth=False)
     acquisitions = [e.acquisition for e in read_catalog(folder).entries]
@@ -124,7 +124,7 @@ def test_shipped_model_ranks_heterogeneous_parcels_first(tmp_path: Path) -> None
     assert labels[scored].sum() >= 3
     assert scored.mean() > 0.9
     assert ((probability[scored] >= 0) & (probability[scored] <= 1)).all()
-    assert roc_auc(labels[scored], probability[scored]) > 0.7
+    assert roc_auc(labels[scored], probability[scored]) > 0.85
 
 
 def _series(std: list[list[float]], usable_dates: list[list[bool]]) -> PixelSetSeries:
@@ -181,7 +181,8 @@ def test_model_inputs_pack_dates_and_days() -> None:
     inputs = model_inputs(series)
     assert inputs["date_mask"][0, :4].tolist() == [1, 1, 1, 0]
     assert inputs["day_of_year"][0, :3].tolist() == [100, 120, 130]
-    assert inputs["pixels"].shape == (1, N_DATES, 8, 1)
+    assert inputs["pixels"].shape == (1, N_DATES, N_PIXELS, 1)  # 8-pixel sets padded
+    assert inputs["pixel_mask"][0, 0].tolist() == [1] * 8 + [0] * (N_PIXELS - 8)
 
 
 def test_probability_is_nan_without_enough_dates() -> None:
@@ -191,9 +192,18 @@ def test_probability_is_nan_without_enough_dates() -> None:
     assert np.isnan(probability[1])
 
 
-def test_bad_inputs_are_refused(tmp_path: Path) -> None:
+def test_bad_inputs_are_refused() -> None:
     with pytest.raises(ConfigError, match="at least one date"):
         PixelSetSeries.stack([])
+    big = PixelSetSeries(
+        np.array([100.0], dtype=np.float32),
+        np.zeros((1, 1, N_PIXELS + 1), dtype=np.float32),
+        np.ones((1, 1, N_PIXELS + 1), dtype=bool),
+        np.ones((1, 1), dtype=np.float32),
+        np.zeros((1, 1), dtype=np.float32),
+    )
+    with pytest.raises(ConfigError, match="at most 32"):
+        model_inputs(big)
     with pytest.raises(ConfigError, match="at least one Sentinel-2"):
         season_pixel_sets([], load_parcels(Path("examples/mol-2023/segments.gpkg"),
                                            id_column="segment_id"))  # fmt: skip
