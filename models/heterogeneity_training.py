@@ -268,7 +268,7 @@ def calibrate_prior(model: HeterogeneityNet) -> None:
     if not isinstance(last, nn.Linear):
         raise ModelError("the decoder must end with a linear layer")
     with torch.no_grad():
-        last.bias += shift
+        last.bias.add_(shift)
 
 
 def _log_odds(p: float) -> float:
