@@ -8,7 +8,8 @@ Feeding it takes three steps:
    valid, day)` for an NDVI raster) gives a `DatePixelSets` for every parcel of the grid;
 2. `PixelSetSeries.stack(dates)` stacks the season so far, in acquisition order;
 3. `heterogeneity_probability(series)` returns one probability per parcel (NaN for a parcel
-   with fewer than `MIN_DATES` usable dates: no evidence yet).
+   with fewer than `MIN_DATES` usable dates: no evidence yet); above `DECISION_THRESHOLD` the
+   parcel is reported heterogeneous.
 
 A date is usable for a parcel when at least `MIN_VALID_FRACTION` of its pixels and at least
 `MIN_VALID_PIXELS` pixels are valid (cloud-free by the SCL); the model sees the last `N_DATES`
