@@ -1,0 +1,130 @@
+"""Heterogeneity classifier: a pixel-set encoder with temporal attention (PSE-TAE family).
+
+Garnot, Landrieu, Giordano, Chehata, "Satellite image time series classification with pixel-set
+encoders and temporal self-attention", CVPR 2020, with the lightweight temporal attention of
+Garnot & Landrieu, "Lightweight temporal self-attention for classifying satellite image time
+series" (L-TAE), 2020. Here it answers one question: does a declared parcel hold more than one
+cover?
+
+* Pixel-set encoder, per date: a shared MLP over the S sampled pixels, then masked mean and
+  standard deviation pooling (a heterogeneous parcel shows up as a spread or a bimodal set),
+  concatenated with the raw mean and std of the pixel values, then a second MLP.
+* Temporal attention encoder over the T dates: sinusoidal positional encoding of the day of
+  year (dates are irregular), a few heads, each with a learned master query attending over the
+  dates; padded or masked dates get zero attention weight.
+* Decoder: an MLP to one logit.
+
+Inputs (float32; masks 1 = real, 0 = padding):
+`pixels [N, T, S, C]`, `pixel_mask [N, T, S]`, `date_mask [N, T]`, `day_of_year [N, T]`.
+Output: `logit [N]`. Invariant to the order of the pixels of a set and of the dates; values
+behind a zero mask never reach the output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+#: Attention score of a masked date: far below any real score, exp() of it is exactly 0.
+_MASKED = -1.0e9
+
+
+class PixelSetEncoder(nn.Module):
+    """Per date: shared MLP over pixels, masked mean+std pooling, second MLP."""
+
+    def __init__(self, channels: int, hidden: int, out: int) -> None:
+        super().__init__()
+        self.pixel_mlp = nn.Sequential(
+            nn.Linear(channels, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+        )
+        self.set_mlp = nn.Sequential(
+            nn.Linear(2 * hidden + 2 * channels, out),
+            nn.LayerNorm(out),
+            nn.ReLU(),
+        )
+
+    def forward(self, pixels: Tensor, pixel_mask: Tensor) -> Tensor:
+        """`pixels [N, T, S, C]`, `pixel_mask [N, T, S]` -> `[N, T, out]`."""
+        keep = pixel_mask.unsqueeze(-1) > 0
+        # zero what is masked first, so NaN or garbage behind the mask cannot leak through
+        pixels = torch.where(keep, pixels, torch.zeros_like(pixels))
+        count = pixel_mask.sum(dim=2, keepdim=True).clamp(min=1.0).unsqueeze(-1)
+        features = self.pixel_mlp(pixels)
+        pooled = [_masked_mean_std(features, keep, count), _masked_mean_std(pixels, keep, count)]
+        encoded: Tensor = self.set_mlp(torch.cat([t for pair in pooled for t in pair], dim=-1))
+        return encoded
+
+
+def _masked_mean_std(values: Tensor, keep: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and population std over the pixel axis (dim 2) of the kept pixels."""
+    values = torch.where(keep, values, torch.zeros_like(values))
+    mean = values.sum(dim=2, keepdim=True) / count
+    centred = torch.where(keep, values - mean, torch.zeros_like(values))
+    var = (centred * centred).sum(dim=2, keepdim=True) / count
+    return mean.squeeze(2), torch.sqrt(var + 1e-6).squeeze(2)
+
+
+def day_of_year_encoding(day_of_year: Tensor, dim: int, period: float = 1000.0) -> Tensor:
+    """Sinusoidal encoding `[N, T, dim]` of the acquisition day (as in the TAE paper)."""
+    half = dim // 2
+    freq = torch.exp(
+        -math.log(period)
+        * torch.arange(half, dtype=torch.float32, device=day_of_year.device)
+        / half
+    )
+    angle = day_of_year.unsqueeze(-1) * freq
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
+
+
+class TemporalAttentionEncoder(nn.Module):
+    """L-TAE style: per head a learned master query attends over the (masked) dates."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} must be a multiple of heads {heads}")
+        self.dim, self.heads = dim, heads
+        self.norm = nn.LayerNorm(dim)
+        self.key = nn.Linear(dim, dim)
+        self.query = nn.Parameter(torch.randn(heads, dim // heads) * 0.1)
+        self.out = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim), nn.ReLU())
+
+    def forward(self, dates: Tensor, day_of_year: Tensor, date_mask: Tensor) -> Tensor:
+        """`dates [N, T, dim]` -> `[N, dim]`."""
+        n, t, _ = dates.shape
+        head_dim = self.dim // self.heads
+        x = self.norm(dates + day_of_year_encoding(day_of_year, self.dim))
+        keys = self.key(x).reshape(n, t, self.heads, head_dim)
+        scores = (keys * self.query).sum(-1) / math.sqrt(head_dim)  # [N, T, H]
+        scores = torch.where(date_mask.unsqueeze(-1) > 0, scores, torch.full_like(scores, _MASKED))
+        weights = torch.softmax(scores, dim=1).unsqueeze(-1)  # [N, T, H, 1]
+        values = x.reshape(n, t, self.heads, head_dim)
+        attended = (weights * values).sum(dim=1).reshape(n, self.dim)
+        encoded: Tensor = self.out(attended)
+        return encoded
+
+
+class HeterogeneityNet(nn.Module):
+    """PSE + temporal attention + MLP decoder -> one logit per parcel."""
+
+    def __init__(self, channels: int = 1, hidden: int = 32, dim: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.config = {"channels": channels, "hidden": hidden, "dim": dim, "heads": heads}
+        self.pse = PixelSetEncoder(channels, hidden, dim)
+        self.tae = TemporalAttentionEncoder(dim, heads)
+        self.decoder = nn.Sequential(nn.Linear(dim, 32), nn.ReLU(), nn.Linear(32, 1))
+
+    def forward(
+        self, pixels: Tensor, pixel_mask: Tensor, date_mask: Tensor, day_of_year: Tensor
+    ) -> Tensor:
+        """`[N, T, S, C]`, `[N, T, S]`, `[N, T]`, `[N, T]` -> logit `[N]`."""
+        dates = self.pse(pixels, pixel_mask)
+        dates = torch.where(date_mask.unsqueeze(-1) > 0, dates, torch.zeros_like(dates))
+        doy = torch.where(date_mask > 0, day_of_year, torch.zeros_like(day_of_year))
+        logit: Tensor = self.decoder(self.tae(dates, doy, date_mask)).squeeze(-1)
+        return logit

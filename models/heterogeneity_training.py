@@ -1,0 +1,534 @@
+"""Training, export and evaluation of the heterogeneity model (`models.heterogeneity`).
+
+Data: simulated seasons (`monitor.simulate`, 1024 px, 1200 parcels, S2 only) under
+`DATA/heterogeneity/seed-N/`, turned into NDVI pixel sets by the runtime's own code
+(`monitor.heterogeneity.season_pixel_sets`) and cached next to each season. Seeds `TRAIN_SEEDS`
+train, `HELD_OUT_SEEDS` are only evaluated on.
+
+Only ~5 % of simulated parcels are heterogeneous, so each batch is balanced: a third truth
+heterogeneous parcels, a third homogeneous ones, and a third synthetic positives made by mixing
+the pixel sets of two homogeneous parcels of different crops of the same season (the second
+cover on 15-50 % of the pixels; a date counts when it is usable for both).
+
+Augmentations, for real archives rather than the simulator: random season prefixes ("season so
+far", at least 6 dates), dropped dates, residual clouds and haze the SCL missed (part of a set
+pulled towards cloud NDVI), NDVI gain/offset jitter per series and per date, pixel noise, sets of
+few pixels (small parcels), day-of-year shifts (other latitudes and years).
+
+Evaluation (`evaluate`): F1 and ROC AUC of the model and of the within-parcel std rule, both
+with thresholds chosen for best F1 on training seeds, on held-out seeds (end of season and
+season so far at 1 July), and on real Slovenian NDVI with merged adjacent land-use parcels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+import rasterio
+import shapely
+import torch
+from torch import nn
+
+from models.heterogeneity import HeterogeneityNet
+from models.registry import EvaluationRow
+from monitor.catalog import read_catalog
+from monitor.errors import ConfigError, ModelError
+from monitor.heterogeneity import (
+    INPUT_NAMES,
+    N_DATES,
+    N_PIXELS,
+    PixelSetSeries,
+    heterogeneity_probability,
+    model_inputs,
+    ndvi_pixel_sets,
+    season_pixel_sets,
+    std_rule_score,
+)
+from monitor.infer import load_model
+from monitor.labels import build_label_raster
+from monitor.parcels import load_parcels
+from monitor.simulate import simulate_season
+
+log = logging.getLogger(__name__)
+
+NAME = "heterogeneity"
+TRAIN_SEEDS = tuple(range(16))
+HELD_OUT_SEEDS = (1000, 1001, 1002, 1003)
+#: Training seeds whose (unaugmented) seasons choose the decision thresholds.
+THRESHOLD_SEEDS = TRAIN_SEEDS[:6]
+TILE_SIZE = 1024
+N_PARCELS = 1200
+DEFAULT_EPOCHS = 8
+STEPS_PER_EPOCH = 200
+BATCH = 192
+SLOVENIA = Path(__file__).parents[1] / "examples" / "slovenia-2015-2017"
+MID_SEASON_DOY = 182  # 1 July
+#: Heterogeneous share of a training batch (two thirds) and of simulated seasons: the trained
+#: logit is shifted from the first prior to the second, so probabilities mean what they say
+#: at a realistic prevalence.
+BATCH_PRIOR = 2 / 3
+TARGET_PRIOR = 0.05
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Season:
+    """One simulated season as training material: pixel sets and truth per parcel."""
+
+    series: PixelSetSeries
+    heterogeneous: npt.NDArray[np.bool_]
+    crop: npt.NDArray[np.str_]
+
+
+# ---------------------------------------------------------------- data
+
+
+def season_folder(data_dir: Path, seed: int) -> Path:
+    return Path(data_dir) / NAME / f"seed-{seed}"
+
+
+def load_season(data_dir: Path, seed: int) -> Season:
+    """The pixel sets of one simulated season (simulated and cached on first use)."""
+    folder = season_folder(data_dir, seed)
+    cache = folder / "heterogeneity_sets.npz"
+    if not (folder / "catalog.json").is_file():
+        log.info("simulating season seed %d", seed)
+        simulate_season(
+            folder,
+            TILE_SIZE,
+            N_PARCELS,
+            season=2018 + seed % 8,
+            seed=seed,
+            s1=False,
+            clear_truth=False,
+            overwrite=True,
+        )
+    if not cache.is_file():
+        catalog = read_catalog(folder)
+        parcels = load_parcels(folder / "parcels.parquet")
+        ids, series = season_pixel_sets([e.acquisition for e in catalog.entries], parcels)
+        truth = pl.read_parquet(folder / "truth" / "parcels.parquet")
+        by_id = {
+            row[0]: row[1:]
+            for row in truth.select("id_parcel", "heterogeneous", "declared_code").iter_rows()
+        }
+        np.savez(
+            cache,
+            day_of_year=series.day_of_year,
+            ndvi=series.ndvi,
+            mask=series.mask,
+            valid_fraction=series.valid_fraction,
+            ndvi_std=series.ndvi_std,
+            heterogeneous=np.array([by_id[i][0] for i in ids], dtype=bool),
+            crop=np.array([by_id[i][1] for i in ids], dtype=str),
+        )
+    with np.load(cache) as z:
+        series = PixelSetSeries(
+            z["day_of_year"], z["ndvi"], z["mask"], z["valid_fraction"], z["ndvi_std"]
+        )
+        return Season(series, z["heterogeneous"], z["crop"])
+
+
+# ---------------------------------------------------------------- batches
+
+
+def training_batch(
+    season: Season, rng: np.random.Generator, size: int = BATCH
+) -> tuple[dict[str, npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
+    """A balanced, augmented batch (model inputs, labels) from one season."""
+    s = season.series
+    positives = np.flatnonzero(season.heterogeneous)
+    negatives = np.flatnonzero(~season.heterogeneous)
+    third = size // 3
+    pos = rng.choice(positives, third)
+    neg = rng.choice(negatives, size - 2 * third)
+    # synthetic positives: a main parcel and a different crop for the second cover
+    main = rng.choice(negatives, third)
+    second = rng.choice(negatives, third)
+    same = season.crop[main] == season.crop[second]
+    second[same] = rng.choice(negatives, int(same.sum()))  # rarely still the same: kept
+    rows = np.concatenate([pos, neg, main])
+    ndvi, mask = s.ndvi[rows].copy(), s.mask[rows].copy()
+    usable = s.usable()[rows]
+    n_px = s.ndvi.shape[2]
+    share = rng.uniform(0.15, 0.5, third)
+    take_second = rng.random((third, 1, n_px)) < share[:, None, None]
+    lo = 2 * third
+    second_ndvi = s.ndvi[second][:, :, rng.permutation(n_px)]
+    second_mask = s.mask[second][:, :, rng.permutation(n_px)]
+    ndvi[lo:] = np.where(take_second, second_ndvi, ndvi[lo:])
+    mask[lo:] = np.where(take_second, second_mask, mask[lo:])
+    usable[lo:] &= s.usable()[second]
+    labels = np.concatenate([np.ones(third), np.zeros(size - 2 * third), np.ones(third)])
+    ndvi, mask, usable, shift = augment(ndvi, mask, usable, rng)
+    batch = PixelSetSeries(s.day_of_year, ndvi, mask, s.valid_fraction[rows], s.ndvi_std[rows])
+    # the output ignores masked dates, so slots that no parcel of the batch fills are cut
+    inputs = model_inputs(batch, usable, n_dates=N_DATES)
+    used = max(1, int(inputs["date_mask"].sum(axis=1).max()))
+    inputs = {k: v[:, :used] for k, v in inputs.items()}
+    jitter = rng.integers(-2, 3, inputs["day_of_year"].shape)
+    inputs["day_of_year"] = np.where(
+        inputs["date_mask"] > 0, np.clip(inputs["day_of_year"] + shift[:, None] + jitter, 1, 366), 0
+    ).astype(np.float32)
+    return inputs, labels.astype(np.float32)
+
+
+def augment(
+    ndvi: npt.NDArray[np.float32],
+    mask: npt.NDArray[np.bool_],
+    usable: npt.NDArray[np.bool_],
+    rng: np.random.Generator,
+) -> tuple[
+    npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.int64]
+]:
+    """Real-archive robustness (module docstring); returns new arrays and day shifts."""
+    n, d, s = ndvi.shape
+    # season so far: a random prefix; dropped dates
+    end = rng.integers(min(6, d), d + 1, n)
+    usable = usable & (np.arange(d)[None, :] < end[:, None])
+    usable &= rng.random((n, d)) >= rng.uniform(0.0, 0.4, (n, 1))
+    # residual clouds / haze on some dates: part of the set pulled towards cloud NDVI
+    hit = (rng.random((n, d)) < 0.08)[:, :, None] & (
+        rng.random((n, d, s)) < rng.uniform(0.1, 0.8, (n, d, 1))
+    )
+    cloud = rng.uniform(-0.05, 0.15, (n, d, 1)).astype(np.float32)
+    opacity = rng.uniform(0.3, 1.0, (n, d, 1)).astype(np.float32)
+    ndvi = np.where(hit, ndvi + opacity * (cloud - ndvi), ndvi)
+    # calibration differences between archives, atmosphere per date, pixel noise
+    gain = rng.uniform(0.85, 1.15, (n, 1, 1))
+    offset = rng.uniform(-0.05, 0.05, (n, 1, 1)) + rng.normal(0.0, 0.02, (n, d, 1))
+    ndvi = (ndvi * gain + offset + rng.normal(0.0, 0.01, (n, d, s))).astype(np.float32)
+    # small parcels: only a few pixels per set
+    few = rng.random(n) < 0.3
+    keep_px = np.where(few, rng.integers(4, s + 1, n), s)
+    mask = mask & (np.arange(s)[None, None, :] < keep_px[:, None, None])
+    ndvi = np.where(mask, np.clip(ndvi, -1.0, 1.0), 0.0).astype(np.float32)
+    usable &= mask.sum(axis=2) >= 4
+    shift = rng.integers(-20, 21, size=(n,))
+    return ndvi, mask, usable, shift
+
+
+# ---------------------------------------------------------------- train / export
+
+
+def train(data_dir: Path, out_dir: Path, *, seed: int, epochs: int | None) -> Path:
+    """Train on `TRAIN_SEEDS` (simulated first when missing); returns the checkpoint."""
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    seasons = [load_season(data_dir, s) for s in TRAIN_SEEDS]
+    model = HeterogeneityNet()
+    epochs = epochs or DEFAULT_EPOCHS
+    steps = epochs * STEPS_PER_EPOCH
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)
+    loss_fn = nn.BCEWithLogitsLoss()
+    started = time.monotonic()
+    running = 0.0
+    for step in range(1, steps + 1):
+        season = seasons[int(rng.integers(len(seasons)))]
+        inputs, labels = training_batch(season, rng)
+        logits = model(*(torch.from_numpy(inputs[k]) for k in INPUT_NAMES))
+        loss = loss_fn(logits, torch.from_numpy(labels))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        running += loss.item()
+        if step % STEPS_PER_EPOCH == 0:
+            elapsed = time.monotonic() - started
+            print(
+                f"epoch {step // STEPS_PER_EPOCH}/{epochs} loss {running / STEPS_PER_EPOCH:.4f}"
+                f" {elapsed:.0f}s",
+                flush=True,
+            )
+            running = 0.0
+    calibrate_prior(model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = out_dir / f"{NAME}.pt"
+    torch.save({"state_dict": model.state_dict(), "config": model.config}, checkpoint)
+    return checkpoint
+
+
+def calibrate_prior(model: HeterogeneityNet) -> None:
+    """Shift the output bias from `BATCH_PRIOR` to `TARGET_PRIOR` (Bayes prior correction)."""
+    shift = _log_odds(TARGET_PRIOR) - _log_odds(BATCH_PRIOR)
+    last = model.decoder[-1]
+    if not isinstance(last, nn.Linear):
+        raise ModelError("the decoder must end with a linear layer")
+    with torch.no_grad():
+        last.bias.add_(shift)
+
+
+def _log_odds(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def load_checkpoint(checkpoint: Path) -> HeterogeneityNet:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model = HeterogeneityNet(**state["config"])
+    model.load_state_dict(state["state_dict"])
+    return model.eval()
+
+
+def example_inputs(n: int, rng: np.random.Generator) -> dict[str, npt.NDArray[np.float32]]:
+    """Random inputs of the real shapes (some padded pixels and dates)."""
+    pixel_mask = (rng.random((n, N_DATES, N_PIXELS)) < 0.8).astype(np.float32)
+    date_mask = (rng.random((n, N_DATES)) < 0.7).astype(np.float32)
+    date_mask[:, 0] = 1.0
+    return {
+        "pixels": rng.uniform(-0.2, 1.0, (n, N_DATES, N_PIXELS, 1)).astype(np.float32),
+        "pixel_mask": pixel_mask,
+        "date_mask": date_mask,
+        "day_of_year": rng.integers(1, 366, (n, N_DATES)).astype(np.float32),
+    }
+
+
+def export(checkpoint: Path, onnx_path: Path) -> None:
+    """ONNX, opset 17, dynamic batch axis; inputs `INPUT_NAMES`, output `logit [N]`."""
+    model = load_checkpoint(checkpoint)
+    sample = example_inputs(2, np.random.default_rng(0))
+    args = tuple(torch.from_numpy(sample[k]) for k in INPUT_NAMES)
+    onnx_path = Path(onnx_path)
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        model,
+        args,
+        str(onnx_path),
+        input_names=list(INPUT_NAMES),
+        output_names=["logit"],
+        opset_version=17,
+        dynamic_shapes=tuple({0: torch.export.Dim.DYNAMIC} for _ in INPUT_NAMES),
+        external_data=False,
+    )
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def roc_auc(labels: npt.NDArray[np.bool_], scores: F64) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties counted half)."""
+    labels = np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if not n_pos or not n_neg:
+        raise ModelError("AUC needs both positives and negatives")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    ranks = (sums / counts)[inverse]  # average rank of ties
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def f1_score(labels: npt.NDArray[np.bool_], predicted: npt.NDArray[np.bool_]) -> float:
+    tp = int((labels & predicted).sum())
+    denominator = int(labels.sum()) + int(predicted.sum())
+    return 2.0 * tp / denominator if denominator else 0.0
+
+
+def best_f1_threshold(labels: npt.NDArray[np.bool_], scores: F64) -> float:
+    """The score threshold (predict `score >= t`) with the best F1."""
+    candidates = np.unique(scores)
+    f1 = [f1_score(labels, scores >= t) for t in candidates]
+    return float(candidates[int(np.argmax(f1))])
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _scores(series: PixelSetSeries, onnx_path: Path) -> tuple[F64, F64]:
+    model = load_model(onnx_path)
+    return heterogeneity_probability(series, model), std_rule_score(series)
+
+
+def _until(series: PixelSetSeries, day_of_year: int) -> PixelSetSeries:
+    d = int((series.day_of_year <= day_of_year).sum())
+    return PixelSetSeries(
+        series.day_of_year[:d],
+        series.ndvi[:, :d],
+        series.mask[:, :d],
+        series.valid_fraction[:, :d],
+        series.ndvi_std[:, :d],
+    )
+
+
+def _rows(
+    dataset: str,
+    labels: npt.NDArray[np.bool_],
+    scores: dict[str, F64],
+    thresholds: dict[str, float],
+) -> list[EvaluationRow]:
+    rows = [
+        EvaluationRow(NAME, dataset, "-", "parcels", float(len(labels))),
+        EvaluationRow(NAME, dataset, "-", "heterogeneous", float(labels.sum())),
+    ]
+    for method, score in scores.items():
+        predicted = score >= thresholds[method]
+        rows.append(EvaluationRow(NAME, dataset, method, "F1", f1_score(labels, predicted)))
+        rows.append(EvaluationRow(NAME, dataset, method, "AUC", roc_auc(labels, score)))
+    return rows
+
+
+def _pooled(
+    seasons: list[Season], onnx_path: Path, until: int | None = None
+) -> tuple[npt.NDArray[np.bool_], dict[str, F64]]:
+    labels, model, rule = [], [], []
+    for season in seasons:
+        series = season.series if until is None else _until(season.series, until)
+        p, r = _scores(series, onnx_path)
+        ok = ~np.isnan(p) & ~np.isnan(r)
+        labels.append(season.heterogeneous[ok])
+        model.append(p[ok])
+        rule.append(r[ok])
+    return np.concatenate(labels), {
+        "PSE-TAE": np.concatenate(model),
+        "std rule": np.concatenate(rule),
+    }
+
+
+def evaluate(onnx_path: Path, data_dir: Path) -> list[EvaluationRow]:
+    """Held-out F1/AUC of the model and of the std rule (thresholds from training seeds)."""
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise ModelError(f"no model {onnx_path}: run parcel-monitor export {NAME}")
+    fit_labels, fit_scores = _pooled([load_season(data_dir, s) for s in THRESHOLD_SEEDS], onnx_path)
+    thresholds = {m: best_f1_threshold(fit_labels, s) for m, s in fit_scores.items()}
+    rows = [
+        EvaluationRow(NAME, "sim-train (thresholds)", m, "threshold", t)
+        for m, t in thresholds.items()
+    ]
+    held_out = [load_season(data_dir, s) for s in HELD_OUT_SEEDS]
+    rows += _rows("sim-held-out", *_pooled(held_out, onnx_path), thresholds)
+    rows += _rows(
+        "sim-held-out-to-1-July", *_pooled(held_out, onnx_path, MID_SEASON_DOY), thresholds
+    )
+    for year in (2016, 2017):
+        labels, series = slovenia_merged(year)
+        p, r = _scores(series, onnx_path)
+        ok = ~np.isnan(p) & ~np.isnan(r)
+        scores = {"PSE-TAE": p[ok], "std rule": r[ok]}
+        rows += _rows(f"slovenia-merged-{year}", labels[ok], scores, thresholds)
+    return rows
+
+
+# ---------------------------------------------------------------- real data check
+
+
+_SLOVENIA_DATE = re.compile(r"_(\d{8})T\d{6}\.tif$")
+MIN_PIECE_PX = 10
+MIN_PARCEL_PX = 30
+MIN_SECOND_SHARE = 0.1
+
+
+def slovenia_pairs() -> tuple[list[tuple[int, ...]], list[bool]]:
+    """Declared parcels made of the real Slovenian land-use polygons: single polygons
+    (homogeneous) and unions of two adjacent polygons of different land use (heterogeneous),
+    kept when large enough (`MIN_PARCEL_PX`, each piece `MIN_PIECE_PX`, the smaller piece at
+    least `MIN_SECOND_SHARE` of the union). Polygons without land use are left out."""
+    parcels = load_parcels(
+        SLOVENIA / "land_use_parcels.gpkg", id_column="index", crop_column="LULC_NAME"
+    )
+    if parcels.crops is None:
+        raise ConfigError("the Slovenian sample has no LULC_NAME column")
+    px = shapely.area(parcels.geometries) / 100.0  # ~10 m pixels
+    known = np.array([c != "" for c in parcels.crops])
+    singles: list[tuple[int, ...]] = [
+        (int(i),) for i in np.flatnonzero(known & (px >= MIN_PARCEL_PX))
+    ]
+    groups: list[tuple[int, ...]] = singles
+    labels = [False] * len(groups)
+    tree = shapely.STRtree(parcels.geometries)
+    left, right = tree.query(parcels.geometries, predicate="dwithin", distance=1.0)
+    for a, b in zip(left.tolist(), right.tolist(), strict=True):
+        if a >= b or not (known[a] and known[b]) or parcels.crops[a] == parcels.crops[b]:
+            continue
+        small, total = min(px[a], px[b]), px[a] + px[b]
+        if small >= MIN_PIECE_PX and total >= MIN_PARCEL_PX and small / total >= MIN_SECOND_SHARE:
+            groups.append((a, b))
+            labels.append(True)
+    return groups, labels
+
+
+def slovenia_merged(year: int) -> tuple[npt.NDArray[np.bool_], PixelSetSeries]:
+    """Labels and pixel-set series (1 March - 31 October of `year`) of `slovenia_pairs`.
+
+    A polygon belongs to several merged parcels, so the parcels are rasterized in rounds
+    of disjoint groups, one label raster per round."""
+    parcels = load_parcels(SLOVENIA / "land_use_parcels.gpkg", id_column="index")
+    groups, labels = slovenia_pairs()
+    rounds: list[list[int]] = []
+    used: list[set[int]] = []
+    for g, members in enumerate(groups):
+        for r, taken in enumerate(used):
+            if not taken & set(members):
+                rounds[r].append(g)
+                taken.update(members)
+                break
+        else:
+            rounds.append([g])
+            used.append(set(members))
+    files = sorted(
+        (p for p in (SLOVENIA / "ndvi").glob("*.tif") if _in_season(p, year)),
+        key=lambda p: p.name,
+    )
+    if not files:
+        raise ConfigError(f"no Slovenian NDVI date in the {year} season")
+    with rasterio.open(files[0]) as src:
+        height, width, transform = src.height, src.width, list(src.transform)[:6]
+    rasters = [
+        build_label_raster(
+            [shapely.union_all(parcels.geometries[list(groups[g])]) for g in members],
+            height,
+            width,
+            transform,
+            coverage=False,
+        )
+        for members in rounds
+    ]
+    dates = []
+    for path in files:
+        with rasterio.open(path) as src:
+            ndvi, cloud = src.read(1), src.read(3)
+        day = _file_date(path)
+        valid = (cloud == 0) & np.isfinite(ndvi)
+        dates.append(
+            [
+                ndvi_pixel_sets(lab, ndvi, valid, day.timetuple().tm_yday, seed=day.toordinal())
+                for lab in rasters
+            ]
+        )
+    parts = [PixelSetSeries.stack([d[r] for d in dates]) for r in range(len(rounds))]
+    order = np.argsort(np.concatenate([np.array(m) for m in rounds]))
+    series = PixelSetSeries(
+        parts[0].day_of_year,
+        np.concatenate([p.ndvi for p in parts])[order],
+        np.concatenate([p.mask for p in parts])[order],
+        np.concatenate([p.valid_fraction for p in parts])[order],
+        np.concatenate([p.ndvi_std for p in parts])[order],
+    )
+    return np.array(labels, dtype=bool), series
+
+
+def _file_date(path: Path) -> date:
+    match = _SLOVENIA_DATE.search(path.name)
+    if match is None:
+        raise ConfigError(f"{path.name}: no acquisition date in the name")
+    text = match.group(1)
+    return date(int(text[:4]), int(text[4:6]), int(text[6:]))
+
+
+def _in_season(path: Path, year: int) -> bool:
+    day = _file_date(path)
+    return day.year == year and 3 <= day.month <= 10
