@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -45,6 +46,7 @@ MAX_S1_OFFSET_DAYS = 4
 CLEAR_SHARE = 0.05  # a simulated date is "clear" (a usable t0) below this true cloud share
 CLOUDY_SHARE = 0.3  # an evaluation target is a date at least this cloudy
 CROP = 64
+TILE = 128  # the shipped model's tile, `monitor.cloud_removal.reconstruct`'s default
 BATCH = 16
 STEPS_PER_EPOCH = 100
 DEFAULT_EPOCHS = 10
@@ -241,10 +243,13 @@ def model_from_onnx(onnx_path: Path) -> CloudRemovalNet:
     return model.eval()
 
 
-def export_model(model: CloudRemovalNet, onnx_path: Path) -> None:
-    """ONNX, opset 17, dynamic batch and spatial axes (multiples of 8)."""
+def export_model(model: CloudRemovalNet, onnx_path: Path, tile: int | None = TILE) -> None:
+    """ONNX, opset 17, dynamic batch; tiles of `tile`² px, or any multiple of 8 when None.
+
+    The shipped file has a fixed tile: TensorRT engines take a dynamic batch axis only.
+    """
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    n, size = 2, 64
+    n, size = 2, tile or 64
     example = (
         torch.zeros(n, len(BANDS), size, size),
         torch.zeros(n, len(BANDS), size, size),
@@ -252,18 +257,23 @@ def export_model(model: CloudRemovalNet, onnx_path: Path) -> None:
         torch.zeros(n, 2, size, size),
         torch.tensor([[10.0, 0.0, 100.0]] * n),
     )
-    spatial = {0: "batch", 2: "height", 3: "width"}
+    spatial = {0: "batch"} if tile else {0: "batch", 2: "height", 3: "width"}
     axes = dict.fromkeys(INPUT_NAMES[:4] + OUTPUT_NAMES, spatial) | {"timing": {0: "batch"}}
-    torch.onnx.export(
-        model.eval(),
-        example,
-        str(onnx_path),
-        input_names=list(INPUT_NAMES),
-        output_names=list(OUTPUT_NAMES),
-        dynamic_axes=axes,
-        opset_version=17,
-        dynamo=False,
-    )
+    # The TorchScript exporter: the torch.export one needs onnxscript, which we do not ship, and
+    # gains nothing on a plain convolutional network. PyTorch >= 2.9 flags it and its internals
+    # as deprecated, hence the filter around this call only.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model.eval(),
+            example,
+            str(onnx_path),
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
 
 
 def export(checkpoint: Path, onnx_path: Path) -> None:

@@ -99,7 +99,8 @@ def reconstruct(
     Reprocessing only: `next_clear [3, H, W]`, the next clear reflectance, `next_gap_days`
     after t (both or neither). Missing radar pixels (NaN) are filled with the band's median;
     pixels without a clear t0 (NaN) stay NaN, and where `next_clear` is NaN the t0-only
-    prediction is used. `model`: default the shipped artifact on ONNX Runtime.
+    prediction is used. `model`: default the shipped artifact on ONNX Runtime; `tile` must be
+    the model's tile (the shipped one: 128 px).
     """
     height, width = _check_inputs(observed, clear_t0, s1_t, s1_t0, gap_days, valid)
     if (next_clear is None) != (next_gap_days is None):
@@ -114,25 +115,26 @@ def reconstruct(
     invalid = ~valid
     reflectance = observed.astype(np.float32, copy=True)
     uncertainty = np.zeros_like(reflectance)
-    if invalid.any():
+    with_next = np.zeros_like(invalid)
+    if next_clear is not None:
+        with_next = invalid & ~np.isnan(next_clear).any(axis=0)
+    runs = (
+        (invalid & ~with_next, None, 0.0),  # streaming: the last clear date only
+        (with_next, next_clear, next_gap_days or 0.0),  # reprocessing: both clear dates
+    )
+    for pixels, after, after_gap in runs:
+        if not pixels.any():
+            continue
         model = model or load_model(MODEL_NAME, InferenceConfig())
-        timing = (float(gap_days), 0.0, float(day_of_year))
+        timing = (float(gap_days), float(after_gap), float(day_of_year))
         predicted, sigma = _predict(
-            model, clear_t0, None, s1_t, s1_t0, timing, invalid, tile, overlap, batch
+            model, clear_t0, after, s1_t, s1_t0, timing, pixels, tile, overlap, batch
         )
-        if next_clear is not None and next_gap_days is not None:
-            both = invalid & ~np.isnan(next_clear).any(axis=0)
-            timing = (float(gap_days), float(next_gap_days), float(day_of_year))
-            with_next = _predict(
-                model, clear_t0, next_clear, s1_t, s1_t0, timing, both, tile, overlap, batch
-            )
-            predicted[:, both] = with_next[0][:, both]
-            sigma[:, both] = with_next[1][:, both]
-        no_t0 = np.isnan(clear_t0).any(axis=0)
-        predicted[:, no_t0] = np.nan
-        sigma[:, no_t0] = np.nan
-        reflectance[:, invalid] = predicted[:, invalid]
-        uncertainty[:, invalid] = sigma[:, invalid]
+        reflectance[:, pixels] = predicted[:, pixels]
+        uncertainty[:, pixels] = sigma[:, pixels]
+    no_t0 = invalid & np.isnan(clear_t0).any(axis=0)
+    reflectance[:, no_t0] = np.nan
+    uncertainty[:, no_t0] = np.nan
     return Reconstruction(reflectance, uncertainty, invalid)
 
 
