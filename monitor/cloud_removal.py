@@ -7,15 +7,18 @@ through the tiling kernel (`kernels.extract_tiles` / `stitch`, overlapping windo
 a linear ramp, so no seams), only on the windows that hold a pixel the validity mask rejects,
 and keeps every valid pixel as observed (uncertainty 0 there).
 
-Typical use, per S2 acquisition at t with some invalid pixels::
+Typical use, per S2 acquisition at t with some invalid pixels (load the model once)::
 
+    model = load_model("cloud_removal", config)
     t = read_acquisition(item_t, (*BANDS, "SCL"))
-    valid = validity_mask_from_scl(upsample_nearest(...)) # as the pipeline already does
+    valid = ...  # the validity mask the pipeline already computes for the zonal statistics
     out = reconstruct(s2_reflectance(t), clear_t0, s1_stack(s1_t), s1_stack(s1_t0),
-                      gap_days, valid)
+                      gap_days, valid, day_of_year=doy, model=model)
+    # out.reflectance / out.uncertainty [3, H, W]; out.reconstructed [H, W]
 
 `clear_t0` is the per-tile last clear composite of `BANDS` (reflectance, NaN where none yet);
-`s1_t`/`s1_t0` the Sentinel-1 acquisitions nearest to t and to the t0 of the composite.
+`s1_t`/`s1_t0` the Sentinel-1 acquisitions nearest to t and to the t0 of the composite. On
+replay, pass the next clear composite too (`next_clear`, `next_gap_days`) for a better estimate.
 """
 
 from __future__ import annotations
