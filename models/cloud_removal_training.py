@@ -1,0 +1,457 @@
+"""Training, export and evaluation of the cloud-removal model (`models.cloud_removal`).
+
+Data: simulated seasons (`monitor.simulate`), whose truth gives the clear-sky reflectance of
+every Sentinel-2 date (`truth/s2_clear/<id>/` for dates with clouds, the item's own bands
+otherwise). A training example is a pair of dates t0 < t at most `MAX_GAP_DAYS` apart: inputs
+the clear-sky bands at t0, the Sentinel-1 acquisitions nearest to t and to t0 (within
+`MAX_S1_OFFSET_DAYS`) and the gap; target the clear-sky bands at t. Random 64-px crops with
+augmentations meant to survive the trip to real data: per-band gain and offset on the optical
+bands (shared by t0 and t), per-polarisation dB offsets (shared, plus a smaller one per date:
+real passes from different orbits differ by a dB or two), extra speckle, flips and rotations.
+
+Evaluation (`evaluate`): MAE, PSNR, SSIM and spectral angle on held-out simulated seasons
+(seeds never trained on) for the model, copy-last-clear and linear interpolation between the
+clear dates around t; and on the real Mol sample (predict 2023-04-15 from 2023-04-05 and the
+2023-04-15 Sentinel-1), where linear interpolation does not apply (no clear date after 04-15).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+import rasterio
+import torch
+
+from models.cloud_removal import INPUT_NAMES, OUTPUT_NAMES, CloudRemovalNet, laplace_nll
+from models.registry import EvaluationRow
+from monitor.cloud_removal import BANDS
+from monitor.errors import ModelError
+from monitor.simulate import simulate_season
+
+NAME = "cloud_removal"
+TRAIN_SEEDS = (1, 2, 3, 4, 5, 6)
+HELD_OUT_SEEDS = (101, 102)
+TILE_SIZE, N_PARCELS = 512, 300
+MAX_GAP_DAYS = 30
+MAX_S1_OFFSET_DAYS = 4
+CLEAR_SHARE = 0.05  # a simulated date is "clear" (a usable t0) below this true cloud share
+CLOUDY_SHARE = 0.3  # an evaluation target is a date at least this cloudy
+CROP = 64
+TILE = 128  # the shipped model's tile, `monitor.cloud_removal.reconstruct`'s default
+BATCH = 16
+STEPS_PER_EPOCH = 100
+DEFAULT_EPOCHS = 10
+WIDTH = 16
+MOL = Path(__file__).resolve().parents[1] / "examples" / "mol-2023"
+MOL_DAY = (date(2023, 4, 15) - date(2023, 1, 1)).days
+
+Array = npt.NDArray[Any]
+
+
+@dataclass(frozen=True)
+class Season:
+    """One simulated season in memory: clear-sky S2 `[D, 3, H, W]` and S1 `[E, 2, H, W]`."""
+
+    s2_days: Array  # day of year of each S2 date
+    s2: Array  # float32 reflectance
+    cloud_share: Array
+    s1_days: Array
+    s1: Array  # float32 dB
+
+
+def _day(value: Any) -> int:
+    d = value.date() if hasattr(value, "date") else value
+    return int((d - date(d.year, 1, 1)).days)
+
+
+def _read_stack(folder: Path, names: tuple[str, ...], shape: tuple[int, int]) -> Array:
+    """Bands of one acquisition folder onto the 10 m grid (20 m ones by pixel replication)."""
+    out = np.empty((len(names), *shape), dtype=np.float32)
+    for i, name in enumerate(names):
+        with rasterio.open(folder / f"{name}.tif") as src:
+            data = src.read(1)
+        factor = shape[0] // data.shape[0]
+        if factor > 1:
+            data = data.repeat(factor, axis=0).repeat(factor, axis=1)
+        out[i] = data[: shape[0], : shape[1]]
+    return out
+
+
+def load_season(folder: Path) -> Season:
+    """Reads the clear-sky B04/B08/B11 of every S2 date and VV/VH of every S1 date."""
+    dates = pl.read_parquet(folder / "truth" / "s2_dates.parquet").sort("datetime")
+    s1_dates = pl.read_parquet(folder / "truth" / "s1_dates.parquet").sort("datetime")
+    shape = (TILE_SIZE, TILE_SIZE)
+    s2 = np.stack(
+        [
+            _read_stack(
+                folder / "truth" / "s2_clear" / pid if clear else folder / "s2" / pid,
+                BANDS,
+                shape,
+            )
+            for pid, clear in zip(dates["id"], dates["clear_truth"], strict=True)
+        ]
+    )
+    s1 = np.stack([_read_stack(folder / "s1" / pid, ("VV", "VH"), shape) for pid in s1_dates["id"]])
+    return Season(
+        s2_days=np.array([_day(d) for d in dates["datetime"]]),
+        s2=s2 * np.float32(1e-4),
+        cloud_share=dates["cloud_share"].to_numpy(),
+        s1_days=np.array([_day(d) for d in s1_dates["datetime"]]),
+        s1=s1,
+    )
+
+
+def _nearest_s1(season: Season, day: int) -> int | None:
+    offsets = np.abs(season.s1_days - day)
+    k = int(np.argmin(offsets))
+    return k if offsets[k] <= MAX_S1_OFFSET_DAYS else None
+
+
+def _season_dir(data_dir: Path, seed: int) -> Path:
+    """The simulated season of `seed` under `data_dir`, simulated first when missing."""
+    folder = data_dir / NAME / f"seed-{seed}"
+    if not (folder / "truth" / "s2_dates.parquet").is_file():
+        simulate_season(folder, TILE_SIZE, N_PARCELS, 2025, seed, overwrite=True)
+    return folder
+
+
+def training_pairs(season: Season) -> list[tuple[int, int, int, int]]:
+    """(t0 index, t index, S1 index at t0, S1 index at t) for every usable date pair."""
+    pairs = []
+    for i, d0 in enumerate(season.s2_days):
+        for j, d in enumerate(season.s2_days):
+            if not 0 < d - d0 <= MAX_GAP_DAYS:
+                continue
+            k0, k = _nearest_s1(season, int(d0)), _nearest_s1(season, int(d))
+            if k0 is not None and k is not None:
+                pairs.append((i, j, k0, k))
+    return pairs
+
+
+def _batch(
+    seasons: list[Season], pairs: list[list[tuple[int, int, int, int]]], rng: np.random.Generator
+) -> tuple[torch.Tensor, ...]:
+    s2_t0 = np.empty((BATCH, len(BANDS), CROP, CROP), np.float32)
+    s2_next = np.zeros_like(s2_t0)
+    target = np.empty_like(s2_t0)
+    s1_t = np.empty((BATCH, 2, CROP, CROP), np.float32)
+    s1_t0 = np.empty_like(s1_t)
+    timing = np.zeros((BATCH, 3), np.float32)
+    for b in range(BATCH):
+        s = int(rng.integers(len(seasons)))
+        season = seasons[s]
+        i, j, k0, k = pairs[s][int(rng.integers(len(pairs[s])))]
+        r, c = rng.integers(0, TILE_SIZE - CROP, size=2)
+        window = np.s_[:, r : r + CROP, c : c + CROP]
+        gain = rng.uniform(0.85, 1.15, size=(len(BANDS), 1, 1))
+        offset = rng.uniform(-0.01, 0.01, size=(len(BANDS), 1, 1))
+        s2_t0[b] = season.s2[i][window] * gain + offset
+        target[b] = season.s2[j][window] * gain + offset
+        day = season.s2_days[j]
+        timing[b, 0], timing[b, 2] = day - season.s2_days[i], day
+        after = np.flatnonzero((season.s2_days > day) & (season.s2_days - day <= MAX_GAP_DAYS))
+        if len(after) and rng.random() < 0.5:  # half the examples in reprocessing mode
+            n = int(rng.choice(after))
+            s2_next[b] = season.s2[n][window] * gain + offset
+            timing[b, 1] = season.s2_days[n] - day
+        shared = rng.uniform(-2.0, 2.0, size=(2, 1, 1))
+        speckle = rng.uniform(0.0, 1.2)
+        for out, idx in ((s1_t, k), (s1_t0, k0)):
+            noise = rng.normal(0.0, speckle, size=(2, CROP, CROP))
+            out[b] = season.s1[idx][window] + shared + rng.uniform(-1.5, 1.5, (2, 1, 1)) + noise
+        flips = rng.integers(0, 2, size=2)
+        turns = int(rng.integers(4))
+        for arr in (s2_t0, s2_next, target, s1_t, s1_t0):
+            tile = arr[b]
+            if flips[0]:
+                tile = tile[:, ::-1]
+            if flips[1]:
+                tile = tile[:, :, ::-1]
+            arr[b] = np.rot90(tile, turns, axes=(1, 2))
+    return tuple(torch.from_numpy(a) for a in (s2_t0, s2_next, s1_t, s1_t0, timing, target))
+
+
+def train(data_dir: Path, out_dir: Path, *, seed: int, epochs: int | None) -> Path:
+    """Trains on the simulated seasons `TRAIN_SEEDS` and writes `out_dir/cloud_removal.pt`."""
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    seasons = [load_season(_season_dir(data_dir, s)) for s in TRAIN_SEEDS]
+    pairs = [training_pairs(s) for s in seasons]
+    print(f"{NAME}: {sum(len(p) for p in pairs)} date pairs from {len(seasons)} seasons")
+    model = CloudRemovalNet(WIDTH)
+    steps = (epochs or DEFAULT_EPOCHS) * STEPS_PER_EPOCH
+    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=steps)
+    start, running = time.monotonic(), 0.0
+    for step in range(1, steps + 1):
+        *inputs, target = _batch(seasons, pairs, rng)
+        reflectance, uncertainty = model(*inputs)
+        # NLL trains both heads; the L1 term keeps the mean honest where the scale is large.
+        loss = laplace_nll(reflectance, uncertainty, target) + 10.0 * (
+            (reflectance - target).abs().mean()
+        )
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        running += loss.item()
+        if step % STEPS_PER_EPOCH == 0:
+            mae = (reflectance - target).abs().mean().item()
+            print(
+                f"step {step}/{steps} loss {running / STEPS_PER_EPOCH:.4f} batch MAE {mae:.4f} "
+                f"({time.monotonic() - start:.0f} s)",
+                flush=True,
+            )
+            running = 0.0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = out_dir / f"{NAME}.pt"
+    torch.save({"width": WIDTH, "state_dict": model.state_dict()}, checkpoint)
+    return checkpoint
+
+
+def load_checkpoint(checkpoint: Path) -> CloudRemovalNet:
+    """The trained network of a checkpoint written by `train`, in eval mode."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model = CloudRemovalNet(int(saved["width"]))
+    model.load_state_dict(saved["state_dict"])
+    return model.eval()
+
+
+def model_from_onnx(onnx_path: Path) -> CloudRemovalNet:
+    """The PyTorch network holding an exported file's weights (initializers keep the state-dict
+    names), to compare runtimes on the same weights."""
+    import onnx
+    from onnx import numpy_helper
+
+    weights = {
+        init.name: torch.from_numpy(numpy_helper.to_array(init).copy())
+        for init in onnx.load(str(onnx_path)).graph.initializer
+    }
+    model = CloudRemovalNet(int(weights["enc1.0.weight"].shape[0]))
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def export_model(model: CloudRemovalNet, onnx_path: Path, tile: int | None = TILE) -> None:
+    """ONNX, opset 17, dynamic batch; tiles of `tile`² px, or any multiple of 8 when None.
+
+    The shipped file has a fixed tile: TensorRT engines take a dynamic batch axis only.
+    """
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    n, size = 2, tile or 64
+    example = (
+        torch.zeros(n, len(BANDS), size, size),
+        torch.zeros(n, len(BANDS), size, size),
+        torch.zeros(n, 2, size, size),
+        torch.zeros(n, 2, size, size),
+        torch.tensor([[10.0, 0.0, 100.0]] * n),
+    )
+    spatial = {0: "batch"} if tile else {0: "batch", 2: "height", 3: "width"}
+    axes = dict.fromkeys(INPUT_NAMES[:4] + OUTPUT_NAMES, spatial) | {"timing": {0: "batch"}}
+    # The TorchScript exporter: the torch.export one needs onnxscript, which we do not ship, and
+    # gains nothing on a plain convolutional network. PyTorch >= 2.9 flags it and its internals
+    # as deprecated, hence the filter around this call only.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model.eval(),
+            example,
+            str(onnx_path),
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+def export(checkpoint: Path, onnx_path: Path) -> None:
+    export_model(load_checkpoint(checkpoint), onnx_path)
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+
+def mae(pred: Array, truth: Array) -> float:
+    return float(np.mean(np.abs(pred - truth)))
+
+
+def psnr(pred: Array, truth: Array, peak: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB, peak = reflectance 1."""
+    mse = float(np.mean((pred - truth) ** 2))
+    return 10.0 * math.log10(peak**2 / max(mse, 1e-12))
+
+
+def _gaussian_blur(image: Array, sigma: float = 1.5, radius: int = 5) -> Array:
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    out = image
+    for axis in (-2, -1):
+        padded = np.pad(out, [(0, 0)] * (out.ndim - 2) + [(radius, radius)] * 2, mode="reflect")
+        acc = np.zeros_like(out)
+        for k, w in enumerate(taps):
+            sl = [slice(None)] * out.ndim
+            sl[axis] = slice(k, k + out.shape[axis])
+            other = -1 if axis == -2 else -2
+            sl[other] = slice(radius, radius + out.shape[other])
+            acc += w * padded[tuple(sl)]
+        out = acc
+    return out
+
+
+def ssim(pred: Array, truth: Array, data_range: float = 1.0) -> float:
+    """Mean structural similarity (Wang et al. 2004; Gaussian window, sigma 1.5), `[C, H, W]`."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    x, y = pred.astype(np.float64), truth.astype(np.float64)
+    mx, my = _gaussian_blur(x), _gaussian_blur(y)
+    vx = _gaussian_blur(x * x) - mx * mx
+    vy = _gaussian_blur(y * y) - my * my
+    cov = _gaussian_blur(x * y) - mx * my
+    index = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return float(index.mean())
+
+
+def spectral_angle(pred: Array, truth: Array) -> float:
+    """Mean spectral angle (degrees) between predicted and true spectra `[C, H, W]`."""
+    dot = np.sum(pred * truth, axis=0)
+    norms = np.linalg.norm(pred, axis=0) * np.linalg.norm(truth, axis=0)
+    cos = np.clip(dot / np.maximum(norms, 1e-12), -1.0, 1.0)
+    return float(np.degrees(np.arccos(cos)).mean())
+
+
+METRICS = {"MAE": mae, "PSNR_dB": psnr, "SSIM": ssim, "SAM_deg": spectral_angle}
+
+
+def _scores(pred: Array, truth: Array) -> dict[str, float]:
+    return {name: fn(pred, truth) for name, fn in METRICS.items()}
+
+
+def _predict(
+    onnx_path: Path,
+    s2_t0: Array,
+    s1_t: Array,
+    s1_t0: Array,
+    timing: tuple[float, float, int],
+    s2_next: Array | None = None,
+) -> Array:
+    """The model's prediction everywhere (every pixel marked cloudy), through `reconstruct`."""
+    from monitor.cloud_removal import reconstruct
+    from monitor.infer import load_model
+
+    gap, next_gap, day = timing
+    model = load_model(onnx_path)
+    valid = np.zeros(s2_t0.shape[1:], dtype=bool)
+    observed = np.full_like(s2_t0, np.nan)
+    result = reconstruct(
+        observed,
+        s2_t0,
+        s1_t,
+        s1_t0,
+        gap,
+        valid,
+        day_of_year=day,
+        next_clear=s2_next,
+        next_gap_days=next_gap if s2_next is not None else None,
+        model=model,
+    )
+    return result.reflectance
+
+
+def evaluate_simulated(onnx_path: Path, data_dir: Path) -> dict[str, dict[str, list[float]]]:
+    """Scores per method on every cloudy date of the held-out seasons with clear dates around."""
+    scores: dict[str, dict[str, list[float]]] = {}
+    for seed in HELD_OUT_SEEDS:
+        season = load_season(_season_dir(data_dir, seed))
+        clear = np.flatnonzero(season.cloud_share < CLEAR_SHARE)
+        for j in np.flatnonzero(season.cloud_share >= CLOUDY_SHARE):
+            day = season.s2_days[j]
+            before = [i for i in clear if 0 < day - season.s2_days[i] <= MAX_GAP_DAYS]
+            after = [i for i in clear if 0 < season.s2_days[i] - day <= MAX_GAP_DAYS]
+            k = _nearest_s1(season, int(day))
+            k0 = _nearest_s1(season, int(season.s2_days[before[-1]])) if before else None
+            if not after or k is None or k0 is None:
+                continue
+            i0, i1 = before[-1], after[0]
+            d0, d1 = season.s2_days[i0], season.s2_days[i1]
+            weight = (day - d0) / (d1 - d0)
+            truth = season.s2[j]
+            args = (onnx_path, season.s2[i0], season.s1[k], season.s1[k0])
+            predictions = {
+                "model (t0 only)": _predict(*args, (float(day - d0), 0.0, int(day))),
+                "copy_last_clear": season.s2[i0],
+                "model (t0 + next clear)": _predict(
+                    *args, (float(day - d0), float(d1 - day), int(day)), season.s2[i1]
+                ),
+                "linear_interpolation": (1 - weight) * season.s2[i0] + weight * season.s2[i1],
+            }
+            for method, pred in predictions.items():
+                for metric, value in _scores(pred, truth).items():
+                    scores.setdefault(method, {}).setdefault(metric, []).append(value)
+    return scores
+
+
+def mol_pair() -> tuple[Array, Array, Array, Array, Array, float]:
+    """The real Mol pair: (S2 04-05, S2 04-15, S1 04-15, S1 04-05, pixels clear on both, gap)."""
+    from monitor.cloud_removal import s1_stack, s2_reflectance
+    from monitor.kernels import validity_mask_from_scl
+    from monitor.raster import read_acquisition
+    from monitor.stac import read_item
+
+    def read(kind: str, pid: str, bands: tuple[str, ...]) -> Any:
+        return read_acquisition(read_item(MOL / kind / pid / "item.json"), bands)
+
+    t0 = read("s2", "S2_31UFS_20230405_L2A", (*BANDS, "SCL"))
+    t = read("s2", "S2_31UFS_20230415_L2A", (*BANDS, "SCL"))
+    s1_t = s1_stack(read("s1", "S1_IW_GRD_31UFS_20230415", ("VV", "VH")))
+    s1_t0 = s1_stack(read("s1", "S1_IW_GRD_31UFS_20230405", ("VV", "VH")))
+    clear = validity_mask_from_scl(t0.bands["SCL"].data) & validity_mask_from_scl(
+        t.bands["SCL"].data
+    )
+    return s2_reflectance(t0, BANDS), s2_reflectance(t, BANDS), s1_t, s1_t0, clear, 10.0
+
+
+def evaluate_mol(onnx_path: Path) -> dict[str, dict[str, float]]:
+    """Scores on the pixels clear on both real dates (SSIM over the whole image)."""
+    s2_t0, s2_t, s1_t, s1_t0, clear, gap = mol_pair()
+    if not clear.any():
+        raise ModelError("the Mol pair has no pixel clear on both dates")
+    predictions = {
+        "model (t0 only)": _predict(onnx_path, s2_t0, s1_t, s1_t0, (gap, 0.0, MOL_DAY)),
+        "copy_last_clear": s2_t0,
+    }
+    out = {}
+    for method, pred in predictions.items():
+        scores = {
+            "MAE": mae(pred[:, clear], s2_t[:, clear]),
+            "PSNR_dB": psnr(pred[:, clear], s2_t[:, clear]),
+            "SSIM": ssim(pred, s2_t),
+            "SAM_deg": spectral_angle(pred[:, clear], s2_t[:, clear]),
+        }
+        out[method] = scores
+    return out
+
+
+def evaluate(onnx_path: Path, data_dir: Path) -> list[EvaluationRow]:
+    """Held-out simulated seasons and the real Mol pair, model against its baselines."""
+    rows = []
+    simulated = evaluate_simulated(onnx_path, data_dir)
+    seeds = ",".join(str(s) for s in HELD_OUT_SEEDS)
+    for method, metrics in simulated.items():
+        for metric, values in metrics.items():
+            dataset = f"sim seeds {seeds} (n={len(values)})"
+            rows.append(EvaluationRow(NAME, dataset, method, metric, float(np.mean(values))))
+    for method, scores in evaluate_mol(onnx_path).items():
+        for metric, value in scores.items():
+            rows.append(EvaluationRow(NAME, "mol-2023 04-05->04-15", method, metric, value))
+    return rows

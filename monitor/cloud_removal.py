@@ -1,0 +1,231 @@
+"""Cloud removal at run time: fill the cloudy pixels of a Sentinel-2 acquisition (no torch).
+
+The shipped model (`monitor/artifacts/cloud_removal.onnx`, card `cloud_removal.md`) predicts the
+reflectance of `BANDS` at date t from the last clear reflectance at t0, Sentinel-1 VV/VH at t
+and near t0, and the gap t - t0, with a per-pixel standard deviation. `reconstruct` runs it
+through the tiling kernel (`kernels.extract_tiles` / `stitch`, overlapping windows blended with
+a linear ramp, so no seams), only on the windows that hold a pixel the validity mask rejects,
+and keeps every valid pixel as observed (uncertainty 0 there).
+
+Typical use, per S2 acquisition at t with some invalid pixels (load the model once)::
+
+    model = load_model("cloud_removal", config)
+    t = read_acquisition(item_t, (*BANDS, "SCL"))
+    valid = ...  # the validity mask the pipeline already computes for the zonal statistics
+    out = reconstruct(s2_reflectance(t), clear_t0, s1_stack(s1_t), s1_stack(s1_t0),
+                      gap_days, valid, day_of_year=doy, model=model)
+    # out.reflectance / out.uncertainty [3, H, W]; out.reconstructed [H, W]
+
+`clear_t0` is the per-tile last clear composite of `BANDS` (reflectance, NaN where none yet);
+`s1_t`/`s1_t0` the Sentinel-1 acquisitions nearest to t and to the t0 of the composite. On
+replay, pass the next clear composite too (`next_clear`, `next_gap_days`) for a better estimate.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from monitor import kernels
+from monitor.errors import ModelError
+from monitor.infer import InferenceConfig, Model, load_model
+from monitor.raster import AcquisitionRasters
+
+#: Sentinel-2 bands the model reads and predicts (red, NIR, SWIR 1), in channel order.
+BANDS: tuple[str, ...] = ("B04", "B08", "B11")
+#: Sentinel-1 polarisations, in channel order.
+POLARISATIONS: tuple[str, ...] = ("VV", "VH")
+MODEL_NAME = "cloud_removal"
+#: The network halves the grid three times: tiles must be a multiple of this.
+TILE_MULTIPLE = 8
+
+Float32Array = npt.NDArray[np.float32]
+
+
+class Reconstruction(NamedTuple):
+    """`reflectance [B, H, W]` (observed where valid, predicted elsewhere, NaN where no
+    prediction is possible) and `uncertainty [B, H, W]` (standard deviation; 0 where
+    observed)."""
+
+    reflectance: Float32Array
+    uncertainty: Float32Array
+    reconstructed: npt.NDArray[np.bool_]
+    """True where the pixel comes from the model."""
+
+
+def s2_reflectance(rasters: AcquisitionRasters, bands: tuple[str, ...] = BANDS) -> Float32Array:
+    """`[B, H, W]` reflectance (scale and offset applied) of `bands`, NaN where nodata."""
+    return np.stack([_physical(rasters, name) for name in bands])
+
+
+def s1_stack(rasters: AcquisitionRasters) -> Float32Array:
+    """`[2, H, W]` VV, VH backscatter in dB (the reader converts linear items), NaN where
+    nodata."""
+    return np.stack([_physical(rasters, name) for name in POLARISATIONS])
+
+
+def _physical(rasters: AcquisitionRasters, name: str) -> Float32Array:
+    band = rasters.bands.get(name)
+    if band is None:
+        have = ", ".join(rasters.bands)
+        raise ModelError(
+            f"cloud removal needs band {name} of {rasters.acquisition.product_id!r} (read: {have})"
+        )
+    values = band.data.astype(np.float32) * np.float32(band.scale) + np.float32(band.offset)
+    values[~band.valid_mask()] = np.nan
+    return values
+
+
+def reconstruct(
+    observed: npt.NDArray[np.floating[Any]],
+    clear_t0: npt.NDArray[np.floating[Any]],
+    s1_t: npt.NDArray[np.floating[Any]],
+    s1_t0: npt.NDArray[np.floating[Any]],
+    gap_days: float,
+    valid: npt.NDArray[np.bool_],
+    *,
+    day_of_year: int,
+    next_clear: npt.NDArray[np.floating[Any]] | None = None,
+    next_gap_days: float | None = None,
+    model: Model | None = None,
+    tile: int = 128,
+    overlap: int = 16,
+    batch: int = 16,
+) -> Reconstruction:
+    """Fill the pixels where `valid` is False with the model's prediction.
+
+    `observed`, `clear_t0`: `[3, H, W]` reflectance of `BANDS` at t and at the last clear date
+    t0; `s1_t`, `s1_t0`: `[2, H, W]` VV, VH in dB; `gap_days` = t - t0 (> 0); `valid [H, W]`:
+    True where the observation at t is usable; `day_of_year` of t (1 January = 0).
+    Reprocessing only: `next_clear [3, H, W]`, the next clear reflectance, `next_gap_days`
+    after t (both or neither). Missing radar pixels (NaN) are filled with the band's median;
+    pixels without a clear t0 (NaN) stay NaN, and where `next_clear` is NaN the t0-only
+    prediction is used. `model`: default the shipped artifact on ONNX Runtime; `tile` must be
+    the model's tile (the shipped one: 128 px).
+    """
+    height, width = _check_inputs(observed, clear_t0, s1_t, s1_t0, gap_days, valid)
+    if (next_clear is None) != (next_gap_days is None):
+        raise ModelError("cloud removal: give next_clear and next_gap_days together")
+    if next_clear is not None and next_gap_days is not None:
+        if not isinstance(next_clear, np.ndarray) or next_clear.shape != clear_t0.shape:
+            raise ModelError(f"cloud removal: next_clear must be [3, {height}, {width}]")
+        if not np.isfinite(next_gap_days) or next_gap_days <= 0:
+            raise ModelError(f"cloud removal: next_gap_days must be > 0, got {next_gap_days}")
+    if tile < TILE_MULTIPLE or tile % TILE_MULTIPLE:
+        raise ModelError(f"cloud removal tile must be a multiple of {TILE_MULTIPLE}, got {tile}")
+    invalid = ~valid
+    reflectance = observed.astype(np.float32, copy=True)
+    uncertainty = np.zeros_like(reflectance)
+    with_next = np.zeros_like(invalid)
+    if next_clear is not None:
+        with_next = invalid & ~np.isnan(next_clear).any(axis=0)
+    runs = (
+        (invalid & ~with_next, None, 0.0),  # streaming: the last clear date only
+        (with_next, next_clear, next_gap_days or 0.0),  # reprocessing: both clear dates
+    )
+    for pixels, after, after_gap in runs:
+        if not pixels.any():
+            continue
+        model = model or load_model(MODEL_NAME, InferenceConfig())
+        timing = (float(gap_days), float(after_gap), float(day_of_year))
+        predicted, sigma = _predict(
+            model, clear_t0, after, s1_t, s1_t0, timing, pixels, tile, overlap, batch
+        )
+        reflectance[:, pixels] = predicted[:, pixels]
+        uncertainty[:, pixels] = sigma[:, pixels]
+    no_t0 = invalid & np.isnan(clear_t0).any(axis=0)
+    reflectance[:, no_t0] = np.nan
+    uncertainty[:, no_t0] = np.nan
+    return Reconstruction(reflectance, uncertainty, invalid)
+
+
+def _predict(
+    model: Model,
+    clear_t0: npt.NDArray[np.floating[Any]],
+    next_clear: npt.NDArray[np.floating[Any]] | None,
+    s1_t: npt.NDArray[np.floating[Any]],
+    s1_t0: npt.NDArray[np.floating[Any]],
+    timing: tuple[float, float, float],
+    invalid: npt.NDArray[np.bool_],
+    tile: int,
+    overlap: int,
+    batch: int,
+) -> tuple[Float32Array, Float32Array]:
+    """Model output over the whole grid on the windows touching `invalid` (zeros elsewhere)."""
+    height, width = invalid.shape
+    t0 = np.nan_to_num(clear_t0.astype(np.float32), nan=0.0)
+    after = t0 if next_clear is None else np.nan_to_num(next_clear.astype(np.float32), nan=0.0)
+    image = np.concatenate(
+        [
+            t0,
+            after,
+            _fill_radar(s1_t),
+            _fill_radar(s1_t0),
+            invalid[None].astype(np.float32),
+        ]
+    )
+    # Grids smaller than a tile are edge-padded, not zero-padded: zeros are not radar.
+    padded_h, padded_w = max(height, tile), max(width, tile)
+    if (padded_h, padded_w) != (height, width):
+        image = np.pad(image, ((0, 0), (0, padded_h - height), (0, padded_w - width)), "edge")
+    tiles = kernels.extract_tiles(image, tile, overlap)
+    wanted = np.flatnonzero(tiles[:, -1].reshape(len(tiles), -1).max(axis=1) > 0)
+    n_bands = len(BANDS)
+    outputs = np.zeros((len(tiles), 2 * n_bands, tile, tile), dtype=np.float32)
+    for start in range(0, len(wanted), batch):
+        chosen = wanted[start : start + batch]
+        x = tiles[chosen]
+        result = model.run(
+            {
+                "s2_t0": np.ascontiguousarray(x[:, :n_bands]),
+                "s2_next": np.ascontiguousarray(x[:, n_bands : 2 * n_bands]),
+                "s1_t": np.ascontiguousarray(x[:, 2 * n_bands : 2 * n_bands + 2]),
+                "s1_t0": np.ascontiguousarray(x[:, 2 * n_bands + 2 : 2 * n_bands + 4]),
+                "timing": np.tile(np.asarray(timing, dtype=np.float32), (len(chosen), 1)),
+            }
+        )
+        outputs[chosen, :n_bands] = result["reflectance"]
+        outputs[chosen, n_bands:] = result["uncertainty"]
+    stitched = kernels.stitch(outputs, padded_h, padded_w, overlap)[:, :height, :width]
+    return stitched[:n_bands], stitched[n_bands:]
+
+
+def _fill_radar(s1: npt.NDArray[np.floating[Any]]) -> Float32Array:
+    out = s1.astype(np.float32, copy=True)
+    for band, name in zip(out, POLARISATIONS, strict=True):
+        missing = np.isnan(band)
+        if missing.all():
+            raise ModelError(f"Sentinel-1 {name} has no valid pixel: cannot reconstruct")
+        if missing.any():
+            band[missing] = np.median(band[~missing])
+    return out
+
+
+def _check_inputs(
+    observed: npt.NDArray[Any],
+    clear_t0: npt.NDArray[Any],
+    s1_t: npt.NDArray[Any],
+    s1_t0: npt.NDArray[Any],
+    gap_days: float,
+    valid: npt.NDArray[Any],
+) -> tuple[int, int]:
+    if not isinstance(valid, np.ndarray) or valid.ndim != 2 or valid.dtype != np.bool_:
+        raise ModelError("cloud removal: valid must be a 2-D boolean array [H, W]")
+    height, width = valid.shape
+    expected = {
+        "observed": (observed, len(BANDS)),
+        "clear_t0": (clear_t0, len(BANDS)),
+        "s1_t": (s1_t, len(POLARISATIONS)),
+        "s1_t0": (s1_t0, len(POLARISATIONS)),
+    }
+    for name, (array, channels) in expected.items():
+        if not isinstance(array, np.ndarray) or array.shape != (channels, height, width):
+            got = array.shape if isinstance(array, np.ndarray) else type(array).__name__
+            raise ModelError(
+                f"cloud removal: {name} must be [{channels}, {height}, {width}], got {got}"
+            )
+    if not np.isfinite(gap_days) or gap_days <= 0:
+        raise ModelError(f"cloud removal: gap_days must be > 0, got {gap_days}")
+    return height, width

@@ -1,0 +1,229 @@
+"""Cloud removal: the network, its ONNX export, the shipped artifact on the real Mol pair, and
+`monitor.cloud_removal.reconstruct` (masking, tiling seams, bad input)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from monitor.cloud_removal import BANDS, POLARISATIONS, reconstruct
+from monitor.errors import ModelError
+from monitor.infer import Backend, InferenceConfig, Model, artifact_path, load_model
+
+torch = pytest.importorskip("torch")
+
+from models.cloud_removal import INPUT_NAMES, OUTPUT_NAMES, CloudRemovalNet  # noqa: E402
+from models.cloud_removal_training import (  # noqa: E402
+    MOL_DAY,
+    export_model,
+    mae,
+    model_from_onnx,
+    mol_pair,
+    spectral_angle,
+    ssim,
+)
+
+Array = npt.NDArray[Any]
+
+
+def _inputs(n: int, size: int, seed: int = 0) -> dict[str, Array]:
+    rng = np.random.default_rng(seed)
+    return {
+        "s2_t0": rng.uniform(0.0, 0.5, (n, 3, size, size)).astype(np.float32),
+        "s2_next": rng.uniform(0.0, 0.5, (n, 3, size, size)).astype(np.float32),
+        "s1_t": rng.normal(-14.0, 4.0, (n, 2, size, size)).astype(np.float32),
+        "s1_t0": rng.normal(-14.0, 4.0, (n, 2, size, size)).astype(np.float32),
+        "timing": np.stack(
+            [rng.uniform(1, 30, n), rng.choice([0.0, 12.0], n), rng.uniform(60, 300, n)], axis=1
+        ).astype(np.float32),
+    }
+
+
+def _random_network(seed: int = 0) -> Any:
+    """A network with every weight random (the trained head starts at zero)."""
+    torch.manual_seed(seed)
+    model = CloudRemovalNet(8)
+    for param in model.parameters():
+        torch.nn.init.normal_(param, std=0.1)
+    return model.eval()
+
+
+def test_forward_shapes_on_real_shapes() -> None:
+    model = CloudRemovalNet()
+    inputs = {k: torch.from_numpy(v) for k, v in _inputs(2, 128).items()}
+    with torch.no_grad():
+        reflectance, uncertainty = model(*(inputs[name] for name in INPUT_NAMES))
+    assert reflectance.shape == (2, len(BANDS), 128, 128)
+    assert uncertainty.shape == (2, len(BANDS), 128, 128)
+    assert bool((uncertainty > 0).all())
+    # Untrained, the residual network is exactly its baseline: copy-last-clear without a next
+    # date, the linear interpolation with one.
+    timing = inputs["timing"]
+    gap, after = timing[:, 0], timing[:, 1]
+    weight = torch.where(after > 0, gap / (gap + after), torch.zeros_like(gap))[:, None, None, None]
+    expected = inputs["s2_t0"] + weight * (inputs["s2_next"] - inputs["s2_t0"])
+    torch.testing.assert_close(reflectance, expected)
+
+
+def test_onnx_runtime_matches_pytorch(tmp_path: Path) -> None:
+    model = _random_network()
+    path = tmp_path / "cloud_removal.onnx"
+    export_model(model, path, tile=None)
+    session = load_model(path, InferenceConfig(threads=1))
+    assert session.input_names == list(INPUT_NAMES)
+    for n, size in ((1, 64), (3, 128), (2, 72)):  # dynamic batch and spatial axes
+        inputs = _inputs(n, size, seed=size)
+        got = session.run(inputs)
+        with torch.no_grad():
+            want = model(*(torch.from_numpy(inputs[name]) for name in INPUT_NAMES))
+        for name, expected in zip(OUTPUT_NAMES, want, strict=True):
+            np.testing.assert_allclose(got[name], expected.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_shipped_artifact_matches_its_pytorch_weights() -> None:
+    path = artifact_path("cloud_removal")
+    assert path.stat().st_size < 5 * 2**20
+    model = model_from_onnx(path)
+    inputs = _inputs(2, 128, seed=3)
+    got = load_model(path, InferenceConfig(threads=1)).run(inputs)
+    with torch.no_grad():
+        want = model(*(torch.from_numpy(inputs[name]) for name in INPUT_NAMES))
+    for name, expected in zip(OUTPUT_NAMES, want, strict=True):
+        np.testing.assert_allclose(got[name], expected.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_shipped_model_beats_copy_last_clear_on_the_real_mol_pair() -> None:
+    s2_t0, s2_t, s1_t, s1_t0, clear, gap = mol_pair()
+    cloudy_everywhere = np.zeros(clear.shape, dtype=bool)
+    observed = np.full_like(s2_t, np.nan)
+    out = reconstruct(observed, s2_t0, s1_t, s1_t0, gap, cloudy_everywhere, day_of_year=MOL_DAY)
+    assert out.reconstructed.all()
+    assert np.isfinite(out.reflectance).all()
+    assert (out.uncertainty > 0).all()
+    model_mae = mae(out.reflectance[:, clear], s2_t[:, clear])
+    copy_mae = mae(s2_t0[:, clear], s2_t[:, clear])
+    assert model_mae < copy_mae
+    assert spectral_angle(out.reflectance[:, clear], s2_t[:, clear]) < spectral_angle(
+        s2_t0[:, clear], s2_t[:, clear]
+    )
+
+
+def _mol_scene(size: int) -> tuple[Array, Array, Array, Array]:
+    """A `size`² real-textured scene: the Mol pair mirrored out to `size`."""
+    s2_t0, s2_t, s1_t, s1_t0, _, _ = mol_pair()
+
+    def grow(a: Array) -> Array:
+        pad = ((0, 0), (0, max(0, size - a.shape[1])), (0, max(0, size - a.shape[2])))
+        return np.ascontiguousarray(np.pad(a, pad, mode="symmetric")[:, :size, :size])
+
+    return grow(s2_t0), grow(s2_t), grow(s1_t), grow(s1_t0)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Model:
+    return load_model("cloud_removal", InferenceConfig(threads=1))
+
+
+def test_clear_pixels_are_untouched(shipped: Model) -> None:
+    s2_t0, s2_t, s1_t, s1_t0 = _mol_scene(96)
+    valid = np.ones(s2_t.shape[1:], dtype=bool)
+    valid[20:50, 30:70] = False  # a cloud
+    observed = s2_t.copy()
+    observed[:, ~valid] = 0.9  # bright cloud tops, to be replaced
+    out = reconstruct(observed, s2_t0, s1_t, s1_t0, 10.0, valid, day_of_year=MOL_DAY, model=shipped)
+    np.testing.assert_array_equal(out.reflectance[:, valid], observed[:, valid])
+    assert (out.uncertainty[:, valid] == 0).all()
+    assert (out.reconstructed == ~valid).all()
+    cloud = out.reflectance[:, ~valid]
+    assert np.isfinite(cloud).all()
+    assert cloud.max() < 0.8  # the cloud is gone
+    assert (out.uncertainty[:, ~valid] > 0).all()
+
+
+def test_next_clear_date_is_used_where_it_exists(shipped: Model) -> None:
+    s2_t0, s2_t, s1_t, s1_t0 = _mol_scene(64)
+    cloudy = np.zeros(s2_t.shape[1:], dtype=bool)
+    observed = np.full_like(s2_t, np.nan)
+    args = (observed, s2_t0, s1_t, s1_t0, 10.0, cloudy)
+    kwargs: dict[str, Any] = {"day_of_year": MOL_DAY, "model": shipped}
+    streaming = reconstruct(*args, **kwargs)
+    after = s2_t + 0.05  # a brighter next clear date pulls the prediction up
+    after[:, :, 32:] = np.nan  # known on the left half only
+    both = reconstruct(*args, next_clear=after, next_gap_days=5.0, **kwargs)
+    np.testing.assert_array_equal(both.reflectance[:, :, 32:], streaming.reflectance[:, :, 32:])
+    assert both.reflectance[:, :, :32].mean() > streaming.reflectance[:, :, :32].mean() + 0.01
+
+
+def test_nothing_to_fill_runs_no_model() -> None:
+    s2_t0, s2_t, s1_t, s1_t0 = _mol_scene(64)
+    valid = np.ones(s2_t.shape[1:], dtype=bool)
+    out = reconstruct(s2_t, s2_t0, s1_t, s1_t0, 10.0, valid, day_of_year=MOL_DAY, model=_Unusable())
+    np.testing.assert_array_equal(out.reflectance, s2_t)
+
+
+class _Unusable:
+    """A model that must not be called."""
+
+    name = "unusable"
+    backend: Backend = "onnxruntime"
+
+    @property
+    def input_names(self) -> list[str]:
+        return []
+
+    def run(self, inputs: Any) -> dict[str, Array]:
+        raise AssertionError("the model ran although no pixel was invalid")
+
+
+def test_tiled_run_has_no_seams(tmp_path: Path) -> None:
+    # The shipped weights with free tile size, to compare a tiled run with a single window.
+    export_model(model_from_onnx(artifact_path("cloud_removal")), tmp_path / "any.onnx", None)
+    shipped = load_model(tmp_path / "any.onnx", InferenceConfig(threads=1))
+    s2_t0, _, s1_t, s1_t0 = _mol_scene(128)
+    cloudy = np.zeros(s2_t0.shape[1:], dtype=bool)
+    observed = np.full_like(s2_t0, np.nan)
+    args = (observed, s2_t0, s1_t, s1_t0, 10.0, cloudy)
+    whole = reconstruct(*args, day_of_year=MOL_DAY, model=shipped, tile=128, overlap=0)
+    tiled = reconstruct(*args, day_of_year=MOL_DAY, model=shipped, tile=64, overlap=24)
+    butted = reconstruct(*args, day_of_year=MOL_DAY, model=shipped, tile=64, overlap=0)
+    diff = np.abs(tiled.reflectance - whole.reflectance)
+    # Same image within a small fraction of the reflectance range...
+    assert diff.mean() < 0.001
+    assert diff.max() < 0.02
+
+    def seam(result: Any) -> float:
+        """Largest excess of a column-to-column step over the single-window run's."""
+        steps = np.abs(np.diff(result.reflectance, axis=2)).mean(axis=(0, 1))
+        reference = np.abs(np.diff(whole.reflectance, axis=2)).mean(axis=(0, 1))
+        return float((steps - reference).max())
+
+    # ...and no seam, where windows butted without overlap do show one.
+    assert seam(tiled) < 0.0004 < seam(butted)
+
+
+def test_metrics_behave() -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.05, 0.5, (3, 32, 32))
+    assert ssim(truth, truth) == pytest.approx(1.0)
+    assert spectral_angle(truth, truth * 2) == pytest.approx(0.0, abs=1e-3)
+    assert ssim(truth + rng.normal(0, 0.05, truth.shape), truth) < 0.95
+
+
+def test_bad_inputs_are_one_line_errors() -> None:
+    s2 = np.zeros((len(BANDS), 16, 16), np.float32)
+    s1 = np.zeros((len(POLARISATIONS), 16, 16), np.float32)
+    valid = np.zeros((16, 16), bool)
+    with pytest.raises(ModelError, match=r"s1_t must be \[2, 16, 16\]"):
+        reconstruct(s2, s2, s1[:1], s1, 5.0, valid, day_of_year=100)
+    with pytest.raises(ModelError, match="gap_days must be > 0"):
+        reconstruct(s2, s2, s1, s1, 0.0, valid, day_of_year=100)
+    with pytest.raises(ModelError, match="multiple of 8"):
+        reconstruct(s2, s2, s1, s1, 5.0, valid, day_of_year=100, tile=60)
+    with pytest.raises(ModelError, match="together"):
+        reconstruct(s2, s2, s1, s1, 5.0, valid, day_of_year=100, next_clear=s2)
+    with pytest.raises(ModelError, match="VV has no valid pixel"):
+        reconstruct(s2, s2, s1 * np.nan, s1, 5.0, valid, day_of_year=100)
