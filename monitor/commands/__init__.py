@@ -11,11 +11,23 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-from monitor.commands import broker, demo, models, publish, replay, report, run, simulate, zonal
+from monitor.commands import (
+    bench,
+    broker,
+    demo,
+    models,
+    publish,
+    replay,
+    report,
+    run,
+    simulate,
+    zonal,
+)
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 COMMANDS: list[Callable[[Subparsers], None]] = [
+    bench.register,
     broker.register,
     demo.register,
     models.register,
