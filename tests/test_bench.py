@@ -117,3 +117,37 @@ def test_kafka_options_exclude_each_other(capsys: pytest.CaptureFixture[str]) ->
         main(["bench", "--bootstrap", "127.0.0.1:9092", "--no-kafka"])
     assert exc.value.code == 2
     assert "not allowed with" in capsys.readouterr().err
+
+
+def _tiny_model(path: Path) -> Path:
+    """A real ONNX model, (batch, 8) float -> (batch, 2), with a dynamic batch axis."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((8, 2), dtype=np.float32), name="w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_inference_is_timed_per_model(work: Path, tmp_path: Path) -> None:
+    model = _tiny_model(tmp_path / "tiny.onnx")
+    config = BenchConfig(work=work, tile_size=256, n_parcels=40, kafka=False, models=(model,))
+    report = run_bench(config)
+    load = next(s for s in report.stages if s.name == "model load: tiny")
+    assert load.once
+    stage = next(s for s in report.stages if s.name == "inference: tiny")
+    assert not stage.once
+    assert stage.parcels == report.n_parcels
+    assert stage.seconds > 0
+    assert any("tiny: random inputs x [" in note for note in report.notes)
+    assert "inference: tiny" in report.text()
