@@ -151,3 +151,14 @@ def test_inference_is_timed_per_model(work: Path, tmp_path: Path) -> None:
     assert stage.seconds > 0
     assert any("tiny: random inputs x [" in note for note in report.notes)
     assert "inference: tiny" in report.text()
+
+
+@pytest.mark.kafka
+def test_bench_sends_the_events_to_kafka(
+    work: Path, kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "--work", str(work), "--tile-size", "256", "--n-parcels", "40"]
+    assert main([*argv, "--bootstrap", kafka_bootstrap]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^Kafka send \+ commit\s+\d+\.\d\d", out, re.MULTILINE)
+    assert f"Kafka: broker {kafka_bootstrap}" in out
