@@ -262,7 +262,7 @@ class BenchReport:
             ),
             f"acquisitions/hour: {self.acquisitions_per_hour:.0f}; "
             f"{total / GOAL_SECONDS:.2f}x the {GOAL_SECONDS:.0f} s goal for a full tile"
-            + (f" (this grid is {pixels / FULL_TILE_PX**2:.4f} of a full tile)" if small else ""),
+            + (f" (a full tile is {FULL_TILE_PX**2 / 1e6:.1f} Mpx)" if small else ""),
             f"peak memory (RSS of this process): {self.peak_rss_bytes / 2**30:.2f} GiB",
         ]
         lines += [f"note: {note}" for note in self.notes]
@@ -399,12 +399,9 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
         records = [(event.parcel_id.encode(), event.to_json()) for event in events]
     del table
 
-    notes: list[str] = []
-    kafka = "not used (--no-kafka)"
-    if config.kafka:
-        kafka = _kafka_stage(config, records, clock)
+    kafka = _kafka_stage(config, records, clock) if config.kafka else "not used (--no-kafka)"
     models = shipped_models() if config.models is None else list(config.models)
-    notes += _inference_stages(models, config.inference, n, clock)
+    notes = _inference_stages(models, config.inference, n, clock)
     return BenchReport(
         source=source,
         product_id=acq.product_id,
