@@ -12,7 +12,9 @@ from collections.abc import Callable
 from typing import TypeAlias
 
 <<<<<<< HEAD
+<<<<<<< HEAD
 from monitor.commands import (
+    bench,
     broker,
     demo,
     detect,
@@ -28,6 +30,7 @@ from monitor.commands import (
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 COMMANDS: list[Callable[[Subparsers], None]] = [
+    bench.register,
     broker.register,
     demo.register,
     detect.register,

@@ -1,0 +1,581 @@
+"""How fast one node processes a full-size Sentinel-2 tile acquisition, and what that means for
+a country (`parcel-monitor bench`, `benchmarks/end_to_end_tile.py`).
+
+`run_bench` simulates one full-tile date (cached under `work`) unless given a catalog, runs the
+engine's per-acquisition steps on it one by one with a clock around each, and returns a
+`BenchReport`: seconds, megapixels/s and parcels/s per stage, acquisitions/hour, peak memory,
+and a `CountrySizing` of how many such nodes keep up with a country's tiles.
+
+The steps are those of `Engine.process`, with `monitor.zonal.observe` split into read, cloud
+mask and zonal statistics so that each gets its own clock, and the events go to Kafka the way
+the worker sends them (`monitor.worker.EVENT_PRODUCER_SETTINGS`, one transaction). Inference is
+timed per shipped model (`monitor/artifacts/*.onnx`) on random inputs of the model's shapes, one
+batch item per parcel.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from monitor.catalog import read_catalog
+from monitor.errors import BrokerError, ConfigError, ModelError
+from monitor.events import observation_events
+from monitor.infer import InferenceConfig, load_model
+from monitor.kernels import validity_mask_from_scl, zonal_statistics
+from monitor.observations import validate_observations
+from monitor.parcels import load_parcels
+from monitor.pipeline import Engine, EngineConfig
+from monitor.raster import read_acquisition
+from monitor.stac import Acquisition
+from monitor.store import ObservationStore
+from monitor.zonal import STAT_BANDS, MaskConfig
+
+FULL_TILE_PX: Final = 10980
+GOAL_SECONDS: Final = 60.0
+#: Random-input inference runs at most this long per model; the rest is extrapolated.
+INFERENCE_BUDGET_S: Final = 10.0
+#: Dynamic axes of a model input other than the batch axis (time steps, pixels) get this size.
+DYNAMIC_AXIS_SIZE: Final = 32
+_ONNX_DTYPES: Final = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+}
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure: a simulated tile (default) or an item of a catalog, and where."""
+
+    work: Path = Path("out/bench")
+    tile_size: int = FULL_TILE_PX
+    n_parcels: int = 200_000
+    seed: int = 0
+    catalog: Path | None = None
+    parcels: Path | None = None
+    id_column: str = "id_parcel"
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    #: ONNX models to time; None: the shipped ones (`shipped_models()`).
+    models: tuple[Path, ...] | None = None
+    #: An existing broker; None starts a local one for the run when `kafka` is True.
+    bootstrap: str | None = None
+    kafka: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.tile_size <= FULL_TILE_PX:
+            raise ConfigError(f"--tile-size {self.tile_size}: must be 1 to {FULL_TILE_PX} px")
+        if self.n_parcels < 1:
+            raise ConfigError(f"--n-parcels {self.n_parcels}: must be at least 1")
+        if self.catalog is not None and not self.catalog.is_dir():
+            raise ConfigError(f"--catalog {self.catalog}: not a folder")
+        if self.catalog is None and self.parcels is not None:
+            raise ConfigError("--parcels goes with --catalog (a simulated tile has its own)")
+        if self.bootstrap is not None and not self.kafka:
+            raise ConfigError("--bootstrap and --no-kafka exclude each other")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One timed step. `once` steps happen per tile and parcel-set version, not per acquisition,
+    and stay out of the acquisition total."""
+
+    name: str
+    seconds: float
+    #: CPU seconds of this process (all threads): below `seconds` when others share the cores.
+    cpu_seconds: float
+    pixels: int | None = None
+    parcels: int | None = None
+    once: bool = False
+    note: str = ""
+
+    @property
+    def parcels_per_second(self) -> float | None:
+        return None if self.parcels is None else self.parcels / max(self.seconds, 1e-9)
+
+
+@dataclass(frozen=True)
+class CountryAssumptions:
+    """A country's acquisition load, France-like by default (3STR: ~60 MGRS tiles).
+
+    Sentinel-2: each orbit track is revisited every 5 days by the two satellites, and a tile
+    at mid-latitudes usually lies under two tracks (an acquisition every 2-3 days). Sentinel-1:
+    ascending and descending tracks, each repeated every 6 days with two satellites. An S1
+    product is costed as an S2 one: an upper bound (2 bands instead of 10 and a cloud mask).
+    A pass over the country delivers about `burst_tiles` tiles within minutes; they should be
+    processed within `burst_hours`.
+    """
+
+    tiles: int = 60
+    s2_tracks_per_tile: float = 2.0
+    s2_revisit_days: float = 5.0
+    s1_tracks_per_tile: float = 2.0
+    s1_revisit_days: float = 6.0
+    burst_tiles: int = 30
+    burst_hours: float = 1.0
+
+    @property
+    def s2_per_tile_day(self) -> float:
+        return self.s2_tracks_per_tile / self.s2_revisit_days
+
+    @property
+    def s1_per_tile_day(self) -> float:
+        return self.s1_tracks_per_tile / self.s1_revisit_days
+
+    @property
+    def acquisitions_per_day(self) -> float:
+        return self.tiles * (self.s2_per_tile_day + self.s1_per_tile_day)
+
+
+@dataclass(frozen=True)
+class CountrySizing:
+    """Nodes that keep up with a country, from the seconds one acquisition takes."""
+
+    assumptions: CountryAssumptions
+    acquisition_seconds: float
+
+    @property
+    def daily_node_seconds(self) -> float:
+        return self.assumptions.acquisitions_per_day * self.acquisition_seconds
+
+    @property
+    def nodes_for_daily_load(self) -> int:
+        return max(1, math.ceil(self.daily_node_seconds / 86_400))
+
+    @property
+    def nodes_for_burst(self) -> int:
+        a = self.assumptions
+        return max(1, math.ceil(a.burst_tiles * self.acquisition_seconds / (a.burst_hours * 3600)))
+
+    @property
+    def nodes(self) -> int:
+        return max(self.nodes_for_daily_load, self.nodes_for_burst)
+
+    def text(self) -> str:
+        a = self.assumptions
+        return "\n".join(
+            [
+                f"country sizing ({a.tiles} tiles; assumptions below):",
+                f"  Sentinel-2: {a.s2_tracks_per_tile:g} orbit tracks per tile, each revisited "
+                f"every {a.s2_revisit_days:g} days (2 satellites) -> "
+                f"{a.s2_per_tile_day:.2f} acquisitions/tile/day",
+                f"  Sentinel-1: {a.s1_tracks_per_tile:g} tracks (ascending, descending), "
+                f"{a.s1_revisit_days:g}-day repeat -> {a.s1_per_tile_day:.2f} acquisitions/tile/day"
+                ", each costed as an S2 one (upper bound)",
+                f"  load: {a.acquisitions_per_day:.0f} acquisitions/day = "
+                f"{self.daily_node_seconds / 3600:.1f} node-hours/day "
+                f"({self.daily_node_seconds / 864:.1f} % of one node)",
+                f"  a pass of {a.burst_tiles} tiles arriving together: "
+                f"{a.burst_tiles * self.acquisition_seconds / 60:.0f} node-minutes "
+                f"(done within {a.burst_hours:g} h on {self.nodes_for_burst} node(s))",
+                f"  -> {self.nodes} such node(s) keep up with the country",
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """What `run_bench` measured on one acquisition."""
+
+    source: str
+    product_id: str
+    shape: tuple[int, int]
+    bands: tuple[str, ...]
+    n_parcels: int
+    n_events: int
+    event_bytes: int
+    backend: str
+    kafka: str
+    stages: tuple[Stage, ...]
+    peak_rss_bytes: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def acquisition_seconds(self) -> float:
+        """Seconds of one acquisition: every stage but the `once` ones. Conservative: it counts
+        loading the label raster from the disk cache, which a worker that already processed
+        the tile skips (it keeps the raster in memory)."""
+        return sum(s.seconds for s in self.stages if not s.once)
+
+    @property
+    def acquisition_cpu_seconds(self) -> float:
+        return sum(s.cpu_seconds for s in self.stages if not s.once)
+
+    @property
+    def acquisitions_per_hour(self) -> float:
+        return 3600 / max(self.acquisition_seconds, 1e-9)
+
+    def sizing(self, assumptions: CountryAssumptions | None = None) -> CountrySizing:
+        return CountrySizing(assumptions or CountryAssumptions(), self.acquisition_seconds)
+
+    def text(self, assumptions: CountryAssumptions | None = None) -> str:
+        """The report an operator reads: stage table, totals, country sizing."""
+        height, width = self.shape
+        pixels = height * width
+        per_event = self.event_bytes / max(self.n_events, 1)
+        lines = [
+            f"acquisition {self.product_id} ({self.source})",
+            f"grid {height} x {width} ({pixels / 1e6:.1f} Mpx), bands {', '.join(self.bands)}; "
+            f"{self.n_parcels} parcels observed, {self.n_events} events ({per_event:.0f} B each)",
+            f"inference backend: {self.backend}; Kafka: {self.kafka}",
+            "",
+            f"{'stage':<28}{'seconds':>9}{'CPU s':>8}{'Mpx/s':>9}{'parcels/s':>12}",
+        ]
+        for stage in self.stages:
+            note = ", ".join(n for n in ("once per tile" if stage.once else "", stage.note) if n)
+            lines.append(
+                _row(
+                    stage.name, stage.seconds, stage.cpu_seconds, stage.pixels, stage.parcels, note
+                )
+            )
+        total = self.acquisition_seconds
+        small = pixels < FULL_TILE_PX**2
+        lines += [
+            "-" * 66,
+            _row(
+                "one acquisition",
+                total,
+                self.acquisition_cpu_seconds,
+                pixels,
+                self.n_parcels,
+                "per-acquisition stages",
+            ),
+            f"acquisitions/hour: {self.acquisitions_per_hour:.0f}; "
+            f"{total / GOAL_SECONDS:.2f}x the {GOAL_SECONDS:.0f} s goal for a full tile"
+            + (f" (a full tile is {FULL_TILE_PX**2 / 1e6:.1f} Mpx)" if small else ""),
+            f"peak memory (RSS of this process): {self.peak_rss_bytes / 2**30:.2f} GiB",
+        ]
+        lines += [f"note: {note}" for note in self.notes]
+        lines += ["", self.sizing(assumptions).text()]
+        if small:
+            lines.append("  (sized from this small grid's seconds: run a full tile for the answer)")
+        return "\n".join(lines)
+
+
+def _row(
+    name: str, seconds: float, cpu: float, pixels: int | None, parcels: int | None, note: str
+) -> str:
+    per_s = max(seconds, 1e-9)
+    return (
+        f"{name:<28}{seconds:>9.2f}{cpu:>8.2f}"
+        + (f"{pixels / 1e6 / per_s:>9.1f}" if pixels is not None else f"{'-':>9}")
+        + (f"{parcels / per_s:>12,.0f}" if parcels is not None else f"{'-':>12}")
+        + (f"  ({note})" if note else "")
+    )
+
+
+def _peak_rss_bytes() -> int:
+    # ru_maxrss is in KiB on Linux (bytes on macOS, where this slightly overstates nothing).
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+class _Clock:
+    """Collects stages in the order they ran."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.stages: list[Stage] = []
+        self.say = progress
+
+    @contextmanager
+    def stage(self, name: str, **details: Any) -> Iterator[dict[str, Any]]:
+        """Time the block; it may fill in `pixels`, `parcels` or `note` in the yielded dict."""
+        self.say(f"{name}...")
+        extra: dict[str, Any] = dict(details)
+        start, cpu = time.perf_counter(), time.process_time()
+        yield extra
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        self.stages.append(Stage(name, seconds, cpu, **extra))
+
+
+def simulated_tile(config: BenchConfig, progress: Progress) -> Path:
+    """The cached simulated tile of `config` (one S2 date, no S1), simulated if missing.
+
+    The simulation runs in a child process so that its memory peak is not the bench's.
+    """
+    out = config.work / f"sim-{config.tile_size}px-{config.n_parcels}p-seed{config.seed}"
+    if (out / "catalog.json").is_file():  # written last: the simulation finished
+        return out
+    progress(f"simulating a {config.tile_size} px tile with {config.n_parcels} parcels in {out}")
+    command = [
+        sys.executable,
+        "-m",
+        "monitor.cli",
+        "simulate",
+        "--out",
+        str(out),
+        "--tile-size",
+        str(config.tile_size),
+        "--parcels",
+        str(config.n_parcels),
+        "--seed",
+        str(config.seed),
+        "--dates",
+        "1",
+        "--no-s1",
+        "--no-clear-truth",
+        "--overwrite",
+        "--quiet",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
+        reason = lines[-1].removeprefix("parcel-monitor simulate: error: ")
+        raise ConfigError(f"cannot simulate the bench tile in {out}: {reason}")
+    return out
+
+
+def _pick_acquisition(root: Path) -> Acquisition:
+    """The first Sentinel-2 item of a catalog (the bench's subject), else its first item."""
+    catalog = read_catalog(root)
+    if not catalog.entries:
+        reasons = f": {catalog.rejected[0].reason}" if catalog.rejected else ""
+        raise ConfigError(f"--catalog {root}: no usable STAC item{reasons}")
+    s2 = [e for e in catalog.entries if e.acquisition.sensor == "S2"]
+    return (s2 or list(catalog.entries))[0].acquisition
+
+
+def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchReport:
+    """Time every stage of one acquisition's path; see the module docstring."""
+    say = progress or (lambda _: None)
+    config.work.mkdir(parents=True, exist_ok=True)
+    if config.catalog is None:
+        root = simulated_tile(config, say)
+        parcels_path, id_column = root / "parcels.parquet", "id_parcel"
+        source = f"simulated, {root}"
+    else:
+        root = config.catalog
+        parcels_path = config.parcels or root / "parcels.parquet"
+        id_column, source = config.id_column, f"catalog {root}"
+        if not parcels_path.is_file():
+            raise ConfigError(f"--parcels {parcels_path}: not found (needed with --catalog)")
+    acq = _pick_acquisition(root)
+    clock = _Clock(say)
+    height, width = acq.shape
+    pixels = height * width
+
+    with clock.stage("parcels (load)", once=True) as out:
+        parcels = load_parcels(parcels_path, id_column=id_column)
+        out["parcels"] = len(parcels)
+    # Two engines over one fresh label cache: the first builds the label raster, the second
+    # loads it as a restarted worker or one taking over the tile would.
+    cache = config.work / "label-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    store = ObservationStore(config.work / "store")
+    engine_config = EngineConfig(parcels, store, label_cache=cache)
+    with clock.stage("labels (first build)", pixels=pixels, once=True) as out:
+        grid = Engine(engine_config).grid(acq)
+        out["parcels"] = grid.labels.n_parcels
+    with clock.stage("labels (cached load)", pixels=pixels, parcels=grid.labels.n_parcels):
+        grid = Engine(engine_config).grid(acq)
+
+    table, bands = _observe_timed(acq, grid.ids, grid.labels, clock, pixels)
+    n = table.height
+    with clock.stage("store write", parcels=n):
+        store.write_acquisition(table)
+    with clock.stage("events (build)", parcels=n):
+        events = observation_events(table, "acquired")
+    with clock.stage("events (serialise)", parcels=len(events)):
+        records = [(event.parcel_id.encode(), event.to_json()) for event in events]
+    del table
+
+    kafka = _kafka_stage(config, records, clock) if config.kafka else "not used (--no-kafka)"
+    models = shipped_models() if config.models is None else list(config.models)
+    notes = _inference_stages(models, config.inference, n, clock)
+    return BenchReport(
+        source=source,
+        product_id=acq.product_id,
+        shape=acq.shape,
+        bands=tuple(bands),
+        n_parcels=n,
+        n_events=len(records),
+        event_bytes=sum(len(value) for _, value in records),
+        backend=config.inference.backend,
+        kafka=kafka,
+        stages=tuple(clock.stages),
+        peak_rss_bytes=_peak_rss_bytes(),
+        notes=tuple(notes),
+    )
+
+
+def _observe_timed(
+    acq: Acquisition, ids: npt.NDArray[Any], labels: Any, clock: _Clock, pixels: int
+) -> tuple[pl.DataFrame, list[str]]:
+    """`monitor.zonal.observe` (default mask) with a clock around read, mask and statistics."""
+    mask = MaskConfig()
+    names = [name for name in acq.assets if name in STAT_BANDS]
+    with_scl = acq.sensor == "S2" and "SCL" in acq.assets
+    with clock.stage("read rasters", pixels=pixels):
+        rasters = read_acquisition(acq, [*names, "SCL"] if with_scl else names)
+    valid = None
+    if with_scl:
+        with clock.stage("cloud mask (SCL)", pixels=pixels):
+            valid = validity_mask_from_scl(
+                rasters.bands["SCL"].data, mask.invalid_classes, mask.dilation
+            )
+    bands = {name: rasters.bands[name] for name in names}
+    with clock.stage("zonal statistics", pixels=pixels) as out:
+        stats = zonal_statistics(
+            labels,
+            {name: band.data for name, band in bands.items()},
+            valid,
+            scales={name: band.scale for name, band in bands.items()},
+            offsets={name: band.offset for name, band in bands.items()},
+            nodata={name: band.nodata for name, band in bands.items()},
+            ndvi=("B04", "B08") if {"B04", "B08"} <= bands.keys() else None,
+        )
+        stats = stats.filter(pl.col("pixel_count") > 0)
+        index = stats.get_column("parcel_index").to_numpy()
+        table = validate_observations(
+            stats.drop("parcel_index").with_columns(
+                pl.Series("parcel_id", ids[index].astype(str)),
+                pl.lit(acq.acquired).alias("acquired"),
+                pl.lit(acq.sensor).alias("sensor"),
+                pl.lit(acq.product_id).alias("product_id"),
+                pl.lit(acq.tile).alias("tile"),
+                pl.lit("observed").alias("source"),
+            )
+        )
+        out["parcels"] = table.height
+    return table, [*names, "SCL"] if with_scl else names
+
+
+def _kafka_stage(config: BenchConfig, records: Sequence[tuple[bytes, bytes]], clock: _Clock) -> str:
+    """Send the events in one transaction as the worker does; start a broker if none is given."""
+    from monitor.broker import create_topics, start_broker, stop_broker
+
+    data = config.work / "kafka"
+    bootstrap = config.bootstrap
+    if bootstrap is None:
+        clock.say("starting a local Kafka broker...")
+        bootstrap = start_broker(data, 0).bootstrap
+        described = f"local broker {bootstrap} (started for the run)"
+    else:
+        described = f"broker {bootstrap}"
+    try:
+        topic = f"bench-events-{uuid.uuid4().hex[:8]}"
+        create_topics(bootstrap, {topic: 6})
+        _send_transaction(bootstrap, topic, records, clock)
+    finally:
+        if config.bootstrap is None:
+            stop_broker(data)
+    return described
+
+
+def _send_transaction(
+    bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]], clock: _Clock
+) -> None:
+    from kafka import KafkaProducer, TopicPartition
+    from kafka.errors import KafkaError
+    from kafka.structs import OffsetAndMetadata
+
+    from monitor.worker import EVENT_PRODUCER_SETTINGS, send_events
+
+    try:
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            transactional_id=f"parcel-monitor-bench-{uuid.uuid4().hex[:8]}",
+            acks="all",
+            **EVENT_PRODUCER_SETTINGS,
+        )
+        try:
+            producer.init_transactions()
+            with clock.stage(
+                "Kafka send + commit", parcels=len(records), note="parcels/s = events/s"
+            ):
+                producer.begin_transaction()
+                send_events(producer, topic, records)
+                # As the worker: the consumed offset commits with the events.
+                offsets = {TopicPartition(topic, 0): OffsetAndMetadata(1, "", -1)}
+                producer.send_offsets_to_transaction(offsets, "parcel-monitor-bench")
+                producer.commit_transaction()
+        finally:
+            producer.close(timeout=10)
+    except KafkaError as exc:
+        raise BrokerError(f"Kafka at {bootstrap}: {exc}") from exc
+
+
+def shipped_models() -> list[Path]:
+    """The exported models shipped with the package (`monitor/artifacts/*.onnx`)."""
+    folder = Path(str(files("monitor") / "artifacts"))
+    return sorted(folder.glob("*.onnx")) if folder.is_dir() else []
+
+
+def _inference_stages(
+    models: Sequence[Path], inference: InferenceConfig, n_parcels: int, clock: _Clock
+) -> list[str]:
+    if not models:
+        return [f"inference not measured: no model in {Path(str(files('monitor') / 'artifacts'))}"]
+    notes = []
+    for path in models:
+        with clock.stage(f"model load: {path.stem}", once=True):
+            model = load_model(path, inference)
+        inputs, batch = representative_inputs(path, min(inference.max_batch, n_parcels, 1024))
+        model.run(inputs)  # warm-up: first-run allocations and kernel selection
+        done, start, cpu = 0, time.perf_counter(), time.process_time()
+        while done < n_parcels and time.perf_counter() - start < INFERENCE_BUDGET_S:
+            model.run(inputs)
+            done += batch
+        # Scaled to one batch item per parcel when the budget ran out first.
+        scale = n_parcels / done
+        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in inputs.items())
+        clock.stages.append(
+            Stage(
+                f"inference: {path.stem}",
+                (time.perf_counter() - start) * scale,
+                (time.process_time() - cpu) * scale,
+                parcels=n_parcels,
+                note=f"{done} items timed" + (", extrapolated" if done < n_parcels else ""),
+            )
+        )
+        notes.append(f"{path.stem}: random inputs {shapes}, one batch item per parcel")
+    return notes
+
+
+def representative_inputs(path: Path, batch: int) -> tuple[dict[str, npt.NDArray[Any]], int]:
+    """Random inputs of a model's declared shapes: the first axis (if dynamic) is `batch`,
+    other dynamic axes `DYNAMIC_AXIS_SIZE`. Returns them and the batch size used."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"cannot read model {path}: {str(exc).splitlines()[0]}") from exc
+    rng = np.random.default_rng(0)
+    inputs: dict[str, npt.NDArray[Any]] = {}
+    used = batch
+    for spec in session.get_inputs():
+        dims = [d if isinstance(d, int) and d > 0 else None for d in spec.shape]
+        shape = [DYNAMIC_AXIS_SIZE if d is None else d for d in dims]
+        if dims and dims[0] is None:
+            shape[0] = batch
+        elif shape:
+            used = shape[0]  # a fixed batch axis
+        dtype = _ONNX_DTYPES.get(spec.type)
+        if dtype is None:
+            raise ModelError(f"model {path.stem}: input {spec.name} has unsupported {spec.type}")
+        if np.issubdtype(dtype, np.floating):
+            inputs[spec.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            inputs[spec.name] = np.zeros(shape, dtype=dtype)
+    return inputs, used
