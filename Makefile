@@ -41,6 +41,10 @@ lint: install
 
 test: pytest cargo-test lint
 
+# The slow tests: full-size tile simulation, three-broker cluster, timing-sensitive fencing.
+test-slow: install
+	$(BIN)/pytest -m slow
+
 fmt: $(BIN)/maturin
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .

@@ -443,6 +443,7 @@ def test_store_trouble_is_retried_not_dead_lettered(
 
 
 @pytest.mark.kafka
+@pytest.mark.slow  # timing-sensitive under heavy CPU load; run with `make test-slow`
 def test_a_second_instance_with_the_same_name_fences_the_first(
     kafka_bootstrap: str, topics: Topics, parcels: ParcelSet, tmp_path: Path
 ) -> None:

@@ -11,8 +11,6 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-<<<<<<< HEAD
-<<<<<<< HEAD
 from monitor.commands import (
     bench,
     broker,
