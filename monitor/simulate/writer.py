@@ -92,7 +92,6 @@ def s2_item(
     bands_10m: tuple[str, ...],
     bands_20m: tuple[str, ...],
 ) -> dict[str, Any]:
-    bbox, geometry = copy.deepcopy(_footprint(grid))
     assets: dict[str, Any] = {}
     for band in bands_10m + bands_20m:
         asset: dict[str, Any] = {
@@ -116,18 +115,11 @@ def s2_item(
         "proj:transform": _transform_list(grid, 20),
         "proj:shape": list(grid.shape(20)),
     }
-    return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "id": item_id,
-        "stac_extensions": STAC_EXTENSIONS,
-        "bbox": bbox,
-        "geometry": geometry,
-        "properties": {
-            "datetime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "proj:epsg": grid.epsg,
-            "proj:shape": list(grid.shape(10)),
-            "proj:transform": _transform_list(grid, 10),
+    return _item(
+        item_id,
+        when,
+        grid,
+        {
             "constellation": "sentinel-2",
             "instruments": ["msi"],
             "processing:level": "L2A",
@@ -135,13 +127,11 @@ def s2_item(
             "s2:mgrs_tile": grid.tile,
             "eo:cloud_cover": round(cloud_cover, 2),
         },
-        "links": [],
-        "assets": assets,
-    }
+        assets,
+    )
 
 
 def s1_item(item_id: str, when: datetime, grid: TileGrid) -> dict[str, Any]:
-    bbox, geometry = copy.deepcopy(_footprint(grid))
     assets = {
         pol: {
             "href": f"./{pol}.tif",
@@ -152,6 +142,32 @@ def s1_item(item_id: str, when: datetime, grid: TileGrid) -> dict[str, Any]:
         }
         for pol in ("VV", "VH")
     }
+    return _item(
+        item_id,
+        when,
+        grid,
+        {
+            "constellation": "sentinel-1",
+            "instruments": ["c-sar"],
+            "sar:instrument_mode": "IW",
+            "sar:polarizations": ["VV", "VH"],
+            "sar:product_type": "GRD",
+            "grid:code": f"MGRS-{grid.tile}",
+            "processing:level": "L1",
+        },
+        assets,
+    )
+
+
+def _item(
+    item_id: str,
+    when: datetime,
+    grid: TileGrid,
+    sensor_properties: dict[str, Any],
+    assets: dict[str, Any],
+) -> dict[str, Any]:
+    """A STAC Item on the tile's 10 m grid; `sensor_properties` follow the common ones."""
+    bbox, geometry = copy.deepcopy(_footprint(grid))
     return {
         "type": "Feature",
         "stac_version": "1.0.0",
@@ -164,13 +180,7 @@ def s1_item(item_id: str, when: datetime, grid: TileGrid) -> dict[str, Any]:
             "proj:epsg": grid.epsg,
             "proj:shape": list(grid.shape(10)),
             "proj:transform": _transform_list(grid, 10),
-            "constellation": "sentinel-1",
-            "instruments": ["c-sar"],
-            "sar:instrument_mode": "IW",
-            "sar:polarizations": ["VV", "VH"],
-            "sar:product_type": "GRD",
-            "grid:code": f"MGRS-{grid.tile}",
-            "processing:level": "L1",
+            **sensor_properties,
         },
         "links": [],
         "assets": assets,
