@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ import polars as pl
 from monitor.events import ParcelEvent, observation_events
 from monitor.parcels import ParcelSet
 from monitor.stac import Acquisition, HrefPolicy, parse_item
+from monitor.stages import InferenceStage, StageInput
 from monitor.store import ObservationStore
 from monitor.zonal import MaskConfig, ParcelGrid, observe, parcel_grid
 
@@ -43,6 +44,8 @@ class EngineConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)
     href_policy: HrefPolicy = field(default_factory=HrefPolicy)
     detected_at: DetectedAt = "acquired"
+    #: The models' steps, run in this order after the observed rows are stored.
+    stages: Sequence[InferenceStage] = ()
 
 
 @dataclass(frozen=True)
@@ -92,10 +95,19 @@ class Engine:
 
         start = time.perf_counter()
         detected_at = self.config.detected_at
-        events = observation_events(
-            table, "acquired" if detected_at == "acquired" else detected_at()
+        stamp: datetime | Literal["acquired"] = (
+            "acquired" if detected_at == "acquired" else detected_at()
         )
+        events = observation_events(table, stamp)
         seconds["events"] = time.perf_counter() - start
+
+        for stage in self.config.stages:
+            start = time.perf_counter()
+            output = stage.run(StageInput(acq, grid, table, self.config.store, stamp))
+            events.extend(output.events)
+            if output.rows is not None:
+                table = pl.concat([table, output.rows], how="diagonal_relaxed")
+            seconds[stage.name] = time.perf_counter() - start
         log.info(
             "%s: %d parcels, %d events (%s)",
             acq.product_id,

@@ -1,0 +1,59 @@
+"""The engine's inference stage: models that run after an acquisition's observations are stored.
+
+Each stage is one model's step on one acquisition (cloud removal, heterogeneity, practices).
+`Engine.process` runs them in order after it has written the acquisition's observed rows to the
+store, so a stage sees the parcel's history including this acquisition. A stage may write its
+own files of the same product to the store (reconstructed rows, the memory of events already
+emitted): every store write is keyed by product id and replaces, so when the worker crashes
+before its Kafka transaction commits, redoing the acquisition rewrites the same files and
+emits the same events once. A stage returns the events it wants emitted; a stage raising a
+`MonitorError` fails the acquisition (dead letter), anything else is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+import polars as pl
+
+from monitor.events import ParcelEvent
+from monitor.stac import Acquisition
+from monitor.store import ObservationStore
+from monitor.zonal import ParcelGrid
+
+
+@dataclass(frozen=True)
+class StageInput:
+    """What a stage gets for one acquisition.
+
+    `observations` holds the rows of this acquisition already in the store (observed rows,
+    plus the rows earlier stages added, such as reconstructed ones). `detected_at` is the
+    timestamp events carry: "acquired" (deterministic replay) or the worker's clock.
+    """
+
+    acquisition: Acquisition
+    grid: ParcelGrid
+    observations: pl.DataFrame
+    store: ObservationStore
+    detected_at: datetime | Literal["acquired"]
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """A stage's result: events to emit and observation rows it added to the store."""
+
+    events: Sequence[ParcelEvent] = ()
+    rows: pl.DataFrame | None = None
+
+
+class InferenceStage(Protocol):
+    """One model's step on an acquisition; `name` labels its timings and metrics."""
+
+    name: str
+
+    def run(self, data: StageInput) -> StageOutput:
+        """Run on one stored acquisition; return what to emit (and rows written, if any)."""
+        ...
