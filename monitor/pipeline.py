@@ -25,7 +25,7 @@ from monitor.parcels import ParcelSet
 from monitor.stac import Acquisition, HrefPolicy, parse_item
 from monitor.stages import InferenceStage, StageInput
 from monitor.store import ObservationStore
-from monitor.zonal import MaskConfig, ParcelGrid, observe, parcel_grid
+from monitor.zonal import MaskConfig, ParcelGrid, observe_with_rasters, parcel_grid
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ class Engine:
         seconds["labels"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        table = observe(acq, grid, mask=self.config.mask)
+        observation = observe_with_rasters(acq, grid, mask=self.config.mask)
+        table = observation.table
         seconds["zonal"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -103,7 +104,8 @@ class Engine:
 
         for stage in self.config.stages:
             start = time.perf_counter()
-            output = stage.run(StageInput(acq, grid, table, self.config.store, stamp))
+            data = StageInput(acq, grid, table, observation, self.config.store, stamp)
+            output = stage.run(data)
             events.extend(output.events)
             if output.rows is not None:
                 table = pl.concat([table, output.rows], how="diagonal_relaxed")

@@ -22,7 +22,7 @@ from monitor.kernels import DEFAULT_INVALID_SCL, validity_mask_from_scl, zonal_s
 from monitor.labels import LabelRaster, build_label_raster, cached_label_raster
 from monitor.observations import BANDS, validate_observations
 from monitor.parcels import ParcelSet
-from monitor.raster import read_acquisition
+from monitor.raster import AcquisitionRasters, read_acquisition
 from monitor.stac import Acquisition
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,19 @@ def parcel_grid(
     return ParcelGrid(ids=clipped.ids, labels=labels)
 
 
+@dataclass(frozen=True)
+class Observation:
+    """An acquisition's observation table with the rasters and validity mask behind it.
+
+    The inference stages reuse the rasters (cloud removal, pixel sets) instead of reading the
+    assets a second time; `valid` is None where the item has no SCL (Sentinel-1).
+    """
+
+    table: pl.DataFrame
+    rasters: AcquisitionRasters
+    valid: np.ndarray | None
+
+
 def observe(
     acq: Acquisition,
     grid: ParcelGrid,
@@ -86,6 +99,17 @@ def observe(
     weighted_mean: bool = False,
 ) -> pl.DataFrame:
     """The observation table of `acq` for the parcels of `grid` (one row per parcel)."""
+    return observe_with_rasters(acq, grid, mask=mask, weighted_mean=weighted_mean).table
+
+
+def observe_with_rasters(
+    acq: Acquisition,
+    grid: ParcelGrid,
+    *,
+    mask: MaskConfig | None = None,
+    weighted_mean: bool = False,
+) -> Observation:
+    """`observe`, keeping the rasters read and the validity mask for the inference stages."""
     mask = mask or MaskConfig()
     names = [name for name in acq.assets if name in STAT_BANDS]
     with_scl = acq.sensor == "S2" and "SCL" in acq.assets
@@ -120,4 +144,4 @@ def observe(
         pl.lit(acq.tile).alias("tile"),
         pl.lit("observed").alias("source"),
     )
-    return validate_observations(table)
+    return Observation(validate_observations(table), rasters, valid)

@@ -22,7 +22,7 @@ import polars as pl
 from monitor.events import ParcelEvent
 from monitor.stac import Acquisition
 from monitor.store import ObservationStore
-from monitor.zonal import ParcelGrid
+from monitor.zonal import Observation, ParcelGrid
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,16 @@ class StageInput:
     """What a stage gets for one acquisition.
 
     `observations` holds the rows of this acquisition already in the store (observed rows,
-    plus the rows earlier stages added, such as reconstructed ones). `detected_at` is the
-    timestamp events carry: "acquired" (deterministic replay) or the worker's clock.
+    plus the rows earlier stages added, such as reconstructed ones); `observed` keeps the
+    rasters and validity mask they were computed from, so no stage reads the assets again.
+    `detected_at` is the timestamp events carry: "acquired" (deterministic replay) or the
+    worker's clock.
     """
 
     acquisition: Acquisition
     grid: ParcelGrid
     observations: pl.DataFrame
+    observed: Observation
     store: ObservationStore
     detected_at: datetime | Literal["acquired"]
 
