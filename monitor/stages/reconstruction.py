@@ -1,0 +1,463 @@
+"""Cloud removal as an engine stage: reconstructed parcel rows and `reconstruction` events.
+
+For a Sentinel-2 acquisition at t whose parcels are partly or fully cloudy (observed
+`valid_fraction` under `ReconstructionConfig.max_valid_fraction`), the stage fills their cloudy
+pixels with the cloud-removal model (`monitor.cloud_removal.reconstruct`) from three earlier
+acquisitions of the same tile and grid, found in the acquisition index
+(`monitor.acquisition_index`, under the store root):
+
+* t0: the last Sentinel-2 before t at least `min_clear_fraction` clear (over parcel pixels),
+  at most `max_gap_days` earlier;
+* the Sentinel-1 nearest to t, at most `max_s1_days` before it (never after: live, later ones
+  have not arrived, and replay must give what live gives);
+* the Sentinel-1 nearest to t0 (either side, within `max_s1_days`, not after t).
+
+It then computes the parcels' statistics of B04, B08, B11 and NDVI over their observed clear
+pixels plus the reconstructed ones with the Rust zonal kernel, writes them to the store as the
+product's `reconstructed` file (atomic; reprocessing replaces it, and removes it when nothing is
+reconstructed any more) and returns them with one `reconstruction` event per parcel.
+
+Every acquisition (Sentinel-1 and Sentinel-2) is recorded in the index first, so later ones can
+use it. Late arrivals: a Sentinel-1 that arrives after the Sentinel-2 it would serve does not
+trigger a new reconstruction. The stage reconstructs with what has arrived: an acquisition's
+events are emitted once, in the same Kafka transaction as its observation, and re-running
+earlier products on every late radar item would make the event stream depend on arrival order
+in a second way. Reprocessing that product (or a replay) picks the late radar up.
+
+Where the model runs: the cloudy pixels of the parcels that need it (the target) are grouped in
+blocks of at most `block_rows` rows over the target's bounding columns, each with `overlap`
+rows of context; the reference rasters are read for the block only (windowed rasterio reads);
+`reconstruct` then runs the network on the tiling kernel's windows that hold a target pixel.
+A reference without a valid pixel in a block (e.g. radar not covering it) skips that block.
+
+Event confidence: `(observed + sum of exp(-sigma / SIGMA_REF)) / pixel_count`, where the sum runs
+over the reconstructed pixels and sigma is the model's predicted standard deviation averaged over the
+three bands; `SIGMA_REF` (0.02) is about the model's mean error on held-out data, so a pixel
+predicted at typical error counts for about a third of an observed one. Evidence also names the
+reference products and gives the observed and reconstructed shares and the mean sigma per band.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+from rasterio.windows import Window
+
+from monitor import __version__
+from monitor.acquisition_index import INDEX_DIR, AcquisitionIndex, IndexedAcquisition
+from monitor.cloud_removal import BANDS, MODEL_NAME, POLARISATIONS, reconstruct
+from monitor.errors import ConfigError
+from monitor.events import Evidence, ModelRef, ParcelEvent, observation_events
+from monitor.infer import InferenceConfig, Model, load_model
+from monitor.kernels import validity_mask_from_scl, zonal_statistics
+from monitor.observations import validate_observations
+from monitor.raster import AcquisitionRasters, Band, read_acquisition
+from monitor.stac import Acquisition
+from monitor.stages import StageInput, StageOutput
+from monitor.zonal import MaskConfig
+
+log = logging.getLogger(__name__)
+
+MODEL: Final = ModelRef(MODEL_NAME, __version__)
+#: Predicted standard deviation (reflectance) at which a reconstructed pixel counts e⁻¹.
+SIGMA_REF: Final = 0.02
+#: Statistics copied into a reconstruction event's evidence (besides the stage's own).
+EVIDENCE_STATS: Final = (
+    "valid_fraction",
+    "NDVI_mean",
+    "NDVI_std",
+    "B04_mean",
+    "B08_mean",
+    "B11_mean",
+)
+
+Float32Array = npt.NDArray[np.float32]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class ReconstructionConfig:
+    """When the stage reconstructs, from which references, and how it tiles the work."""
+
+    #: Parcels whose observed valid fraction is below this get a reconstructed row.
+    max_valid_fraction: float = 0.9
+    #: A Sentinel-2 at least this clear (share of parcel pixels) can serve as t0.
+    min_clear_fraction: float = 0.9
+    #: t0 at most this many days before t (the model was trained on gaps of up to 30 days).
+    max_gap_days: float = 30.0
+    #: Sentinel-1 within this many days of t (before it) and of t0 (training used <= 4).
+    max_s1_days: float = 4.0
+    #: Rows of target pixels per block (memory: ~14 float32 planes of block x width).
+    block_rows: int = 512
+    tile: int = 128
+    overlap: int = 16
+    batch: int = 16
+    #: The SCL classes that make a t0 pixel unusable (the engine's default mask).
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("max_valid_fraction", "min_clear_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"reconstruction {name} must be in 0-1, got {value}")
+        for name in ("max_gap_days", "max_s1_days"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"reconstruction {name} must be >= 0 days, got {value}")
+        if self.block_rows < 1 or self.batch < 1:
+            raise ConfigError("reconstruction block_rows and batch must be >= 1")
+
+
+@dataclass(frozen=True)
+class References:
+    """The acquisitions a reconstruction of one Sentinel-2 date uses."""
+
+    t0: IndexedAcquisition
+    s1_t: IndexedAcquisition
+    s1_t0: IndexedAcquisition
+
+    @property
+    def product_ids(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(e.product_id for e in (self.t0, self.s1_t, self.s1_t0)))
+
+
+class ReconstructionStage:
+    """The cloud-removal stage of the engine (see the module docstring)."""
+
+    name = "reconstruction"
+
+    def __init__(self, config: ReconstructionConfig | None = None, model: Model | None = None):
+        self.config = config or ReconstructionConfig()
+        self._model = model
+
+    def model(self) -> Model:
+        """The cloud-removal network, loaded on first use."""
+        if self._model is None:
+            self._model = load_model(MODEL_NAME, self.config.inference)
+        return self._model
+
+    def run(self, data: StageInput) -> StageOutput:
+        acq = data.acquisition
+        index = AcquisitionIndex(data.store.root / INDEX_DIR, data.store.season_of)
+        season = data.store.season_of(acq.acquired)
+        index.record(IndexedAcquisition.of(acq, _clear_fraction(data)))
+        if acq.sensor != "S2" or data.observed.valid is None:
+            return StageOutput()
+        rows, events = self._reconstruct(data, index)
+        if rows is None:
+            # Reprocessing must not leave the rows of an earlier run that no longer hold.
+            data.store.delete_product(acq.product_id, acq.tile, season, "reconstructed")
+            return StageOutput()
+        data.store.write_acquisition(rows)
+        return StageOutput(events, rows)
+
+    def references(self, acq: Acquisition, index: AcquisitionIndex) -> References | None:
+        """t0 and the two Sentinel-1 for `acq`, or None (logged) when one is missing."""
+        cfg = self.config
+        t0 = index.last_clear_s2(
+            acq,
+            min_clear_fraction=cfg.min_clear_fraction,
+            max_gap_days=cfg.max_gap_days,
+            bands=BANDS,
+        )
+        if t0 is None:
+            log.info(
+                "%s: no clear Sentinel-2 in the last %g days: not reconstructed",
+                acq.product_id,
+                cfg.max_gap_days,
+            )
+            return None
+        s1_t = index.nearest_s1(acq, acq.acquired, max_days=cfg.max_s1_days, not_after=acq.acquired)
+        s1_t0 = index.nearest_s1(acq, t0.acquired, max_days=cfg.max_s1_days, not_after=acq.acquired)
+        if s1_t is None or s1_t0 is None:
+            when = "t" if s1_t is None else f"t0 ({t0.product_id})"
+            log.info(
+                "%s: no Sentinel-1 within %g days of %s: not reconstructed",
+                acq.product_id,
+                cfg.max_s1_days,
+                when,
+            )
+            return None
+        return References(t0, s1_t, s1_t0)
+
+    def _reconstruct(
+        self, data: StageInput, index: AcquisitionIndex
+    ) -> tuple[pl.DataFrame | None, list[ParcelEvent]]:
+        acq, cfg = data.acquisition, self.config
+        table = data.observations.filter(
+            (pl.col("source") == "observed") & (pl.col("valid_fraction") < cfg.max_valid_fraction)
+        )
+        missing = [b for b in BANDS if b not in data.observed.rasters.bands]
+        if table.is_empty() or missing:
+            if missing:
+                log.info("%s: no %s: not reconstructed", acq.product_id, ", ".join(missing))
+            return None, []
+        refs = self.references(acq, index)
+        if refs is None:
+            return None, []
+        labels = data.grid.labels.labels
+        need = np.zeros(data.grid.labels.n_parcels + 1, dtype=bool)  # by label (parcel + 1)
+        wanted = table.get_column("parcel_id").to_numpy().astype(str)
+        need[1:] = np.isin(data.grid.ids.astype(str), wanted)
+        rasters, scl_valid = data.observed.rasters, data.observed.valid
+        if scl_valid is None:  # checked by `run`; Sentinel-2 items without SCL are not cloudy
+            return None, []
+        observed_valid = scl_valid & _has_data(rasters)
+        target = need[labels] & ~observed_valid
+        filled = _Filled(rasters, need.size)
+        for rows, cols in _blocks(target, cfg.block_rows, cfg.tile, cfg.overlap):
+            self._fill_block(acq, refs, rows, cols, target, labels, filled)
+        return self._rows(data, refs, need, observed_valid | target, filled)
+
+    def _fill_block(
+        self,
+        acq: Acquisition,
+        refs: References,
+        rows: tuple[int, int, int, int],
+        cols: tuple[int, int],
+        target: BoolArray,
+        labels: npt.NDArray[np.uint32],
+        filled: _Filled,
+    ) -> None:
+        """Reconstruct the target pixels of rows `core0:core1` (read with context rows
+        `ctx0:ctx1`) and columns `c0:c1` into `filled`."""
+        ctx0, core0, core1, ctx1 = rows
+        c0, c1 = cols
+        window = Window(c0, ctx0, c1 - c0, ctx1 - ctx0)
+        t0 = read_acquisition(refs.t0.acquisition(), _with_scl(refs.t0), window)
+        clear_t0 = _reflectance(t0, slice(None), slice(None))
+        if "SCL" in t0.bands:
+            clear_t0[
+                :, ~validity_mask_from_scl(t0.bands["SCL"].data, self.config.mask.invalid_classes)
+            ] = np.nan
+        s1_t = _radar(read_acquisition(refs.s1_t.acquisition(), POLARISATIONS, window))
+        s1_t0 = _radar(read_acquisition(refs.s1_t0.acquisition(), POLARISATIONS, window))
+        empty = [
+            e.product_id
+            for e, s1 in ((refs.s1_t, s1_t), (refs.s1_t0, s1_t0))
+            if np.isnan(s1).all(axis=(1, 2)).any()
+        ]
+        if empty or np.isnan(clear_t0).all():
+            gone = ", ".join(empty) or refs.t0.product_id
+            log.info(
+                "%s: %s has no valid pixel in rows %d-%d: block not reconstructed",
+                acq.product_id,
+                gone,
+                core0,
+                core1,
+            )
+            return
+        span = (slice(ctx0, ctx1), slice(c0, c1))
+        observed = _reflectance(filled.rasters, *span)
+        gap = (acq.acquired - refs.t0.acquired) / timedelta(days=1)
+        out = reconstruct(
+            observed,
+            clear_t0,
+            s1_t,
+            s1_t0,
+            gap,
+            ~target[span],
+            day_of_year=acq.acquired.timetuple().tm_yday - 1,
+            model=self.model(),
+            tile=self.config.tile,
+            overlap=self.config.overlap,
+            batch=self.config.batch,
+        )
+        core = slice(core0 - ctx0, core1 - ctx0)
+        filled.add(
+            (slice(core0, core1), span[1]),
+            out.reflectance[:, core],
+            out.uncertainty[:, core],
+            target[core0:core1, c0:c1],
+            labels[core0:core1, c0:c1],
+        )
+
+    def _rows(
+        self,
+        data: StageInput,
+        refs: References,
+        need: BoolArray,
+        valid: BoolArray,
+        filled: _Filled,
+    ) -> tuple[pl.DataFrame | None, list[ParcelEvent]]:
+        """Zonal statistics of the filled bands for the parcels with reconstructed pixels."""
+        acq = data.acquisition
+        stats = zonal_statistics(
+            data.grid.labels, dict(zip(BANDS, filled.bands, strict=True)), valid
+        )
+        index = stats.get_column("parcel_index").to_numpy()
+        keep = need[index + 1] & (filled.count[index + 1] > 0)
+        if not keep.any():
+            log.info("%s: no parcel pixel could be reconstructed", acq.product_id)
+            return None, []
+        kept = index[keep]
+        rows = validate_observations(
+            stats.filter(pl.Series(keep))
+            .drop("parcel_index")
+            .with_columns(
+                pl.Series("parcel_id", data.grid.ids[kept].astype(str)),
+                pl.lit(acq.acquired).alias("acquired"),
+                pl.lit(acq.sensor).alias("sensor"),
+                pl.lit(acq.product_id).alias("product_id"),
+                pl.lit(acq.tile).alias("tile"),
+                pl.lit("reconstructed").alias("source"),
+            )
+        )
+        sigma = filled.sigma_sum[:, kept + 1] / filled.count[kept + 1]
+        confidence = filled.confidence[kept + 1]
+        events = observation_events(rows, data.detected_at, model=MODEL, stats=EVIDENCE_STATS)
+        observed = data.observations.filter(pl.col("source") == "observed")
+        fractions = dict(
+            zip(
+                observed.get_column("parcel_id").to_list(),
+                observed.get_column("valid_fraction").to_list(),
+                strict=True,
+            )
+        )
+        pixels = rows.get_column("pixel_count").to_numpy()
+        gap = (acq.acquired - refs.t0.acquired) / timedelta(days=1)
+        out = []
+        for i, event in enumerate(events):
+            extra: dict[str, float | None] = {
+                "observed_fraction": fractions.get(event.parcel_id),
+                "reconstructed_fraction": float(filled.count[kept[i] + 1] / pixels[i]),
+                "gap_days": gap,
+                **{f"{b}_uncertainty": float(sigma[j, i]) for j, b in enumerate(BANDS)},
+            }
+            observed_share = fractions.get(event.parcel_id) or 0.0
+            score = min(1.0, observed_share + float(confidence[i] / pixels[i]))
+            out.append(
+                dataclasses.replace(
+                    event,
+                    confidence=score,
+                    evidence=Evidence(
+                        (acq.product_id, *(p for p in refs.product_ids if p != acq.product_id)),
+                        {**event.evidence.stats, **extra},
+                    ),
+                )
+            )
+        return rows, out
+
+
+class _Filled:
+    """The bands of the acquisition with reconstructed pixels written in, and per-parcel sums
+    (by label) of what was reconstructed."""
+
+    def __init__(self, rasters: AcquisitionRasters, n_labels: int) -> None:
+        self.rasters = rasters
+        self.bands = list(_reflectance(rasters, slice(None), slice(None)))
+        self.count = np.zeros(n_labels, dtype=np.float64)
+        self.sigma_sum = np.zeros((len(BANDS), n_labels), dtype=np.float64)
+        self.confidence = np.zeros(n_labels, dtype=np.float64)
+
+    def add(
+        self,
+        span: tuple[slice, slice],
+        reflectance: Float32Array,
+        sigma: Float32Array,
+        target: BoolArray,
+        labels: npt.NDArray[np.uint32],
+    ) -> None:
+        done = target & np.isfinite(reflectance).all(axis=0) & np.isfinite(sigma).all(axis=0)
+        for band, values in zip(self.bands, reflectance, strict=True):
+            band[span][done] = values[done]
+        where = labels[done]
+        n = self.count.size
+        self.count += np.bincount(where, minlength=n)
+        for j in range(len(BANDS)):
+            self.sigma_sum[j] += np.bincount(where, weights=sigma[j][done], minlength=n)
+        mean_sigma = sigma[:, done].mean(axis=0)
+        self.confidence += np.bincount(where, weights=np.exp(-mean_sigma / SIGMA_REF), minlength=n)
+
+
+def _clear_fraction(data: StageInput) -> float | None:
+    """Share of the parcel pixels seen clear (Sentinel-2; None for Sentinel-1)."""
+    if data.acquisition.sensor != "S2" or data.observed.valid is None:
+        return None
+    observed = data.observations.filter(pl.col("source") == "observed")
+    pixels = int(observed.get_column("pixel_count").sum())
+    if pixels == 0:
+        return float(data.observed.valid.mean())
+    return int(observed.get_column("valid_count").sum()) / pixels
+
+
+def _has_data(rasters: AcquisitionRasters) -> BoolArray:
+    valid = np.ones(rasters.shape, dtype=bool)
+    for name in BANDS:
+        valid &= rasters.bands[name].valid_mask()
+    return valid
+
+
+def _physical(band: Band, rows: slice, cols: slice) -> Float32Array:
+    raw = band.data[rows, cols]
+    values = raw.astype(np.float32) * np.float32(band.scale) + np.float32(band.offset)
+    invalid = np.isnan(values)
+    if band.nodata is not None and not math.isnan(band.nodata):
+        invalid |= raw == band.nodata
+    values[invalid] = np.nan
+    return values
+
+
+def _reflectance(rasters: AcquisitionRasters, rows: slice, cols: slice) -> Float32Array:
+    """`[3, h, w]` reflectance of `BANDS` over a part of the rasters, NaN where nodata."""
+    return np.stack([_physical(rasters.bands[b], rows, cols) for b in BANDS])
+
+
+def _radar(rasters: AcquisitionRasters) -> Float32Array:
+    return np.stack([_physical(rasters.bands[p], slice(None), slice(None)) for p in POLARISATIONS])
+
+
+def _with_scl(entry: IndexedAcquisition) -> tuple[str, ...]:
+    return (*BANDS, "SCL") if "SCL" in entry.assets else BANDS
+
+
+def _blocks(
+    target: BoolArray, block_rows: int, tile: int, overlap: int
+) -> list[tuple[tuple[int, int, int, int], tuple[int, int]]]:
+    """Row blocks over the target's bounding columns: ((ctx0, core0, core1, ctx1), (c0, c1)).
+
+    Cores tile the target's rows; context adds `overlap` rows each side; every span is widened
+    to at least `tile` pixels where the grid allows, so the network sees whole windows.
+    """
+    height, width = target.shape
+    rows = np.flatnonzero(target.any(axis=1))
+    cols = np.flatnonzero(target.any(axis=0))
+    if rows.size == 0:
+        return []
+    c0, c1 = _widen(int(cols[0]) - overlap, int(cols[-1]) + 1 + overlap, tile, width)
+    out = []
+    for core0 in range(int(rows[0]), int(rows[-1]) + 1, block_rows):
+        core1 = min(core0 + block_rows, int(rows[-1]) + 1)
+        if not target[core0:core1, c0:c1].any():
+            continue
+        ctx0, ctx1 = _widen(core0 - overlap, core1 + overlap, tile, height)
+        out.append(((ctx0, core0, core1, ctx1), (c0, c1)))
+    return out
+
+
+def _widen(start: int, stop: int, size: int, limit: int) -> tuple[int, int]:
+    """`[start, stop)` clipped to `[0, limit)` and grown to `size` pixels where possible."""
+    start, stop = max(0, start), min(limit, stop)
+    missing = size - (stop - start)
+    if missing > 0:
+        start = max(0, start - missing // 2)
+        stop = min(limit, start + size)
+        start = max(0, stop - size)
+    return start, stop
+
+
+def reconstruction_stage(
+    config: ReconstructionConfig | None = None, **options: Any
+) -> ReconstructionStage:
+    """The stage with the default configuration, or `config`, updated by `options`."""
+    base = config or ReconstructionConfig()
+    return ReconstructionStage(dataclasses.replace(base, **options) if options else base)
