@@ -195,19 +195,24 @@ class AcquisitionIndex:
     """Per tile and season, the acquisitions recorded so far (files under `root`).
 
     `season_of` maps an acquisition time to its season; pass the store's
-    (`ObservationStore.season_of`) so the index and the store agree.
+    (`ObservationStore.season_of`) so the index and the store agree. Listings are read once per
+    instance (and after each `record`): make one instance per acquisition processed, so other
+    workers' entries are seen.
     """
 
     def __init__(self, root: Path, season_of: Callable[[datetime], int]) -> None:
         self.root = Path(root)
         self.season_of = season_of
+        self._listed: dict[tuple[str, int], list[IndexedAcquisition]] = {}
 
     def _folder(self, tile: str, season: int) -> Path:
         return self.root / f"tile={_safe(tile, 'tile id')}" / f"season={int(season)}"
 
     def record(self, entry: IndexedAcquisition) -> Path:
         """Write (or replace) the entry of one product, atomically; return its path."""
-        folder = self._folder(entry.tile, self.season_of(entry.acquired))
+        season = self.season_of(entry.acquired)
+        self._listed.pop((entry.tile, season), None)
+        folder = self._folder(entry.tile, season)
         path = folder / f"{_safe(entry.product_id, 'product id')}.json"
         tmp = folder / f".{path.name}.{uuid.uuid4().hex}.tmp"
         try:
@@ -227,6 +232,12 @@ class AcquisitionIndex:
 
     def entries(self, tile: str, season: int) -> list[IndexedAcquisition]:
         """Every recorded acquisition of a tile and season, in acquisition order."""
+        listed = self._listed.get((tile, season))
+        if listed is None:
+            listed = self._listed[(tile, season)] = self._read(tile, season)
+        return list(listed)
+
+    def _read(self, tile: str, season: int) -> list[IndexedAcquisition]:
         found = []
         for path in sorted(self._folder(tile, season).glob("[!.]*.json")):
             try:

@@ -31,7 +31,7 @@ rows of context; the reference rasters are read for the block only (windowed ras
 A reference without a valid pixel in a block (e.g. radar not covering it) skips that block.
 
 Event confidence: `(observed + sum of exp(-sigma / SIGMA_REF)) / pixel_count`, where the sum runs
-over the reconstructed pixels and sigma is the model's predicted standard deviation averaged over the
+over the reconstructed pixels and sigma is the predicted standard deviation averaged over the
 three bands; `SIGMA_REF` (0.02) is about the model's mean error on held-out data, so a pixel
 predicted at typical error counts for about a third of an observed one. Evidence also names the
 reference products and gives the observed and reconstructed shares and the mean sigma per band.

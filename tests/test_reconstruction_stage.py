@@ -1,0 +1,258 @@
+"""The cloud-removal stage in the engine, on a simulated season replayed with it.
+
+Accuracy is judged against the simulator's clear-sky truth (`truth/s2_clear`): the
+reconstructed parcel means of B04/B08/B11 must be closer to the true clear-sky parcel means than
+the cloudy observation (no mask) and than copying the parcel's mean at the same t0.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import rasterio
+from rasterio.enums import Resampling
+
+from monitor.acquisition_index import INDEX_DIR, AcquisitionIndex
+from monitor.catalog import Catalog, read_catalog
+from monitor.errors import ConfigError
+from monitor.events import ParcelEvent, validate_event
+from monitor.kernels import zonal_statistics
+from monitor.parcels import ParcelSet, load_parcels
+from monitor.pipeline import Engine, EngineConfig
+from monitor.replay import ReplayOutputs, replay_catalog
+from monitor.stac import Acquisition
+from monitor.stages.reconstruction import (
+    ReconstructionConfig,
+    ReconstructionStage,
+    reconstruction_stage,
+)
+from monitor.store import ObservationStore
+from monitor.zonal import parcel_grid
+
+BANDS = ("B04", "B08", "B11")
+
+
+@dataclass(frozen=True)
+class Season:
+    sim: Path
+    parcels: ParcelSet
+    catalog: Catalog
+    store: ObservationStore
+    events: list[ParcelEvent]
+
+    def acquisition(self, product_id: str) -> Acquisition:
+        (entry,) = [e for e in self.catalog.entries if e.acquisition.product_id == product_id]
+        return entry.acquisition
+
+
+@pytest.fixture(scope="module")
+def season(tmp_path_factory: pytest.TempPathFactory) -> Season:
+    """A 256 px, 60-parcel season (April to mid-July) replayed with the stage."""
+    root = tmp_path_factory.mktemp("recon")
+    sim = root / "sim"
+    from monitor.simulate import simulate_season
+
+    simulate_season(sim, 256, 60, 2025, seed=3, start=date(2025, 4, 1), end=date(2025, 7, 15))
+    parcels = load_parcels(sim / "parcels.parquet")
+    catalog = read_catalog(sim)
+    store = ObservationStore(root / "store")
+    engine = Engine(EngineConfig(parcels, store, stages=[ReconstructionStage()]))
+    outputs = ReplayOutputs.to_file(root / "events.jsonl")
+    replay_catalog(catalog, engine, outputs, {"test": "reconstruction"})
+    assert outputs.events is not None
+    lines = outputs.events.read_bytes().splitlines()
+    return Season(sim, parcels, catalog, store, [ParcelEvent.from_json(x) for x in lines])
+
+
+def _parcel_means(acq: Acquisition, parcels: ParcelSet, folder: Path) -> pl.DataFrame:
+    """Unmasked parcel means of `BANDS` read from `folder` (20 m B11 replicated to 10 m)."""
+    grid = parcel_grid(acq, parcels)
+    bands = {}
+    for band in BANDS:
+        with rasterio.open(folder / f"{band}.tif") as src:
+            bands[band] = src.read(1, out_shape=acq.shape, resampling=Resampling.nearest)
+    stats = zonal_statistics(grid.labels, bands, None, scales=1e-4, nodata=0, ndvi=None)
+    ids = grid.ids[stats.get_column("parcel_index").to_numpy()].astype(str)
+    return stats.select(pl.Series("parcel_id", ids), *[f"{b}_mean" for b in BANDS])
+
+
+def _long(df: pl.DataFrame, name: str) -> pl.DataFrame:
+    return df.unpivot(
+        [f"{b}_mean" for b in BANDS], index=["product_id", "parcel_id"], variable_name="band"
+    ).rename({"value": name})
+
+
+def test_reconstructed_means_beat_the_cloudy_observation_and_copying_t0(season: Season) -> None:
+    rows = season.store.scan().collect()
+    rebuilt = rows.filter(pl.col("source") == "reconstructed")
+    observed = rows.filter(pl.col("source") == "observed")
+    t0_of = {
+        (e.parcel_id, e.evidence.product_ids[0]): e.evidence.product_ids[1]
+        for e in season.events
+        if e.type == "reconstruction"
+    }
+    truth, cloudy = [], []
+    for product_id in rebuilt.get_column("product_id").unique().to_list():
+        acq = season.acquisition(product_id)
+        item_folder = Path(next(iter(acq.assets.values())).href).parent
+        for name, folder, out in (
+            ("truth", season.sim / "truth" / "s2_clear" / product_id, truth),
+            ("cloudy", item_folder, cloudy),
+        ):
+            means = _parcel_means(acq, season.parcels, folder)
+            out.append(_long(means.with_columns(pl.lit(product_id).alias("product_id")), name))
+    copy = _long(
+        rebuilt.select("product_id", "parcel_id")
+        .with_columns(
+            pl.struct("parcel_id", "product_id")
+            .map_elements(lambda r: t0_of[(r["parcel_id"], r["product_id"])], pl.String)
+            .alias("t0")
+        )
+        .join(
+            observed.select(
+                pl.col("product_id").alias("t0"), "parcel_id", *[f"{b}_mean" for b in BANDS]
+            ),
+            on=["t0", "parcel_id"],
+        )
+        .drop("t0"),
+        "copy",
+    )
+    table = (
+        _long(rebuilt, "rebuilt")
+        .join(pl.concat(truth), on=["product_id", "parcel_id", "band"])
+        .join(pl.concat(cloudy), on=["product_id", "parcel_id", "band"])
+        .join(copy, on=["product_id", "parcel_id", "band"])
+    )
+    assert table.height == rebuilt.height * len(BANDS)
+    errors = {
+        name: float(table.select((pl.col(name) - pl.col("truth")).abs().mean()).item())
+        for name in ("rebuilt", "cloudy", "copy")
+    }
+    # Measured on this season: rebuilt 0.0220, copy-last-clear 0.0222, cloudy 0.187 (MAE,
+    # reflectance, 969 parcel-band means): the model only just beats copying t0 (see report).
+    assert table.height >= 300
+    assert errors["rebuilt"] < 0.2 * errors["cloudy"]
+    assert errors["rebuilt"] < errors["copy"]
+
+
+def test_reconstruction_events_name_their_references_and_uncertainty(season: Season) -> None:
+    rebuilt = season.store.scan().filter(pl.col("source") == "reconstructed").collect()
+    events = [e for e in season.events if e.type == "reconstruction"]
+    assert len(events) == rebuilt.height > 0
+    observed = season.store.scan().filter(pl.col("source") == "observed").collect()
+    fraction = {
+        (r["parcel_id"], r["product_id"]): r["valid_fraction"]
+        for r in observed.iter_rows(named=True)
+    }
+    sensors = dict(observed.select("product_id", "sensor").unique().iter_rows())
+    for event in events:
+        validate_event(event.to_dict())
+        product, t0, *radar = event.evidence.product_ids
+        assert sensors[product] == "S2"
+        assert sensors[t0] == "S2"
+        assert t0 < product  # ids sort by date: t0 is earlier
+        assert radar
+        assert all(sensors[p] == "S1" for p in radar)
+        stats = event.evidence.stats
+        assert fraction[(event.parcel_id, product)] < ReconstructionConfig().max_valid_fraction
+        assert stats["observed_fraction"] == fraction[(event.parcel_id, product)]
+        reconstructed = stats["reconstructed_fraction"]
+        assert reconstructed is not None
+        assert reconstructed > 0
+        assert all((stats[f"{b}_uncertainty"] or 0.0) > 0 for b in BANDS)
+        assert 0 < event.confidence < 1
+    # More clear pixels or less uncertainty give more confidence: confidence falls with sigma.
+    fully = [e for e in events if e.evidence.stats["observed_fraction"] == 0]
+    sigma = np.array([e.evidence.stats["B08_uncertainty"] for e in fully], dtype=float)
+    confidence = np.array([e.confidence for e in fully])
+    assert np.corrcoef(sigma, confidence)[0, 1] < -0.5
+
+
+def test_reprocessing_a_product_replaces_its_reconstructed_rows(
+    season: Season, tmp_path: Path
+) -> None:
+    root = tmp_path / "store"
+    shutil.copytree(season.store.root, root)
+    store = ObservationStore(root)
+    product = next(e.evidence.product_ids[0] for e in season.events if e.type == "reconstruction")
+    before = store.scan().filter(pl.col("source") == "reconstructed").collect()
+    engine = Engine(EngineConfig(season.parcels, store, stages=[reconstruction_stage()]))
+    result = engine.process(season.acquisition(product))
+    after = store.scan().filter(pl.col("source") == "reconstructed").collect()
+    key = ["product_id", "parcel_id"]
+    assert after.height == before.height
+    assert after.select(key).is_duplicated().sum() == 0
+    assert after.sort(key).equals(before.sort(key))
+    first = [e for e in season.events if e.evidence.product_ids[0] == product]
+    again = [e for e in result.events if e.type in ("observation", "reconstruction")]
+    assert sorted(e.to_json() for e in again) == sorted(e.to_json() for e in first)
+
+
+def test_no_reference_no_reconstruction_and_late_radar_counts_on_reprocessing(
+    season: Season, tmp_path: Path
+) -> None:
+    event = next(e for e in season.events if e.type == "reconstruction")
+    product, t0, *radar = event.evidence.product_ids
+    store = ObservationStore(tmp_path / "store")
+    engine = Engine(EngineConfig(season.parcels, store, stages=[reconstruction_stage()]))
+
+    def types(product_id: str) -> Mapping[str, int]:
+        result = engine.process(season.acquisition(product_id))
+        found = pl.Series([e.type for e in result.events], dtype=pl.String)
+        return dict(found.value_counts().iter_rows())
+
+    # Cloudy S2 first: no t0 yet; then its t0 but no radar: nothing reconstructed either way.
+    assert "reconstruction" not in types(product)
+    assert "reconstruction" not in types(t0)
+    assert "reconstruction" not in types(product)
+    assert not store.has_product(product, event.tile, 2025, "reconstructed")
+    index = AcquisitionIndex(store.root / INDEX_DIR, store.season_of)
+    assert {e.product_id for e in index.entries(event.tile, 2025)} == {product, t0}
+    # The radar arrives late: it does not reconstruct by itself; reprocessing the S2 does.
+    for s1 in radar:
+        assert "reconstruction" not in types(s1)
+    assert types(product)["reconstruction"] > 0
+    assert store.has_product(product, event.tile, 2025, "reconstructed")
+
+
+def test_small_blocks_give_the_same_parcels_and_nearly_the_same_means(
+    season: Season, tmp_path: Path
+) -> None:
+    """Blocks of 40 rows (context widened to a 128 px window): seams only at block edges."""
+    store = ObservationStore(tmp_path / "store")
+    shutil.copytree(season.store.root / INDEX_DIR, store.root / INDEX_DIR)
+    event = next(e for e in season.events if e.type == "reconstruction")
+    product = event.evidence.product_ids[0]
+    stage = reconstruction_stage(block_rows=40)
+    result = Engine(EngineConfig(season.parcels, store, stages=[stage])).process(
+        season.acquisition(product)
+    )
+    small = result.observations.filter(pl.col("source") == "reconstructed").sort("parcel_id")
+    whole = (
+        season.store.scan()
+        .filter((pl.col("source") == "reconstructed") & (pl.col("product_id") == product))
+        .collect()
+        .sort("parcel_id")
+    )
+    assert small.get_column("parcel_id").to_list() == whole.get_column("parcel_id").to_list()
+    assert small.get_column("valid_count").equals(whole.get_column("valid_count"))
+    for band in (*BANDS, "NDVI"):
+        diff = (small.get_column(f"{band}_mean") - whole.get_column(f"{band}_mean")).abs()
+        assert float(diff.max() or 0.0) < 2e-3
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"max_valid_fraction": 1.5}, {"min_clear_fraction": -0.1}, {"max_s1_days": float("nan")},
+     {"block_rows": 0}],
+)  # fmt: skip
+def test_bad_settings_are_refused(options: dict[str, float]) -> None:
+    with pytest.raises(ConfigError, match="reconstruction"):
+        reconstruction_stage(**options)
