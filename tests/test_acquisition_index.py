@@ -33,9 +33,16 @@ def _entry(
         for k in keys
     }
     return IndexedAcquisition(
-        product_id, sensor, "31UFS", T + timedelta(days=days), 32631, transform, (64, 64),
-        MappingProxyType(assets), clear,
-    )  # fmt: skip
+        product_id,
+        sensor,
+        "31UFS",
+        T + timedelta(days=days),
+        32631,
+        transform,
+        (64, 64),
+        MappingProxyType(assets),
+        clear,
+    )
 
 
 def _target(days: float = 0.0) -> Acquisition:

@@ -250,9 +250,13 @@ def test_small_blocks_give_the_same_parcels_and_nearly_the_same_means(
 
 @pytest.mark.parametrize(
     "options",
-    [{"max_valid_fraction": 1.5}, {"min_clear_fraction": -0.1}, {"max_s1_days": float("nan")},
-     {"block_rows": 0}],
-)  # fmt: skip
+    [
+        {"max_valid_fraction": 1.5},
+        {"min_clear_fraction": -0.1},
+        {"max_s1_days": float("nan")},
+        {"block_rows": 0},
+    ],
+)
 def test_bad_settings_are_refused(options: dict[str, float]) -> None:
     with pytest.raises(ConfigError, match="reconstruction"):
         reconstruction_stage(**options)
