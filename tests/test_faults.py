@@ -173,7 +173,6 @@ def test_an_acquisition_published_twice_or_reprocessed_is_emitted_once(
     publish(kafka_bootstrap, topics.source, first_run)
     summary = _in_process_worker(kafka_bootstrap, topics, store, "dup-1").run()
     assert (summary.acquisitions, summary.duplicates) == (len(ALL), 2)
-    product = read_item(s2).product_id
     kept = ObservationStore(store).products()
     kept_bytes = {p.path.name: p.path.read_bytes() for p in kept}
 
