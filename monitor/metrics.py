@@ -35,6 +35,11 @@ class WorkerMetrics:
             ["error"],
             registry=r,
         )
+        self.duplicates = Counter(
+            "parcel_monitor_acquisitions_duplicate",
+            "Acquisition messages skipped: their product's events were committed already",
+            registry=r,
+        )
         self.parcels = Counter(
             "parcel_monitor_parcels_observed", "Parcel observations committed", registry=r
         )

@@ -32,6 +32,8 @@ from monitor.errors import AssetError, ConfigError, CrsMismatch
 from monitor.stac import Acquisition, Asset, Transform
 
 DEFAULT_MAX_BYTES = 4 * 2**30
+#: Class rasters, not measurements: an acquisition of nothing but these has no data.
+CLASS_BANDS = frozenset({"SCL"})
 # Sentinel-2 resolutions are 10, 20 and 60 m: a band may be 1, 2 or 6 times coarser than the grid.
 NATIVE_FACTORS = (1, 2, 6)
 # No directory listing per open (sidecar lookups cost a round trip on object storage); deflate
@@ -92,8 +94,10 @@ def read_acquisition(
     """Read `bands` (default: every asset of `acq`) onto the item grid, or a `window` of it.
 
     `window` is in item-grid pixels (integer offsets and sizes). Refuses with `AssetError` a
-    missing, unreadable, truncated or off-grid asset, or more than `max_bytes` to allocate, and
-    with `CrsMismatch` a raster whose CRS is not the declared `proj:epsg`.
+    missing, unreadable, truncated or off-grid asset, more than `max_bytes` to allocate, or a
+    whole acquisition whose every data band is nodata (one empty band among others is only
+    listed in `empty_bands`), and with `CrsMismatch` a raster whose CRS is not the declared
+    `proj:epsg`.
     """
     names = list(acq.assets) if bands is None else list(dict.fromkeys(bands))
     missing = [name for name in names if name not in acq.assets]
@@ -113,13 +117,20 @@ def read_acquisition(
             out[name] = _to_db(
                 Band(name, data, asset.scale, asset.offset, nodata, asset.unit, factors[name])
             )
+    empty = tuple(name for name, band in out.items() if not band.valid_mask().any())
+    data_bands = [name for name in out if name not in CLASS_BANDS]
+    if window is None and data_bands and set(data_bands) <= set(empty):
+        raise AssetError(
+            f"item {acq.product_id!r}: no valid pixel in any band ({', '.join(data_bands)}): "
+            "every pixel is nodata"
+        )
     a, b, c, d, e, f = acq.transform
     return AcquisitionRasters(
         acquisition=acq,
         transform=(a, b, c + a * col0, d, e, f + e * row0),
         shape=(height, width),
         bands=MappingProxyType(out),
-        empty_bands=tuple(name for name, band in out.items() if not band.valid_mask().any()),
+        empty_bands=empty,
     )
 
 

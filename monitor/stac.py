@@ -33,6 +33,10 @@ S1_UNITS = {"db": "dB", "linear": "linear"}
 # An acquisition stamped a few minutes ahead of our clock is skew, not a forged message.
 DEFAULT_CLOCK_SKEW = timedelta(minutes=10)
 REMOTE_SCHEMES = frozenset({"http", "https", "s3"})
+#: Largest grid side accepted (an MGRS tile at 10 m is 10 980 px): the label raster of the
+#: declared grid is allocated before any raster is read, so a forged `proj:shape` must not
+#: reach it.
+MAX_GRID_SIDE = 16_384
 _MGRS = re.compile(r"^(0?[1-9]|[1-5][0-9]|60)[C-HJ-NP-X][A-HJ-NP-Z][A-HJ-NP-V]$")
 _MAX_SHOWN = 80
 
@@ -308,6 +312,8 @@ def _shape(raw: object, item_id: str, where: str) -> tuple[int, int]:
         or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in raw)
     ):
         raise _fail(item_id, where, f"[height, width] positive integers expected: {_shown(raw)}")
+    if max(raw) > MAX_GRID_SIDE:
+        raise _fail(item_id, where, f"{raw[0]}x{raw[1]} px is over {MAX_GRID_SIDE} px a side")
     return raw[0], raw[1]
 
 

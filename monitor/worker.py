@@ -15,17 +15,36 @@ a CRS or grid without parcels, statistics that break the table or event contract
 transaction is aborted, the consumer goes back to the committed offsets and the batch is retried
 with exponential backoff, forever; the partition waits rather than losing an acquisition.
 
+Each acquisition once: the worker keeps a ledger of the products whose events are committed,
+a topic (`acquisitions.done`, key `TILE/PRODUCT_ID`, value a digest of the item) written in the
+same transaction as the events and offsets, and read back (read_committed) whenever partitions
+are assigned, so it also knows what other members committed. A message whose product is in the
+ledger is skipped and its offset committed: the same item published twice, or a newer
+reprocessing of a product id already processed, emits nothing more and leaves the store as it
+is. The first committed version of a product is the one kept (store rows and events); a new
+ESA processing baseline has a new product id and is a new product.
+
 Zombie fencing: the producer's `transactional_id` is `parcel-monitor-{worker_name}`, stable
 across restarts of one instance. A restarted instance aborts what its killed predecessor left
 open at once, and an old instance still running with that name is fenced (its next
 transactional call fails and it exits with an error). Two live instances must therefore never
 share a `worker_name`. Offsets are committed with the consumer's group metadata (KIP-447), so a
-worker that lost its partitions in a rebalance cannot commit them either.
+worker that lost its partitions in a rebalance cannot commit them either. A fenced producer
+may report the fence through a generic `KafkaError` ("...in an error state: ProducerFencedError")
+from whatever transactional call comes next: the worker asks the producer's transaction state,
+never builds a new producer over a fence, and stops.
+
+Fault injection for the fault tests: with `PARCEL_MONITOR_EXIT_AFTER_STORE=N` in its
+environment, the worker process exits at once (`os._exit(86)`) right after the store write of
+its N-th acquisition, before the events are sent and the transaction commits: the crash between
+store write and commit, as a real process exit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
 import socket
 import threading
@@ -52,7 +71,7 @@ from monitor.errors import BrokerError, ConfigError, ModelError, MonitorError, S
 from monitor.kafka_config import KafkaSetting, client_settings, describe
 from monitor.metrics import WorkerMetrics
 from monitor.pipeline import AcquisitionResult, Engine
-from monitor.stac import HrefPolicy
+from monitor.stac import Acquisition, HrefPolicy
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +92,15 @@ EVENT_PRODUCER_SETTINGS: Mapping[str, KafkaSetting] = MappingProxyType(
         # Above max_transaction_seconds plus one full-tile acquisition.
         "transaction_timeout_ms": 300_000,
     }
+)
+#: Environment variable of the store-write crash injection (see the module docstring).
+EXIT_AFTER_STORE_ENV = "PARCEL_MONITOR_EXIT_AFTER_STORE"
+EXIT_AFTER_STORE_CODE = 86
+#: Longest wait for the ledger to be read up to its end before the batch is retried.
+LEDGER_CATCH_UP_SECONDS = 60.0
+#: Consumer settings of group membership, not for the ledger's group-less consumer.
+_GROUP_KEYS = frozenset(
+    {"session_timeout_ms", "heartbeat_interval_ms", "max_poll_interval_ms", "group_instance_id"}
 )
 _MAX_REASON = 500
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
@@ -164,6 +192,8 @@ class WorkerConfig:
     source_topic: str = "acquisitions"
     events_topic: str = "parcel-events"
     dlq_topic: str = "acquisitions.dlq"
+    #: The ledger of products whose events are committed (see the module docstring).
+    ledger_topic: str = "acquisitions.done"
     #: Stop after this many seconds without a new message, counted from the first partition
     #: assignment (None: run until stopped).
     exit_when_idle: float | None = None
@@ -195,6 +225,8 @@ class WorkerSummary:
 
     acquisitions: int = 0
     dead_letters: int = 0
+    #: Messages skipped because their product's events were already committed.
+    duplicates: int = 0
     parcels: int = 0
     events_by_type: Counter[str] = field(default_factory=Counter)
     transactions: int = 0
@@ -212,6 +244,7 @@ class WorkerSummary:
             [
                 f"acquisitions processed: {self.acquisitions}",
                 f"dead letters: {self.dead_letters}",
+                f"duplicates skipped: {self.duplicates}",
                 f"parcel observations: {self.parcels}",
                 f"events: {self.events}" + (f" ({by_type})" if by_type else ""),
                 f"transactions: {self.transactions} committed, {self.aborted} aborted, "
@@ -228,7 +261,69 @@ class _Tally:
     dead_letters: Counter[str] = field(default_factory=Counter)
     parcels: int = 0
     events: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    #: Ledger entries (key → item digest) of the products processed in this transaction.
+    done: dict[str, str] = field(default_factory=dict)
     offsets: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
+
+
+def ledger_key(acq: Acquisition) -> str:
+    """The ledger key of an acquisition: `TILE/PRODUCT_ID` (event ids hash both)."""
+    return f"{acq.tile}/{acq.product_id}"
+
+
+def fenced_error(exc: BaseException, producer: Any) -> BaseException | None:
+    """The fatal Kafka error behind `exc`, or None when a retry may succeed.
+
+    kafka-python raises the fence itself from some calls, and from others (`send`, `begin`,
+    `abort` after the fence) a plain `KafkaError` saying the producer is in an error state:
+    its transaction manager then holds the fatal error.
+    """
+    candidates: list[BaseException] = [exc]
+    manager = getattr(producer, "_transaction_manager", None)
+    if manager is not None and manager.has_fatal_error() and manager.last_error is not None:
+        candidates.append(manager.last_error)
+    return next((c for c in candidates if isinstance(c, FATAL_KAFKA_ERRORS)), None)
+
+
+class _Ledger:
+    """The committed products, read (read_committed) from the ledger topic."""
+
+    def __init__(self, bootstrap: str, topic: str, settings: Mapping[str, KafkaSetting]) -> None:
+        self.topic = topic
+        self.done: dict[str, str] = {}
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            **settings,
+        )
+        self._assigned: list[TopicPartition] = []
+
+    def catch_up(self, timeout_s: float = LEDGER_CATCH_UP_SECONDS) -> None:
+        """Read the ledger up to its last stable offset (`BrokerError` after `timeout_s`)."""
+        consumer = self._consumer
+        partitions = consumer.partitions_for_topic(self.topic)
+        if not partitions:  # not created yet: nothing was ever committed to it
+            return
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        if tps != self._assigned:
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            self._assigned = tps
+        end = consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise BrokerError(f"ledger topic {self.topic}: not read to its end in {timeout_s}s")
+            for batch in consumer.poll(timeout_ms=200).values():
+                for record in batch:
+                    if record.key is not None:
+                        self.done[record.key.decode()] = (record.value or b"").decode()
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 class _Rebalanced(Exception):
@@ -271,6 +366,11 @@ class Worker:
         # whole session timeout for a dead member) and restarts on every reassignment.
         self._assigned_at: float | None = None
         self._last_message = 0.0
+        self._ledger: _Ledger | None = None
+        self._ledger_stale = threading.Event()
+        self._stored = 0
+        exit_after = os.environ.get(EXIT_AFTER_STORE_ENV, "")
+        self._exit_after_store = int(exit_after) if exit_after.isdigit() else None
 
     def stop(self) -> None:
         """Ask the worker to finish the current message, commit, and return from `run`."""
@@ -312,6 +412,8 @@ class Worker:
                 **{"max_poll_records": cfg.max_batch, **consumer_settings},
             )
             self._consumer.subscribe([cfg.source_topic], listener=_Listener(self))
+            ledger_settings = {k: v for k, v in consumer_settings.items() if k not in _GROUP_KEYS}
+            self._ledger = _Ledger(cfg.bootstrap, cfg.ledger_topic, ledger_settings)
             self._producer = self._new_producer(producer_settings)
         except KafkaError as exc:
             raise BrokerError(f"worker {cfg.worker_name}: Kafka at {cfg.bootstrap}: {exc}") from exc
@@ -341,6 +443,8 @@ class Worker:
                 log.warning("worker %s: abort at exit failed: %s", self.config.worker_name, exc)
         if self._consumer is not None:
             self._consumer.close()
+        if self._ledger is not None:
+            self._ledger.close()
         if self._producer is not None:
             self._producer.close(timeout=10)
 
@@ -361,12 +465,14 @@ class Worker:
                 log.info("worker %s: partitions revoked mid-transaction, aborted", cfg.worker_name)
                 recovering = True
                 continue
-            except FATAL_KAFKA_ERRORS as exc:
-                raise BrokerError(
-                    f"worker {cfg.worker_name} (transactional id {cfg.transactional_id}) cannot "
-                    f"go on: {exc}; is another instance running with the same worker name?"
-                ) from exc
             except Exception as exc:
+                fatal = fenced_error(exc, self._producer)
+                if fatal is not None:
+                    raise BrokerError(
+                        f"worker {cfg.worker_name} (transactional id {cfg.transactional_id}) "
+                        f"cannot go on: {type(fatal).__name__}: {fatal}; is another instance "
+                        "running with the same worker name?"
+                    ) from exc
                 # Not the message's fault: retry the batch from the committed offsets.
                 log.error(
                     "worker %s: %s: %s; retrying in %.1fs",
@@ -401,6 +507,7 @@ class Worker:
             return False
         self._last_message = time.monotonic()  # also when the batch then fails and is retried
         records = [record for tp in sorted(polled) for record in polled[tp]]
+        self._catch_up_ledger()
         group = self._consumer.group_metadata()
         self._begin()
         tally = _Tally()
@@ -418,13 +525,49 @@ class Worker:
         self._commit(tally, group)
         return True
 
+    def _catch_up_ledger(self) -> None:
+        """Read what other members committed to the ledger since the last assignment."""
+        if self._ledger is not None and self._ledger_stale.is_set():
+            self._ledger_stale.clear()
+            try:
+                self._ledger.catch_up()
+            except BaseException:
+                self._ledger_stale.set()
+                raise
+
+    def _is_done(self, key: str, digest: str, record: Any, tally: _Tally) -> bool:
+        """True (and logged) when the product's events are committed or in this transaction."""
+        ledger = self._ledger.done if self._ledger is not None else {}
+        seen = ledger.get(key, tally.done.get(key))
+        if seen is None:
+            return False
+        what = "the same item" if seen == digest else "another version of the product"
+        log.warning(
+            "duplicate partition=%d offset=%d product=%s: %s was processed already; the first "
+            "processed version is kept, skipped",
+            record.partition,
+            record.offset,
+            key,
+            what,
+        )
+        return True
+
     def _process(self, record: Any, tally: _Tally) -> None:
         """Send one message's events, or its dead letter, into the open transaction."""
         start = time.perf_counter()
         try:
             acq = self.engine.parse(record.value or b"", base=None)
             parse_seconds = time.perf_counter() - start
+            key = ledger_key(acq)
+            digest = hashlib.sha256(record.value or b"").hexdigest()[:32]
+            if self._is_done(key, digest, record, tally):
+                tally.duplicates += 1
+                return
             result = self.engine.process(acq)
+            self._stored += 1
+            if self._exit_after_store == self._stored:
+                log.error("%s=%d: exit after the store write", EXIT_AFTER_STORE_ENV, self._stored)
+                os._exit(EXIT_AFTER_STORE_CODE)
             # Serialised before any send, so a failure cannot leave half an acquisition behind.
             values = [(event.parcel_id.encode(), event.to_json()) for event in result.events]
         except MonitorError as exc:
@@ -435,6 +578,8 @@ class Worker:
             return
         send_start = time.perf_counter()
         send_events(self._producer, self.config.events_topic, values)
+        self._producer.send(self.config.ledger_topic, key=key.encode(), value=digest.encode())
+        tally.done[key] = digest
         seconds = {"parse": parse_seconds, **result.stage_seconds}
         seconds["send"] = time.perf_counter() - send_start
         for stage, value_s in seconds.items():
@@ -499,6 +644,10 @@ class Worker:
         summary = self.summary
         summary.acquisitions += sum(tally.sensors.values())
         summary.dead_letters += sum(tally.dead_letters.values())
+        summary.duplicates += tally.duplicates
+        if self._ledger is not None:
+            self._ledger.done.update(tally.done)
+        self.metrics.duplicates.inc(tally.duplicates)
         summary.parcels += tally.parcels
         summary.events_by_type.update(tally.events)
         for sensor, n in tally.sensors.items():
@@ -533,9 +682,9 @@ class Worker:
         if self._in_transaction:
             try:
                 self._abort()
-            except FATAL_KAFKA_ERRORS:
-                raise  # fenced: a new producer would fence the instance that fenced this one
             except KafkaError as exc:
+                if fenced_error(exc, self._producer) is not None:
+                    raise  # fenced: a new producer would fence the instance that fenced this one
                 # The producer is in a state that cannot abort: a new one with the same
                 # transactional id aborts the open transaction in init_transactions.
                 log.warning(
@@ -567,6 +716,7 @@ class Worker:
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._assigned_at = time.monotonic()
+        self._ledger_stale.set()
         # Newly assigned partitions have no position yet: the consumer fetches their committed
         # offsets before the first fetch, so processing resumes where the group left off.
         log.info(

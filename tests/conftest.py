@@ -6,10 +6,15 @@ The Kafka fixtures run a real broker (see `monitor.broker`); tests using them ar
 
 from __future__ import annotations
 
+import subprocess
 import warnings
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.kafka_workers import Topics
 
 from monitor.broker import BrokerHandle, ClusterHandle, start_broker, start_cluster, stop_broker
 
@@ -62,3 +67,25 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterH
         yield cluster
     finally:
         stop_broker(data_dir)
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> Topics:
+    """A test's own source, events, dead-letter and ledger topics on the session broker."""
+    # Imported here: kafka-python must load after pytest_configure has set the warning filters.
+    from tests.kafka_workers import new_topics
+
+    return new_topics(kafka_bootstrap)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Worker processes a test started; killed at the end if still running."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -216,6 +216,21 @@ def test_band_entirely_nodata_is_reported_not_refused(tmp_path: Path) -> None:
     assert rasters.bands["B08"].valid_mask().all()
 
 
+def test_acquisition_with_every_band_nodata_is_refused(tmp_path: Path) -> None:
+    folder = item_copy(MOL_S2, tmp_path)
+    acq = acquisition(folder)
+    data_bands = [name for name in acq.assets if name != "SCL"]
+    for name in data_bands:
+        with rasterio.open(acq.assets[name].href) as src:
+            shape, dtype = (src.height, src.width), src.dtypes[0]
+        write_tif(folder / f"{name}.tif", np.zeros(shape, dtype), nodata=0)
+    message = refused(folder, AssetError, "no valid pixel in any band")
+    assert all(name in message for name in data_bands)
+    # A window of an empty acquisition is only reported: a tile edge may be empty.
+    part = read_acquisition(acquisition(folder), window=Window(0, 0, 8, 8))
+    assert set(data_bands) <= set(part.empty_bands)
+
+
 # --- bad rasters ----------------------------------------------------------------------------
 
 

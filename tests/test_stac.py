@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sample_data import sample_dir
 
-from monitor.errors import AssetError, InvalidAcquisition
+from monitor.errors import AssetError, InvalidAcquisition, MonitorError
 from monitor.stac import Acquisition, HrefPolicy, parse_item, read_item
 
 ITEMS = sorted(sample_dir().glob("*/s[12]/*/item.json"))
@@ -175,6 +175,8 @@ def test_missing_projection_field(field: str) -> None:
         ("proj:transform", [0.0, 0.0, 643260.0, 0.0, -10.0, 5676480.0]),
         ("proj:shape", [66, 0]),
         ("proj:shape", [66.5, 64]),
+        # Far larger than any tile: refused before a label raster of that size is allocated.
+        ("proj:shape", [1_000_000, 1_000_000]),
         ("proj:epsg", "32631"),
     ],
 )
@@ -421,3 +423,45 @@ def test_any_href_resolves_or_is_refused(item: dict[str, Any]) -> None:
 def test_any_payload_parses_or_is_refused(payload: bytes | str) -> None:
     with pytest.raises(InvalidAcquisition):
         parse_item(payload, base=MOL_S2)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from monitor.parcels import load_parcels
+    from monitor.pipeline import Engine, EngineConfig
+    from monitor.store import ObservationStore
+
+    parcels = load_parcels(sample_dir() / "mol-2023" / "segments.gpkg", id_column="segment_id")
+    store = ObservationStore(tmp_path_factory.mktemp("store"))
+    return Engine(EngineConfig(parcels, store, href_policy=HrefPolicy(roots=(MOL_S2,))))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stac_like(_local_hrefs | st.text(max_size=30)))
+def test_the_whole_ingest_path_only_dead_letters_bad_messages(
+    engine: Any, item: dict[str, Any]
+) -> None:
+    """Random items through what the worker runs per message (parse, read, zonal, store):
+    each is processed or refused with a message fault (a dead letter), never another error,
+    which the worker would retry forever."""
+    from monitor.worker import is_message_fault
+
+    payload = json.dumps(item, allow_nan=False) if _plain_json(item) else b"\xff"
+    refusal: MonitorError | None = None
+    try:
+        result = engine.process(engine.parse(payload, base=MOL_S2))
+    except MonitorError as exc:
+        refusal = exc
+    if refusal is None:
+        assert result.observations.height > 0
+    else:
+        assert is_message_fault(refusal), f"{type(refusal).__name__}: {refusal}"
+        assert "\n" not in str(refusal)
+
+
+def _plain_json(item: dict[str, Any]) -> bool:
+    try:
+        json.dumps(item, allow_nan=False)
+    except ValueError:
+        return False
+    return True

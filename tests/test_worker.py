@@ -1,8 +1,9 @@
 """The streaming worker against a real Kafka broker and the bundled Mol sample.
 
-End to end (22 acquisitions x 42 parcels), dead letters, a worker killed mid-transaction and
-restarted, SIGTERM, plus the pieces that need no broker (settings file, error classes, metrics
-endpoint). Each Kafka test uses its own topics and group, so tests do not see each other's data.
+End to end (22 acquisitions x 42 parcels), dead letters, fencing, SIGTERM, plus the pieces that
+need no broker (settings file, error classes, metrics endpoint, secrets kept out of logs). The
+fault tests (crashes, rebalances, a broker down, duplicates, backlog) are in `test_faults.py`.
+Each Kafka test uses its own topics and group, so tests do not see each other's data.
 """
 
 from __future__ import annotations
@@ -10,21 +11,18 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
 import uuid
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+import rasterio
+from kafka import KafkaProducer
 
-from monitor.broker import create_topics
 from monitor.errors import (
     AssetError,
     BrokerError,
@@ -49,29 +47,28 @@ from monitor.worker import (
     href_policy,
     is_message_fault,
 )
-from tests.sample_data import sample_dir, sample_path
-
-PARCELS = sample_path("mol-2023", "segments.gpkg")
-ITEMS = sorted(sample_path("mol-2023").glob("s[12]/*/item.json"))
-N_PARCELS = 42
-CLI = [sys.executable, "-m", "monitor.cli"]
-# A dead worker's partitions move on once its session expires: the broker's minimum, for speed.
-FAST_SESSION = "session_timeout_ms=6000\nheartbeat_interval_ms=1000\n"
-
-
-@dataclass(frozen=True)
-class Topics:
-    source: str
-    events: str
-    dlq: str
-
-
-@pytest.fixture
-def topics(kafka_bootstrap: str) -> Topics:
-    suffix = uuid.uuid4().hex[:8]
-    names = Topics(f"acq-{suffix}", f"events-{suffix}", f"dlq-{suffix}")
-    create_topics(kafka_bootstrap, {names.source: 3, names.events: 3, names.dlq: 1})
-    return names
+from tests.kafka_workers import (
+    CLI,
+    ITEMS,
+    N_PARCELS,
+    PARCELS,
+    Topics,
+    absolute_item,
+    check_events,
+    end,
+    finish,
+    item_message,
+    new_topics,
+    observation_products,
+    product_ids,
+    publish,
+    read,
+    season_messages,
+    start_worker,
+    stored_products,
+    wait_for,
+)
+from tests.sample_data import sample_dir
 
 
 @pytest.fixture(scope="module")
@@ -79,94 +76,23 @@ def parcels() -> ParcelSet:
     return load_parcels(PARCELS, id_column="segment_id")
 
 
-def _absolute_item(path: Path, **hrefs: str) -> dict[str, Any]:
-    """The item at `path` with absolute asset hrefs (a Kafka message has no folder)."""
-    item: dict[str, Any] = json.loads(path.read_text())
-    for key, asset in item["assets"].items():
-        asset["href"] = hrefs.get(key, str((path.parent / asset["href"]).resolve()))
-    return item
-
-
-def _publish(bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    try:
-        for key, value in messages:
-            producer.send(topic, key=key, value=value)
-        producer.flush(timeout=30)
-    finally:
-        producer.close()
-
-
-def _item_message(path: Path) -> tuple[bytes, bytes]:
-    """Key = MGRS tile, value = the item with absolute hrefs."""
-    return read_item(path).tile.encode(), json.dumps(_absolute_item(path)).encode()
-
-
-def _consumer(bootstrap: str, topic: str, isolation: str) -> tuple[Any, list[TopicPartition]]:
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level=isolation, enable_auto_commit=False
-    )
-    partitions = consumer.partitions_for_topic(topic)
-    assert partitions, f"topic {topic} has no partitions"
-    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-    consumer.assign(tps)
-    return consumer, tps
-
-
-def _end(bootstrap: str, topic: str, isolation: str) -> int:
-    """Sum of the partition ends: the last stable offsets under read_committed."""
-    consumer, tps = _consumer(bootstrap, topic, isolation)
-    try:
-        return sum(consumer.end_offsets(tps).values())
-    finally:
-        consumer.close()
-
-
-def _read(bootstrap: str, topic: str, isolation: str = "read_committed") -> list[Any]:
-    """Every record of `topic` up to its current end (the last stable offset if committed)."""
-    consumer, tps = _consumer(bootstrap, topic, isolation)
-    try:
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        records: list[Any] = []
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
-
-
-def _check_events(records: Sequence[Any], products: set[str]) -> None:
-    """Exactly one observation event per parcel and product, keyed by parcel id."""
-    events = [json.loads(r.value) for r in records]
-    assert len(events) == N_PARCELS * len(products)
-    assert len({e["event_id"] for e in events}) == len(events)
-    assert all(r.key == e["parcel_id"].encode() for r, e in zip(records, events, strict=True))
-    assert {e["type"] for e in events} == {"observation"}
-    per_product = Counter(e["evidence"]["product_ids"][0] for e in events)
-    assert per_product == dict.fromkeys(products, N_PARCELS)
-    assert len({e["parcel_id"] for e in events}) == N_PARCELS
-
-
-def _stored_products(store: Path) -> list[str]:
-    return sorted(p.product_id for p in ObservationStore(store).products())
-
-
 def _worker(
-    bootstrap: str, topics: Topics, store: Path, parcels: ParcelSet, **config: Any
+    bootstrap: str,
+    topics: Topics,
+    store: Path,
+    parcels: ParcelSet,
+    roots: list[Path] | None = None,
+    **config: Any,
 ) -> Worker:
-    engine = Engine(
-        EngineConfig(parcels, ObservationStore(store), href_policy=href_policy([sample_dir()]))
-    )
+    policy = href_policy(roots or [sample_dir()])
+    engine = Engine(EngineConfig(parcels, ObservationStore(store), href_policy=policy))
     settings = {
         "group_id": f"group-{topics.source}",
         "worker_name": f"w-{topics.source}",
         "source_topic": topics.source,
         "events_topic": topics.events,
         "dlq_topic": topics.dlq,
+        "ledger_topic": topics.ledger,
         "exit_when_idle": 3.0,
         **config,
     }
@@ -263,7 +189,7 @@ def test_relative_hrefs_are_refused_and_roots_enforced(tmp_path: Path) -> None:
     item = ITEMS[0].read_bytes()
     with pytest.raises(AssetError, match="relative href"):
         parse_item(item, base=None, policy=href_policy([]))
-    absolute = json.dumps(_absolute_item(ITEMS[0])).encode()
+    absolute = json.dumps(absolute_item(ITEMS[0])).encode()
     assert parse_item(absolute, base=None, policy=href_policy([])).assets
     with pytest.raises(AssetError, match="escapes the allowed roots"):
         parse_item(absolute, base=None, policy=href_policy([tmp_path]))
@@ -312,6 +238,83 @@ def test_run_refuses_a_bad_kafka_config_in_one_line(tmp_path: Path) -> None:
     )
 
 
+def test_run_refuses_unusable_parcels_in_one_line(tmp_path: Path) -> None:
+    parcels = tmp_path / "parcels.gpkg"
+    parcels.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)  # a broken GeoPackage
+    done = subprocess.run(
+        [
+            *CLI,
+            "run",
+            "--bootstrap",
+            "127.0.0.1:9",
+            "--parcels",
+            str(parcels),
+            "--store",
+            str(tmp_path / "store"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("parcel-monitor run: error: ")
+    assert str(parcels) in last
+
+
+@pytest.mark.kafka
+def test_secrets_stay_out_of_the_log_and_metrics_bind_to_localhost(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    secret = "Pa55-" + uuid.uuid4().hex
+    config = tmp_path / "sasl.properties"
+    # SASL settings go to the clients; this broker speaks plaintext, so the worker keeps
+    # retrying its connection: the log then holds the settings and the connection errors.
+    config.write_text(
+        "security_protocol=SASL_PLAINTEXT\nsasl_mechanism=PLAIN\n"
+        f"sasl_plain_username=monitor\nsasl_plain_password={secret}\n"
+    )
+    log = tmp_path / "worker.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [
+                *CLI,
+                "run",
+                "--bootstrap",
+                kafka_bootstrap,
+                "--parcels",
+                str(PARCELS),
+                "--id-column",
+                "segment_id",
+                "--store",
+                str(tmp_path / "store"),
+                "--topic",
+                topics.source,
+                "--kafka-config",
+                str(config),
+                "--metrics-port",
+                "0",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    processes.append(proc)
+    wait_for(lambda: "Kafka settings" in log.read_text() or proc.poll() is not None, "start")
+    time.sleep(5)  # let the clients try (and fail) to authenticate
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert "sasl_plain_password=***" in text
+    assert "sasl_plain_username=monitor" in text
+    assert secret not in text
+    assert "metrics on http://127.0.0.1:" in text
+
+
 # -- against the broker ---------------------------------------------------------------------------
 
 
@@ -319,15 +322,15 @@ def test_run_refuses_a_bad_kafka_config_in_one_line(tmp_path: Path) -> None:
 def test_end_to_end_every_acquisition_once(
     kafka_bootstrap: str, topics: Topics, parcels: ParcelSet, tmp_path: Path
 ) -> None:
-    _publish(kafka_bootstrap, topics.source, [_item_message(p) for p in ITEMS])
+    publish(kafka_bootstrap, topics.source, [item_message(p) for p in ITEMS])
     worker = _worker(kafka_bootstrap, topics, tmp_path / "store", parcels)
     summary = worker.run()
 
     products = {read_item(p).product_id for p in ITEMS}
     assert len(products) == len(ITEMS) == 22
-    _check_events(_read(kafka_bootstrap, topics.events), products)
-    assert _stored_products(tmp_path / "store") == sorted(products)
-    assert _read(kafka_bootstrap, topics.dlq) == []
+    check_events(read(kafka_bootstrap, topics.events), products)
+    assert stored_products(tmp_path / "store") == sorted(products)
+    assert read(kafka_bootstrap, topics.dlq) == []
     assert (summary.acquisitions, summary.dead_letters) == (22, 0)
     assert summary.parcels == 22 * N_PARCELS
     assert summary.events_by_type == {"observation": 22 * N_PARCELS}
@@ -345,37 +348,135 @@ def test_end_to_end_every_acquisition_once(
     assert events == 22 * N_PARCELS
 
 
+def _bad_rasters(folder: Path, s2: Path, s1: Path) -> dict[str, dict[str, Any]]:
+    """Items whose rasters are bad, written under `folder` (an allowed asset root)."""
+    folder.mkdir()
+    truncated, corrupt = folder / "truncated-B04.tif", folder / "corrupt-B04.tif"
+    data = (s2.parent / "B04.tif").read_bytes()
+    truncated.write_bytes(data[: len(data) // 3])
+    corrupt.write_bytes(b"II*\x00" + b"\x5a" * 4000)  # a TIFF signature, then garbage
+    empty: dict[str, str] = {}
+    for band in ("VV", "VH"):
+        with rasterio.open(s1.parent / f"{band}.tif") as src:
+            profile = src.profile
+        path = folder / f"nodata-{band}.tif"
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(np.full((profile["height"], profile["width"]), np.nan, np.float32), 1)
+        empty[band] = str(path)
+    return {
+        "truncated": absolute_item(s2, B04=str(truncated)),
+        "corrupt": absolute_item(s2, B04=str(corrupt)),
+        # Its own product id: the sample's S1 product is processed (and so skipped) before.
+        "all nodata": {**absolute_item(s1, **empty), "id": "S1_IW_GRD_31UFS_NODATA"},
+    }
+
+
+def _edited(path: Path, edit: Any) -> dict[str, Any]:
+    item = absolute_item(path)
+    edit(item["properties"])
+    return item
+
+
 @pytest.mark.kafka
 def test_bad_messages_are_dead_lettered_and_the_rest_processed(
     kafka_bootstrap: str, parcels: ParcelSet, tmp_path: Path
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    topics = Topics(f"acq-{suffix}", f"events-{suffix}", f"dlq-{suffix}")
     # One partition: the dead letters keep the order they were published in.
-    create_topics(kafka_bootstrap, {topics.source: 1, topics.events: 1, topics.dlq: 1})
+    topics = new_topics(kafka_bootstrap, partitions=1)
     s2, s1 = ITEMS[-1], ITEMS[0]
-    missing = _absolute_item(s2, B04=str(sample_dir() / "mol-2023" / "gone" / "B04.tif"))
-    outside = _absolute_item(s2, B04="/etc/hostname")
-    no_parcels = _absolute_item(s2)
-    no_parcels["properties"]["proj:epsg"] = 32633  # the grid lands far east of the parcels
+    rasters = _bad_rasters(tmp_path / "assets", s2, s1)
+    escaping = str(sample_dir() / "mol-2023" / ".." / ".." / ".." / ".." / "etc" / "passwd")
+    x0 = absolute_item(s2)["properties"]["proj:transform"][2]
+
+    def item(value: dict[str, Any]) -> bytes:
+        return json.dumps(value).encode()
+
+    # (key, value, error class, what the reason says): the issue's bad-input catalogue.
     bad: list[tuple[bytes | None, bytes, type[Exception], str]] = [
         (b"31UFS", b'{"type": "Feature", "id": ', InvalidAcquisition, "malformed JSON"),
         (b"31UFS", b'{"type": "FeatureCollection"}', InvalidAcquisition, "not a STAC Item"),
-        (b"31UFS", json.dumps(missing).encode(), AssetError, "file missing"),
+        (b"31UFS", b"\xff\xfe not text", InvalidAcquisition, "not UTF-8"),
+        (
+            b"31UFS",
+            item(absolute_item(s2, B04=str(sample_dir() / "mol-2023" / "gone" / "B04.tif"))),
+            AssetError,
+            "file missing",
+        ),
+        (b"31UFS", item(rasters["truncated"]), AssetError, "B04"),
+        (b"31UFS", item(rasters["corrupt"]), AssetError, "unreadable"),
         (b"31UFS", s2.read_bytes(), AssetError, "relative href './B01.tif'"),
-        (None, json.dumps(outside).encode(), AssetError, "escapes the allowed roots"),
-        (b"31UFS", json.dumps(no_parcels).encode(), ParcelError, "no parcel of"),
+        (None, item(absolute_item(s2, B04="/etc/hostname")), AssetError, "escapes the allowed"),
+        (b"31UFS", item(absolute_item(s2, B04=escaping)), AssetError, "escapes the allowed"),
+        (
+            b"31UFS",
+            item(absolute_item(s2, B04="http://169.254.169.254/latest/meta-data")),
+            AssetError,
+            "href scheme 'http' not allowed",
+        ),
+        (
+            b"31UFS",
+            item(absolute_item(s2, B04="ftp://example.com/B04.tif")),
+            AssetError,
+            "href scheme 'ftp' not allowed",
+        ),
+        (
+            b"31UFS",
+            item(_edited(s2, lambda p: p.update({"proj:epsg": 32633}))),
+            ParcelError,
+            "no parcel of",
+        ),
+        # ETRS89 / UTM 31N: the parcels still overlap, the rasters' CRS is not the declared one.
+        (
+            b"31UFS",
+            item(_edited(s2, lambda p: p.update({"proj:epsg": 25831}))),
+            CrsMismatch,
+            "is not EPSG:25831",
+        ),
+        (
+            b"31UFS",
+            item(_edited(s2, lambda p: p["proj:transform"].__setitem__(2, x0 + 200.0))),
+            AssetError,
+            "does not match the item grid",
+        ),
+        # The files are four times the declared grid: refused before any pixel is read.
+        (
+            b"31UFS",
+            item(_edited(s2, lambda p: p.update({"proj:shape": [33, 32]}))),
+            AssetError,
+            "does not match the item grid",
+        ),
+        (b"31UFS", item(rasters["all nodata"]), AssetError, "no valid pixel in any band"),
+        (
+            b"31UFS",
+            item(_edited(s2, lambda p: p.update({"datetime": "2999-01-01T00:00:00Z"}))),
+            InvalidAcquisition,
+            "is in the future",
+        ),
+        (
+            b"31UFS",
+            item(_edited(s2, lambda p: p.update({"datetime": "last tuesday"}))),
+            InvalidAcquisition,
+            "unparsable date",
+        ),
+        (
+            b"31UFS",
+            item(_edited(s2, lambda p: p.update({"constellation": "landsat-9"}))),
+            InvalidAcquisition,
+            "unknown sensor",
+        ),
     ]
-    messages = [_item_message(s1), *((k, v) for k, v, _, _ in bad), _item_message(s2)]
-    _publish(kafka_bootstrap, topics.source, messages)
+    messages = [item_message(s1), *((k, v) for k, v, _, _ in bad), item_message(s2)]
+    publish(kafka_bootstrap, topics.source, messages)
 
-    worker = _worker(kafka_bootstrap, topics, tmp_path / "store", parcels)
+    worker = _worker(
+        kafka_bootstrap, topics, tmp_path / "store", parcels, roots=[sample_dir(), tmp_path]
+    )
     summary = worker.run()
 
     good = {read_item(s1).product_id, read_item(s2).product_id}
-    _check_events(_read(kafka_bootstrap, topics.events), good)
-    assert _stored_products(tmp_path / "store") == sorted(good)
-    letters = _read(kafka_bootstrap, topics.dlq)
+    check_events(read(kafka_bootstrap, topics.events), good)
+    assert stored_products(tmp_path / "store") == sorted(good)
+    letters = read(kafka_bootstrap, topics.dlq)
     assert len(letters) == len(bad)
     for offset, (letter, (key, value, error, reason)) in enumerate(
         zip(letters, bad, strict=True), start=1
@@ -384,14 +485,14 @@ def test_bad_messages_are_dead_lettered_and_the_rest_processed(
         assert (letter.key, letter.value) == (key, value)
         assert headers["source-topic"] == topics.source
         assert (headers["source-partition"], headers["source-offset"]) == ("0", str(offset))
-        assert headers["error"] == error.__name__
-        assert reason in headers["reason"]
+        assert (headers["error"], reason) == (error.__name__, reason)
+        assert reason in headers["reason"], headers["reason"]
         assert "\n" not in headers["reason"]
     assert (summary.acquisitions, summary.dead_letters) == (2, len(bad))
     dead = worker.metrics.registry.get_sample_value(
         "parcel_monitor_acquisitions_dead_lettered_total", {"error": "AssetError"}
     )
-    assert dead == 3
+    assert dead == sum(error is AssetError for _, _, error, _ in bad)
 
 
 class _Background:
@@ -419,7 +520,7 @@ class _Background:
 def test_store_trouble_is_retried_not_dead_lettered(
     kafka_bootstrap: str, topics: Topics, parcels: ParcelSet, tmp_path: Path
 ) -> None:
-    _publish(kafka_bootstrap, topics.source, [_item_message(p) for p in ITEMS])
+    publish(kafka_bootstrap, topics.source, [item_message(p) for p in ITEMS])
     store = tmp_path / "store"
     ObservationStore(store)
     # A file where the tile's folder must go: every store write fails (a StoreError), as on
@@ -428,7 +529,7 @@ def test_store_trouble_is_retried_not_dead_lettered(
     blocker.write_text("not a folder")
     worker = _worker(kafka_bootstrap, topics, store, parcels, retry_backoff_seconds=(0.2, 0.5))
     running = _Background(worker)
-    _wait_for(lambda: worker.summary.retries >= 2, "two retries")
+    wait_for(lambda: worker.summary.retries >= 2, "two retries")
     blocker.unlink()
     running.join()
 
@@ -436,146 +537,64 @@ def test_store_trouble_is_retried_not_dead_lettered(
     assert running.summary is not None
     assert running.summary.dead_letters == 0
     assert running.summary.aborted >= 1
-    assert _read(kafka_bootstrap, topics.dlq) == []
+    assert read(kafka_bootstrap, topics.dlq) == []
     products = {read_item(p).product_id for p in ITEMS}
-    _check_events(_read(kafka_bootstrap, topics.events), products)
-    assert _stored_products(store) == sorted(products)
+    check_events(read(kafka_bootstrap, topics.events), products)
+    assert stored_products(store) == sorted(products)
 
 
-@pytest.mark.kafka
-@pytest.mark.slow  # timing-sensitive under heavy CPU load; run with `make test-slow`
-def test_a_second_instance_with_the_same_name_fences_the_first(
-    kafka_bootstrap: str, topics: Topics, parcels: ParcelSet, tmp_path: Path
-) -> None:
-    _publish(kafka_bootstrap, topics.source, [_item_message(p) for p in ITEMS] * 4)
-    worker = _worker(kafka_bootstrap, topics, tmp_path / "store", parcels, max_batch=1)
-    running = _Background(worker)
-    _wait_for(lambda: worker.summary.transactions >= 1, "a committed transaction")
-    # What a second `parcel-monitor run --worker-name` of the same name does first.
+def _fence(bootstrap: str, worker: Worker) -> None:
+    """What a second `parcel-monitor run` with the same worker name does first."""
     newer = KafkaProducer(
-        bootstrap_servers=kafka_bootstrap, transactional_id=worker.config.transactional_id
+        bootstrap_servers=bootstrap, transactional_id=worker.config.transactional_id
     )
     try:
         newer.init_transactions()
     finally:
         newer.close()
+
+
+@pytest.mark.kafka
+def test_a_fence_between_transactions_stops_the_worker(
+    kafka_bootstrap: str, topics: Topics, parcels: ParcelSet, tmp_path: Path
+) -> None:
+    # The fence lands while the worker waits for messages. Its next transaction starts (a
+    # client-side step), the first send finds the fence, and every later call fails with a
+    # plain KafkaError ("in an error state"): the worker must still see a fence there, not
+    # retry with a new producer, which would fence the newer instance in turn.
+    worker = _worker(kafka_bootstrap, topics, tmp_path / "store", parcels, exit_when_idle=60.0)
+    running = _Background(worker)
+    wait_for(lambda: worker._assigned_at is not None, "the partition assignment")
+    _fence(kafka_bootstrap, worker)
+    publish(kafka_bootstrap, topics.source, [item_message(p) for p in ITEMS[:3]])
+    running.join()
+
+    assert isinstance(running.error, BrokerError)
+    assert "same worker name" in str(running.error)
+    assert "ProducerFenced" in str(running.error)
+    assert worker.summary.retries == 0
+    assert read(kafka_bootstrap, topics.events) == []
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_a_fence_mid_stream_stops_the_worker_with_whole_acquisitions(
+    kafka_bootstrap: str, topics: Topics, parcels: ParcelSet, tmp_path: Path
+) -> None:
+    publish(kafka_bootstrap, topics.source, season_messages(4))
+    worker = _worker(kafka_bootstrap, topics, tmp_path / "store", parcels, max_batch=1)
+    running = _Background(worker)
+    wait_for(lambda: worker.summary.transactions >= 1, "a committed transaction")
+    _fence(kafka_bootstrap, worker)
     running.join()
 
     assert isinstance(running.error, BrokerError)
     assert "same worker name" in str(running.error)
     # What the fenced worker committed is whole acquisitions, and nothing is left open.
-    committed = _read(kafka_bootstrap, topics.events)
-    per_product = Counter(json.loads(r.value)["evidence"]["product_ids"][0] for r in committed)
+    committed = read(kafka_bootstrap, topics.events)
     assert committed
-    assert all(n % N_PARCELS == 0 for n in per_product.values())
+    check_events(committed, observation_products(committed))
     assert len(committed) == N_PARCELS * worker.summary.acquisitions
-
-
-def _start_worker(
-    bootstrap: str, topics: Topics, tmp_path: Path, name: str, *extra: str
-) -> subprocess.Popen[bytes]:
-    config = tmp_path / "client.properties"
-    config.write_text(FAST_SESSION)
-    log = (tmp_path / f"{name}-{time.monotonic_ns()}.log").open("wb")
-    command = [
-        *CLI,
-        "run",
-        "--bootstrap",
-        bootstrap,
-        "--parcels",
-        str(PARCELS),
-        "--id-column",
-        "segment_id",
-        "--store",
-        str(tmp_path / "store"),
-        "--group",
-        f"group-{topics.source}",
-        "--worker-name",
-        name,
-        "--asset-root",
-        str(sample_dir()),
-        "--topic",
-        topics.source,
-        "--events-topic",
-        topics.events,
-        "--dlq-topic",
-        topics.dlq,
-        "--kafka-config",
-        str(config),
-        *extra,
-    ]
-    with log:
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Worker processes a test started; killed at the end if still running."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def _wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def _finish(proc: subprocess.Popen[bytes], timeout: float = 90.0) -> str:
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, f"worker exited with {proc.returncode}"
-    return out.decode()
-
-
-@pytest.mark.kafka
-def test_killed_worker_restarts_without_losing_or_duplicating(
-    kafka_bootstrap: str,
-    topics: Topics,
-    tmp_path: Path,
-    processes: list[subprocess.Popen[bytes]],
-) -> None:
-    _publish(kafka_bootstrap, topics.source, [_item_message(p) for p in ITEMS])
-    first = _start_worker(kafka_bootstrap, topics, tmp_path, "crash", "--exit-when-idle", "120")
-    processes.append(first)
-
-    # Freeze the worker when the events log holds records of an open transaction (its end is
-    # past the last stable offset), then kill it there: a crash in the middle of a transaction.
-    def frozen_mid_transaction() -> bool:
-        assert first.poll() is None, "the worker exited before it could be killed"
-        if _end(kafka_bootstrap, topics.events, "read_uncommitted") == 0:
-            return False
-        first.send_signal(signal.SIGSTOP)
-        written = _end(kafka_bootstrap, topics.events, "read_uncommitted")
-        if _end(kafka_bootstrap, topics.events, "read_committed") < written:
-            return True
-        first.send_signal(signal.SIGCONT)
-        return False
-
-    _wait_for(frozen_mid_transaction, "an open transaction with events in the log")
-    first.kill()
-    first.wait(timeout=30)
-    committed_before = len(_read(kafka_bootstrap, topics.events))
-    assert committed_before < 22 * N_PARCELS
-
-    second = _start_worker(kafka_bootstrap, topics, tmp_path, "crash", "--exit-when-idle", "3")
-    processes.append(second)
-    summary = _finish(second)
-
-    products = {read_item(p).product_id for p in ITEMS}
-    committed = _read(kafka_bootstrap, topics.events)
-    _check_events(committed, products)
-    # The killed transaction's events are in the log, aborted: read_committed hides them.
-    assert len(_read(kafka_bootstrap, topics.events, "read_uncommitted")) > len(committed)
-    assert _stored_products(tmp_path / "store") == sorted(products)
-    redone = 22 - committed_before // N_PARCELS
-    assert f"acquisitions processed: {redone}\n" in summary
 
 
 @pytest.mark.kafka
@@ -585,36 +604,36 @@ def test_sigterm_commits_whole_acquisitions_and_exits_zero(
     tmp_path: Path,
     processes: list[subprocess.Popen[bytes]],
 ) -> None:
-    _publish(kafka_bootstrap, topics.source, [_item_message(p) for p in ITEMS])
+    publish(kafka_bootstrap, topics.source, [item_message(p) for p in ITEMS])
     # One acquisition per transaction: the signal lands between or inside small transactions.
-    worker = _start_worker(
+    worker = start_worker(
         kafka_bootstrap, topics, tmp_path, "term", "--exit-when-idle", "120", "--max-batch", "1"
     )
     processes.append(worker)
-    _wait_for(
-        lambda: _end(kafka_bootstrap, topics.events, "read_committed") > 0,
+    wait_for(
+        lambda: end(kafka_bootstrap, topics.events, "read_committed") > 0,
         "the first committed events",
     )
     worker.send_signal(signal.SIGTERM)
-    summary = _finish(worker, timeout=30)
+    summary = finish(worker, timeout=30)
 
     # Nothing left open: the log's end is stable, and what is committed is whole acquisitions.
-    assert _end(kafka_bootstrap, topics.events, "read_committed") == _end(
+    assert end(kafka_bootstrap, topics.events, "read_committed") == end(
         kafka_bootstrap, topics.events, "read_uncommitted"
     )
-    committed = _read(kafka_bootstrap, topics.events)
-    done = {json.loads(r.value)["evidence"]["product_ids"][0] for r in committed}
-    _check_events(committed, done)
-    assert done <= set(_stored_products(tmp_path / "store"))
+    committed = read(kafka_bootstrap, topics.events)
+    done = observation_products(committed)
+    check_events(committed, done)
+    assert done <= set(stored_products(tmp_path / "store"))
     assert f"acquisitions processed: {len(done)}\n" in summary
 
     # A restart picks up after the committed offsets: every acquisition once in all.
-    rest = _start_worker(kafka_bootstrap, topics, tmp_path, "term", "--exit-when-idle", "3")
+    rest = start_worker(kafka_bootstrap, topics, tmp_path, "term", "--exit-when-idle", "3")
     processes.append(rest)
-    assert f"acquisitions processed: {22 - len(done)}\n" in _finish(rest)
+    assert f"acquisitions processed: {22 - len(done)}\n" in finish(rest)
     products = {read_item(p).product_id for p in ITEMS}
-    _check_events(_read(kafka_bootstrap, topics.events), products)
-    assert _stored_products(tmp_path / "store") == sorted(products)
+    check_events(read(kafka_bootstrap, topics.events), products)
+    assert stored_products(tmp_path / "store") == sorted(products)
 
 
 @pytest.mark.kafka
@@ -622,9 +641,9 @@ def test_sigterm_commits_whole_acquisitions_and_exits_zero(
 def test_a_second_worker_joining_mid_stream_changes_nothing(
     kafka_bootstrap: str, topics: Topics, parcels: ParcelSet, tmp_path: Path
 ) -> None:
-    # Each item four times, for a stream long enough that the group rebalances inside it.
-    copies = 4
-    _publish(kafka_bootstrap, topics.source, [_item_message(p) for p in ITEMS] * copies)
+    # Four tile streams of the season, long enough that the group rebalances inside it.
+    messages = season_messages(4)
+    publish(kafka_bootstrap, topics.source, messages)
     workers = [
         _worker(
             kafka_bootstrap, topics, tmp_path / "store", parcels, worker_name=f"w{i}", max_batch=1
@@ -640,16 +659,12 @@ def test_a_second_worker_joining_mid_stream_changes_nothing(
     threads[0].start()
     # One acquisition per transaction; the second member joins once two are committed, so
     # the group rebalances while the first worker is in the middle of the stream.
-    _wait_for(lambda: workers[0].summary.transactions >= 2, "two committed transactions")
+    wait_for(lambda: workers[0].summary.transactions >= 2, "two committed transactions")
     threads[1].start()
     for thread in threads:
-        thread.join(timeout=120)
+        thread.join(timeout=180)
     assert sorted(summaries) == ["w0", "w1"]
-    products = {read_item(p).product_id for p in ITEMS}
-    events = [json.loads(r.value) for r in _read(kafka_bootstrap, topics.events)]
-    # Every message's events once: each event id as many times as its item was published.
-    assert len(events) == copies * len(ITEMS) * N_PARCELS
-    assert set(Counter(e["event_id"] for e in events).values()) == {copies}
-    assert {e["evidence"]["product_ids"][0] for e in events} == products
-    assert _stored_products(tmp_path / "store") == sorted(products)
-    assert sum(s.acquisitions for s in summaries.values()) == copies * len(ITEMS)
+    products = product_ids(messages)
+    check_events(read(kafka_bootstrap, topics.events), products)
+    assert stored_products(tmp_path / "store") == sorted(products)
+    assert sum(s.acquisitions for s in summaries.values()) == len(messages)

@@ -7,8 +7,14 @@ from typing import Any
 
 from monitor.errors import BrokerError, ConfigError
 
-# The engine's topics: STAC items in, items that failed validation, parcel events out.
-DEFAULT_TOPICS: tuple[str, ...] = ("acquisitions", "acquisitions.dlq", "parcel-events")
+# The engine's topics: STAC items in, items that failed validation, parcel events out, and the
+# ledger of products whose events are committed (see `monitor.worker`).
+DEFAULT_TOPICS: tuple[str, ...] = (
+    "acquisitions",
+    "acquisitions.dlq",
+    "parcel-events",
+    "acquisitions.done",
+)
 DEFAULT_PARTITIONS = 6
 
 

@@ -77,6 +77,11 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--topic", default="acquisitions", help="source topic")
     parser.add_argument("--events-topic", default="parcel-events", help="parcel event topic")
     parser.add_argument("--dlq-topic", default="acquisitions.dlq", help="dead-letter topic")
+    parser.add_argument(
+        "--ledger-topic",
+        default="acquisitions.done",
+        help="topic of the products whose events are committed (default acquisitions.done)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -99,6 +104,7 @@ def _run(args: argparse.Namespace) -> int:
         source_topic=args.topic,
         events_topic=args.events_topic,
         dlq_topic=args.dlq_topic,
+        ledger_topic=args.ledger_topic,
         exit_when_idle=args.exit_when_idle,
         max_batch=args.max_batch,
         client_config=client_config,
