@@ -77,6 +77,14 @@ class PracticeStage:
             history, model=self.model, threshold=self.threshold, emitted=emitted
         )
         write_state(store, acq, STATE_KIND, found.select("event_id", "parcel_id", "type"))
+        # An event seen without a clear S2 date around it (from S1 alone) cites the product
+        # that revealed it: the event schema wants at least one product as evidence.
+        found = found.with_columns(
+            pl.when(pl.col("product_ids").list.len() > 0)
+            .then(pl.col("product_ids"))
+            .otherwise(pl.concat_list(pl.lit(acq.product_id, dtype=pl.String)))
+            .alias("product_ids")
+        )
         stamp = acq.acquired if data.detected_at == "acquired" else data.detected_at
         events: list[ParcelEvent] = practice_events(found, stamp)
         if events:
