@@ -480,6 +480,7 @@ def _start_worker(
     command = [
         *CLI,
         "run",
+        "--no-models",  # observation events only: their counts are what these tests check
         "--bootstrap",
         bootstrap,
         "--parcels",
