@@ -6,11 +6,14 @@ engine's per-acquisition steps on it one by one with a clock around each, and re
 `BenchReport`: seconds, megapixels/s and parcels/s per stage, acquisitions/hour, peak memory,
 and a `CountrySizing` of how many such nodes keep up with a country's tiles.
 
-The steps are those of `Engine.process`, with `monitor.zonal.observe` split into read, cloud
-mask and zonal statistics so that each gets its own clock, and the events go to Kafka the way
-the worker sends them (`monitor.worker.EVENT_PRODUCER_SETTINGS`, one transaction). Inference is
-timed per shipped model (`monitor/artifacts/*.onnx`) on random inputs of the model's shapes, one
-batch item per parcel.
+The acquisition goes through `Engine.process` itself, with the default model stages
+(`monitor.stages.defaults`; none with `--no-models`), and the table shows the seconds it
+clocked per stage (`AcquisitionResult.stage_seconds`: labels, read + mask + zonal statistics,
+store, events, one row per model stage); the events go to Kafka the way the worker sends them
+(`monitor.worker.EVENT_PRODUCER_SETTINGS`, one transaction). Each shipped model
+(`monitor/artifacts/*.onnx`) is also timed apart on random inputs of its shapes, one batch item
+per parcel: reference rows, out of the total, that show what a full run over every parcel costs
+(a one-date bench gives the model stages little to do).
 """
 
 from __future__ import annotations
@@ -22,29 +25,27 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 
 from monitor.catalog import read_catalog
 from monitor.errors import BrokerError, ConfigError, ModelError
-from monitor.events import observation_events
+from monitor.heterogeneity import MIN_DATES
 from monitor.infer import InferenceConfig, load_model
-from monitor.kernels import validity_mask_from_scl, zonal_statistics
-from monitor.observations import validate_observations
 from monitor.parcels import load_parcels
 from monitor.pipeline import Engine, EngineConfig
-from monitor.raster import read_acquisition
 from monitor.stac import Acquisition
+from monitor.stages.defaults import StageOptions, default_stages
 from monitor.store import ObservationStore
-from monitor.zonal import STAT_BANDS, MaskConfig
+from monitor.zonal import STAT_BANDS
 
 FULL_TILE_PX: Final = 10980
 GOAL_SECONDS: Final = 60.0
@@ -76,8 +77,10 @@ class BenchConfig:
     parcels: Path | None = None
     id_column: str = "id_parcel"
     inference: InferenceConfig = field(default_factory=InferenceConfig)
-    #: ONNX models to time; None: the shipped ones (`shipped_models()`).
+    #: ONNX models to time on random inputs; None: the shipped ones (`shipped_models()`).
     models: tuple[Path, ...] | None = None
+    #: Run the default model stages in the engine (`--no-models`: observations only).
+    stages: bool = True
     #: An existing broker; None starts a local one for the run when `kafka` is True.
     bootstrap: str | None = None
     kafka: bool = True
@@ -102,12 +105,19 @@ class Stage:
 
     name: str
     seconds: float
-    #: CPU seconds of this process (all threads): below `seconds` when others share the cores.
-    cpu_seconds: float
+    #: CPU seconds of this process (all threads): below `seconds` when others share the cores;
+    #: None for the stages `Engine.process` clocks (wall time only).
+    cpu_seconds: float | None
     pixels: int | None = None
     parcels: int | None = None
     once: bool = False
     note: str = ""
+    #: Timed apart on random inputs, for reference: not a step of the acquisition.
+    reference: bool = False
+
+    @property
+    def in_acquisition(self) -> bool:
+        return not self.once and not self.reference
 
     @property
     def parcels_per_second(self) -> float | None:
@@ -209,17 +219,20 @@ class BenchReport:
     stages: tuple[Stage, ...]
     peak_rss_bytes: int
     notes: tuple[str, ...] = ()
+    events_by_type: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def acquisition_seconds(self) -> float:
         """Seconds of one acquisition: every stage but the `once` ones. Conservative: it counts
         loading the label raster from the disk cache, which a worker that already processed
         the tile skips (it keeps the raster in memory)."""
-        return sum(s.seconds for s in self.stages if not s.once)
+        return sum(s.seconds for s in self.stages if s.in_acquisition)
 
     @property
-    def acquisition_cpu_seconds(self) -> float:
-        return sum(s.cpu_seconds for s in self.stages if not s.once)
+    def acquisition_cpu_seconds(self) -> float | None:
+        """CPU seconds of the stages that have a CPU clock (the Kafka send, serialising)."""
+        known = [s.cpu_seconds for s in self.stages if s.in_acquisition]
+        return None if any(c is None for c in known) else sum(c for c in known if c is not None)
 
     @property
     def acquisitions_per_hour(self) -> float:
@@ -239,10 +252,14 @@ class BenchReport:
             f"{self.n_parcels} parcels observed, {self.n_events} events ({per_event:.0f} B each)",
             f"inference backend: {self.backend}; Kafka: {self.kafka}",
             "",
-            f"{'stage':<28}{'seconds':>9}{'CPU s':>8}{'Mpx/s':>9}{'parcels/s':>12}",
+            f"{'stage':<34}{'seconds':>9}{'CPU s':>8}{'Mpx/s':>9}{'parcels/s':>12}",
         ]
         for stage in self.stages:
-            note = ", ".join(n for n in ("once per tile" if stage.once else "", stage.note) if n)
+            flags = (
+                "once per tile" if stage.once else "",
+                "not in the total" if stage.reference else "",
+            )
+            note = ", ".join(n for n in (*flags, stage.note) if n)
             lines.append(
                 _row(
                     stage.name, stage.seconds, stage.cpu_seconds, stage.pixels, stage.parcels, note
@@ -251,7 +268,7 @@ class BenchReport:
         total = self.acquisition_seconds
         small = pixels < FULL_TILE_PX**2
         lines += [
-            "-" * 66,
+            "-" * 72,
             _row(
                 "one acquisition",
                 total,
@@ -273,11 +290,17 @@ class BenchReport:
 
 
 def _row(
-    name: str, seconds: float, cpu: float, pixels: int | None, parcels: int | None, note: str
+    name: str,
+    seconds: float,
+    cpu: float | None,
+    pixels: int | None,
+    parcels: int | None,
+    note: str,
 ) -> str:
     per_s = max(seconds, 1e-9)
     return (
-        f"{name:<28}{seconds:>9.2f}{cpu:>8.2f}"
+        f"{name:<34}{seconds:>9.2f}"
+        + (f"{cpu:>8.2f}" if cpu is not None else f"{'-':>8}")
         + (f"{pixels / 1e6 / per_s:>9.1f}" if pixels is not None else f"{'-':>9}")
         + (f"{parcels / per_s:>12,.0f}" if parcels is not None else f"{'-':>12}")
         + (f"  ({note})" if note else "")
@@ -377,31 +400,59 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
     with clock.stage("parcels (load)", once=True) as out:
         parcels = load_parcels(parcels_path, id_column=id_column)
         out["parcels"] = len(parcels)
+    with clock.stage("models (load)", once=True) as out:
+        stages = default_stages(StageOptions(config.inference)) if config.stages else []
+        out["note"] = ", ".join(stage.name for stage in stages) or "none (--no-models)"
     # Two engines over one fresh label cache: the first builds the label raster, the second
     # loads it as a restarted worker or one taking over the tile would.
     cache = config.work / "label-cache"
     shutil.rmtree(cache, ignore_errors=True)
-    store = ObservationStore(config.work / "store")
+    store_root = config.work / "store"
+    shutil.rmtree(store_root, ignore_errors=True)  # no state of an earlier run's models
+    store = ObservationStore(store_root)
     engine_config = EngineConfig(parcels, store, label_cache=cache)
     with clock.stage("labels (first build)", pixels=pixels, once=True) as out:
-        grid = Engine(engine_config).grid(acq)
-        out["parcels"] = grid.labels.n_parcels
-    with clock.stage("labels (cached load)", pixels=pixels, parcels=grid.labels.n_parcels):
-        grid = Engine(engine_config).grid(acq)
+        out["parcels"] = Engine(engine_config).grid(acq).labels.n_parcels
 
-    table, bands = _observe_timed(acq, grid.ids, grid.labels, clock, pixels)
+    # The acquisition's path is `Engine.process` itself; its per-stage clocks fill the table.
+    engine = Engine(replace(engine_config, stages=stages))
+    start, cpu = time.perf_counter(), time.process_time()
+    result = engine.process(acq)
+    table = result.observations
     n = table.height
-    with clock.stage("store write", parcels=n):
-        store.write_acquisition(table)
-    with clock.stage("events (build)", parcels=n):
-        events = observation_events(table, "acquired")
-    with clock.stage("events (serialise)", parcels=len(events)):
-        records = [(event.parcel_id.encode(), event.to_json()) for event in events]
+    seconds = dict(result.stage_seconds)
+    bands = [name for name in acq.assets if name in STAT_BANDS or name == "SCL"]
+    n_grid = engine.grid(acq).labels.n_parcels
+    rows: list[tuple[str, str, dict[str, Any]]] = [
+        ("labels", "labels (cached load)", {"pixels": pixels, "parcels": n_grid}),
+        ("zonal", "read, mask, zonal statistics", {"pixels": pixels, "parcels": n}),
+        ("store", "store write", {"parcels": n}),
+        ("events", "events (build)", {"parcels": n}),
+    ]
+    rows += [(stage.name, f"model: {stage.name}", {"parcels": n}) for stage in stages]
+    for key, name, details in rows:
+        clock.stages.append(Stage(name, seconds.pop(key), None, **details))
+    for key, value in seconds.items():  # a stage this table does not know yet
+        clock.stages.append(Stage(key, value, None))
+    with clock.stage("events (serialise)", parcels=len(result.events)):
+        records = [(event.parcel_id.encode(), event.to_json()) for event in result.events]
+    acquisition_cpu = time.process_time() - cpu
+    acquisition_wall = time.perf_counter() - start
+    by_type = Counter(event.type for event in result.events)
     del table
 
     kafka = _kafka_stage(config, records, clock) if config.kafka else "not used (--no-kafka)"
     models = shipped_models() if config.models is None else list(config.models)
     notes = _inference_stages(models, config.inference, n, clock)
+    notes.append(
+        "model stages run on this acquisition's season so far: with one date, practices see a "
+        "one-date series and heterogeneity only stores pixel sets (it needs "
+        f"{MIN_DATES} dates); the 'model throughput' rows give a full run's cost"
+    )
+    notes.append(f"events by type: {', '.join(f'{t} {c}' for t, c in sorted(by_type.items()))}")
+    notes.append(
+        f"engine path measured as a whole: {acquisition_wall:.2f} s, {acquisition_cpu:.2f} CPU s"
+    )
     return BenchReport(
         source=source,
         product_id=acq.product_id,
@@ -415,49 +466,8 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
         stages=tuple(clock.stages),
         peak_rss_bytes=_peak_rss_bytes(),
         notes=tuple(notes),
+        events_by_type=dict(sorted(by_type.items())),
     )
-
-
-def _observe_timed(
-    acq: Acquisition, ids: npt.NDArray[Any], labels: Any, clock: _Clock, pixels: int
-) -> tuple[pl.DataFrame, list[str]]:
-    """`monitor.zonal.observe` (default mask) with a clock around read, mask and statistics."""
-    mask = MaskConfig()
-    names = [name for name in acq.assets if name in STAT_BANDS]
-    with_scl = acq.sensor == "S2" and "SCL" in acq.assets
-    with clock.stage("read rasters", pixels=pixels):
-        rasters = read_acquisition(acq, [*names, "SCL"] if with_scl else names)
-    valid = None
-    if with_scl:
-        with clock.stage("cloud mask (SCL)", pixels=pixels):
-            valid = validity_mask_from_scl(
-                rasters.bands["SCL"].data, mask.invalid_classes, mask.dilation
-            )
-    bands = {name: rasters.bands[name] for name in names}
-    with clock.stage("zonal statistics", pixels=pixels) as out:
-        stats = zonal_statistics(
-            labels,
-            {name: band.data for name, band in bands.items()},
-            valid,
-            scales={name: band.scale for name, band in bands.items()},
-            offsets={name: band.offset for name, band in bands.items()},
-            nodata={name: band.nodata for name, band in bands.items()},
-            ndvi=("B04", "B08") if {"B04", "B08"} <= bands.keys() else None,
-        )
-        stats = stats.filter(pl.col("pixel_count") > 0)
-        index = stats.get_column("parcel_index").to_numpy()
-        table = validate_observations(
-            stats.drop("parcel_index").with_columns(
-                pl.Series("parcel_id", ids[index].astype(str)),
-                pl.lit(acq.acquired).alias("acquired"),
-                pl.lit(acq.sensor).alias("sensor"),
-                pl.lit(acq.product_id).alias("product_id"),
-                pl.lit(acq.tile).alias("tile"),
-                pl.lit("observed").alias("source"),
-            )
-        )
-        out["parcels"] = table.height
-    return table, [*names, "SCL"] if with_scl else names
 
 
 def _kafka_stage(config: BenchConfig, records: Sequence[tuple[bytes, bytes]], clock: _Clock) -> str:
@@ -541,11 +551,12 @@ def _inference_stages(
         shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in inputs.items())
         clock.stages.append(
             Stage(
-                f"inference: {path.stem}",
+                f"model throughput: {path.stem}",
                 (time.perf_counter() - start) * scale,
                 (time.process_time() - cpu) * scale,
                 parcels=n_parcels,
                 note=f"{done} items timed" + (", extrapolated" if done < n_parcels else ""),
+                reference=True,
             )
         )
         notes.append(f"{path.stem}: random inputs {shapes}, one batch item per parcel")

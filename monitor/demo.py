@@ -2,9 +2,10 @@
 
 Starts a real local Kafka broker, publishes a season's STAC Items (the bundled real Mol sample,
 or a freshly simulated season), runs one worker of the consumer group until it is idle, reads
-the events back as a downstream system would (read_committed), and draws the time series of
-the best-observed parcel. Everything lands under one output folder; the broker is stopped at
-the end whatever happens.
+the events back as a downstream system would (read_committed), prints them by type, and draws
+the time series of the best-observed parcel with its practice and heterogeneity events (from
+`model-events.jsonl`, the models' events as read back). Everything lands under one output
+folder; the broker is stopped at the end whatever happens.
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ def simulated_inputs(out: Path, tile_size: int, n_parcels: int, seed: int) -> De
     return DemoInputs(season, season / "parcels.parquet", "id_parcel")
 
 
-def _read_events(bootstrap: str, topic: str, expected: int, timeout_s: float) -> Counter[str]:
-    """Event types as a downstream consumer sees them (committed transactions only)."""
+def _read_events(
+    bootstrap: str, topic: str, expected: int, timeout_s: float, models_out: Path
+) -> Counter[str]:
+    """Event types as a downstream consumer sees them (committed transactions only); the
+    models' events (all but observations) also go to the JSON Lines file `models_out`."""
     import json
 
     from kafka import KafkaConsumer
@@ -65,9 +69,13 @@ def _read_events(bootstrap: str, topic: str, expected: int, timeout_s: float) ->
     types: Counter[str] = Counter()
     deadline = time.monotonic() + timeout_s
     try:
-        while sum(types.values()) < expected and time.monotonic() < deadline:
-            for message in consumer:
-                types[json.loads(message.value)["type"]] += 1
+        with models_out.open("wb") as fh:
+            while sum(types.values()) < expected and time.monotonic() < deadline:
+                for message in consumer:
+                    kind = json.loads(message.value)["type"]
+                    types[kind] += 1
+                    if kind != "observation":
+                        fh.write(message.value + b"\n")
     finally:
         consumer.close()
     return types
@@ -77,10 +85,12 @@ def run_demo(out: Path, inputs: DemoInputs, *, idle_seconds: float = 5.0) -> int
     """Broker, publish, worker until idle, events read back, report. Returns the exit code."""
     from monitor.broker import start_broker
     from monitor.catalog import iter_catalog
+    from monitor.events import EVENT_TYPES
     from monitor.parcels import load_parcels
     from monitor.pipeline import Engine, EngineConfig
     from monitor.publish import publish_acquisitions
     from monitor.report import parcel_report
+    from monitor.stages.defaults import default_stages
     from monitor.store import ObservationStore
     from monitor.worker import Worker, WorkerConfig, href_policy
 
@@ -106,17 +116,18 @@ def run_demo(out: Path, inputs: DemoInputs, *, idle_seconds: float = 5.0) -> int
                 label_cache=out / "labels",
                 href_policy=href_policy([inputs.catalog.resolve()]),
                 detected_at=lambda: datetime.now(UTC),
+                stages=default_stages(),
             )
         )
         print(f"running a worker until it has been idle for {idle_seconds:g} s ...")
         worker = Worker(engine, WorkerConfig(broker.bootstrap, exit_when_idle=idle_seconds))
         summary = worker.run()
         print(summary.text())
-        seen = _read_events(broker.bootstrap, "parcel-events", summary.events, 60)
-        print(
-            f"read back with read_committed: {sum(seen.values())} events "
-            f"({', '.join(f'{n} {t}' for t, n in sorted(seen.items()))})"
-        )
+        model_events = out / "model-events.jsonl"
+        seen = _read_events(broker.bootstrap, "parcel-events", summary.events, 60, model_events)
+        print(f"read back with read_committed: {sum(seen.values())} events, by type:")
+        for kind in EVENT_TYPES:
+            print(f"  {kind:<20}{seen.get(kind, 0):>8}")
     finally:
         broker.stop()
     clearest = (
@@ -131,7 +142,7 @@ def run_demo(out: Path, inputs: DemoInputs, *, idle_seconds: float = 5.0) -> int
     if clearest.height:
         parcel = str(clearest.item(0, "parcel_id"))
         picture = out / f"report-{parcel}.png"
-        parcel_report(store, parcel, picture)
+        parcel_report(store, parcel, picture, events=model_events)
         print(f"time series of parcel {parcel}: {picture}")
     print(f"store: {out / 'store'}; done in {time.perf_counter() - started:.0f} s")
     return 0 if sum(seen.values()) == summary.events else 1

@@ -2,8 +2,11 @@
 
 The same `Engine` as the live worker, fed from a STAC catalog instead of Kafka. Events go to a
 JSON Lines file (one canonical event per line) or to a Kafka topic (one transaction per
-acquisition, key = parcel id). With `detected_at="acquired"` the same inputs give the same
-events file byte for byte.
+acquisition, key = parcel id, sent as the worker sends them: `monitor.worker.send_events`).
+The models run as in the worker (`monitor.stages.defaults`, `ReplayJob.stages`; None: only
+observations). With `detected_at="acquired"` the same inputs give the same events file byte
+for byte, model events included: the stages' memory of what was emitted lives in the store per
+product and is read as of each acquisition (see `monitor.stages.memory`).
 
 Resuming: a checkpoint journal (JSON Lines: a header naming the run, then one line per
 finished item) is appended and fsynced after each acquisition's events are durable: in file
@@ -43,6 +46,7 @@ from monitor.errors import (
 )
 from monitor.events import ParcelEvent
 from monitor.pipeline import AcquisitionResult, Engine
+from monitor.stages.defaults import StageOptions
 
 log = logging.getLogger(__name__)
 
@@ -123,15 +127,17 @@ class EventPublisher:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
+        from monitor.worker import EVENT_PRODUCER_SETTINGS
+
         self.topic = topic
         self._where = f"{topic!r} on {bootstrap}"
         try:
             self._producer = KafkaProducer(
                 bootstrap_servers=bootstrap,
                 transactional_id=transactional_id,
-                linger_ms=20,
-                batch_size=512 * 1024,
+                acks="all",
                 max_block_ms=int(timeout_s * 1000),
+                **EVENT_PRODUCER_SETTINGS,
             )
             self._producer.init_transactions()
         except KafkaError as err:
@@ -143,12 +149,13 @@ class EventPublisher:
         """Send `events` in one transaction; return once it committed."""
         from kafka.errors import KafkaError
 
+        from monitor.worker import send_events
+
+        # Serialised before the transaction opens, as the worker does.
+        records = [(event.parcel_id.encode("utf-8"), event.to_json()) for event in events]
         try:
             self._producer.begin_transaction()
-            for event in events:
-                self._producer.send(
-                    self.topic, key=event.parcel_id.encode("utf-8"), value=event.to_json()
-                )
+            send_events(self._producer, self.topic, records)
             self._producer.commit_transaction()
         except KafkaError as err:
             raise BrokerError(f"cannot publish events to {self._where}: {err}") from err
@@ -401,6 +408,8 @@ class ReplayJob:
     label_cache: Path | None = None
     start: str | None = None  # --from, a date or RFC 3339 time
     end: str | None = None  # --to, inclusive
+    #: The models that run after the observations (`--no-models`: none).
+    stages: StageOptions | None = field(default_factory=StageOptions)
 
     def outputs(self) -> ReplayOutputs:
         if (self.events_out is None) == (self.bootstrap is None):
@@ -426,6 +435,7 @@ def run_replay(
     from monitor.parcels import load_parcels
     from monitor.pipeline import EngineConfig
     from monitor.stac import HrefPolicy
+    from monitor.stages.defaults import default_stages
     from monitor.store import ObservationStore
 
     outputs = job.outputs()
@@ -435,7 +445,10 @@ def run_replay(
     policy = HrefPolicy(roots=(job.catalog,))
     catalog = read_catalog(job.catalog, when, policy=policy)
     store = ObservationStore(job.store)
-    engine = Engine(EngineConfig(parcels, store, job.label_cache, href_policy=policy))
+    stages = [] if job.stages is None else default_stages(job.stages)
+    engine = Engine(
+        EngineConfig(parcels, store, job.label_cache, href_policy=policy, stages=stages)
+    )
     run = {
         "catalog": str(job.catalog.resolve()),
         "parcels": parcels.version,
@@ -444,6 +457,7 @@ def run_replay(
         "from": job.start,
         "to": job.end,
         "sink": "file" if job.bootstrap is None else f"kafka:{job.topic}",
+        "models": [stage.name for stage in stages],
     }
     publisher = None
     if job.bootstrap is not None and job.topic is not None:

@@ -4,7 +4,10 @@ Top panel: Sentinel-2 NDVI (parcel mean, with the p10-p90 band of its pixels) on
 parcel was clear; dates masked by clouds (valid fraction under the threshold) are marked;
 reconstructed (cloud-removed) values, when the store has them, are drawn dashed. Bottom panel:
 Sentinel-1 VV and VH backscatter in dB. Events of the parcel (heterogeneity, practices) from an
-events file are vertical lines across both panels, labelled with type and confidence.
+events file (a replay's `--events-out`, or the demo's `model-events.jsonl`) are vertical lines
+across both panels, labelled with type and confidence: at the practice's date, and at the
+acquisition that flagged the parcel for heterogeneity. An events file, not the store's stage
+state, because that state keeps only event ids, not the practice dates.
 
 Drawn with matplotlib's Agg canvas on a `Figure` of its own (no pyplot state, no display).
 """

@@ -5,6 +5,8 @@ Layout::
     ROOT/_store.json                                           layout version and season rule
     ROOT/tile=31UFS/season=2025/<product_id>.observed.parquet
     ROOT/tile=31UFS/season=2025/<product_id>.reconstructed.parquet
+    ROOT/tile=31UFS/season=2025/<product_id>.practices.parquet      stage state (see below)
+    ROOT/tile=31UFS/season=2025/<product_id>.pixelsets.npz          stage arrays
 
 One file per (tile, season, product id, source). Observed rows are written when an acquisition
 is processed, reconstructed rows later by the cloud-removal model: separate files let each stage
@@ -22,6 +24,13 @@ once it is older than `stale_tmp_seconds` (younger ones may belong to a live wri
 A file that is not a readable Parquet file of the contract makes scans raise `StoreError`
 naming it: silently skipping observations would make every later answer wrong without notice.
 Delete it with `delete_product` and reprocess the acquisition.
+
+The inference stages keep what they must remember between acquisitions in the same partition,
+one file per product and kind, written the same atomic way: small tables (`write_state`, e.g.
+the ids of the practice events a product emitted) and arrays (`write_arrays`, e.g. the pixel
+sets of an acquisition). Being per product, redoing an acquisition replaces its own state, so
+a stage that reads only the state of the *other* products (`read_state(exclude=...)`) computes
+the same answer again after a crash: what makes events exactly once with Kafka transactions.
 """
 
 from __future__ import annotations
@@ -32,13 +41,15 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from monitor.errors import StoreError
@@ -57,6 +68,10 @@ SEASON_DTYPE: Final[pl.DataType] = pl.Int32()
 # Small row groups of parcel-sorted rows let a parcel lookup skip most of a big file by its
 # min/max statistics instead of decoding every parcel id.
 ROW_GROUP_SIZE: Final = 16_384
+
+#: Kinds of per-product stage state: tables (Parquet) and arrays (uncompressed npz).
+STATE_KINDS: Final = ("practices", "heterogeneity")
+ARRAY_KINDS: Final = ("pixelsets",)
 
 _SAFE_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SAFE_TILE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -81,6 +96,12 @@ class WriteResult:
     files: tuple[StoredProduct, ...]
     rows: int
     replaced: int  # how many of the files already existed and were replaced
+
+
+def _check_kind(kind: str, kinds: tuple[str, ...]) -> str:
+    if kind not in kinds:
+        raise StoreError(f"unknown stage state kind {kind!r} (one of {', '.join(kinds)})")
+    return kind
 
 
 def _check_tile(tile: str) -> str:
@@ -183,6 +204,15 @@ class ObservationStore:
         """The season of an acquisition time under this store's season rule."""
         late = self.season_start_month > 1 and acquired.month >= self.season_start_month
         return acquired.year + int(late)
+
+    def season_window(self, season: int) -> tuple[datetime, datetime]:
+        """First instant of a season and of the next one (UTC)."""
+        month = self.season_start_month
+        first_year = season - int(month > 1)
+        return (
+            datetime(first_year, month, 1, tzinfo=UTC),
+            datetime(first_year + 1, month, 1, tzinfo=UTC),
+        )
 
     def _season_expr(self) -> pl.Expr:
         year = pl.col("acquired").dt.year()
@@ -325,3 +355,84 @@ class ObservationStore:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise StoreError(f"cannot read store {self.root}: {reason}") from exc
         return rows.sort(["acquired", "sensor", "product_id", "source"])
+
+    # -- stage state -----------------------------------------------------------------------
+
+    def _state_path(self, product_id: str, tile: str, season: int, kind: str, suffix: str) -> Path:
+        path = self._partition(tile, season) / f"{_check_product_id(product_id)}.{kind}{suffix}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {path.parent}: {exc.strerror or exc}") from exc
+        return path
+
+    def write_state(
+        self, product_id: str, tile: str, season: int, kind: str, frame: pl.DataFrame
+    ) -> Path:
+        """Replace a product's state table of `kind` (one of `STATE_KINDS`), atomically."""
+        kind = _check_kind(kind, STATE_KINDS)
+        path = self._state_path(product_id, tile, season, kind, ".parquet")
+        _atomic_write(path, frame.write_parquet)
+        return path
+
+    def state_files(self, tile: str, season: int, kind: str) -> dict[str, Path]:
+        """Product id -> state file of `kind` (a table or an array kind), in product order."""
+        suffix = ".npz" if kind in ARRAY_KINDS else ".parquet"
+        _check_kind(kind, STATE_KINDS + ARRAY_KINDS)
+        ending = f".{kind}{suffix}"
+        folder = self._partition(tile, season)
+        return {
+            path.name.removesuffix(ending): path
+            for path in sorted(folder.glob(f"*{ending}"))
+            if not path.name.startswith(".")
+        }
+
+    def read_state(
+        self,
+        tile: str,
+        season: int,
+        kind: str,
+        schema: Mapping[str, pl.DataType],
+        *,
+        exclude: str | None = None,
+    ) -> pl.DataFrame:
+        """The state tables of `kind` of every product of a tile and season but `exclude`
+        (stacked, with a `product_id` column); `schema` gives the columns to read and the
+        empty answer's shape."""
+        files = {p: f for p, f in self.state_files(tile, season, kind).items() if p != exclude}
+        columns = dict(schema)
+        frames = []
+        for product_id, path in files.items():
+            try:
+                frame = pl.read_parquet(path, columns=list(columns))
+            except (OSError, pl.exceptions.PolarsError) as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise StoreError(f"corrupt state file {path}: {reason}") from exc
+            frames.append(
+                frame.cast(pl.Schema(columns)).with_columns(pl.lit(product_id).alias("product_id"))
+            )
+        if not frames:
+            return pl.DataFrame(schema={**columns, "product_id": pl.String()})
+        return pl.concat(frames)
+
+    def write_arrays(
+        self,
+        product_id: str,
+        tile: str,
+        season: int,
+        kind: str,
+        arrays: Mapping[str, npt.NDArray[Any]],
+    ) -> Path:
+        """Replace a product's arrays of `kind` (one of `ARRAY_KINDS`): an uncompressed npz,
+        written atomically (uncompressed: reading a season back is a copy, not a decode)."""
+        path = self._state_path(product_id, tile, season, _check_kind(kind, ARRAY_KINDS), ".npz")
+        _atomic_write(path, lambda fh: np.savez(fh, allow_pickle=False, **arrays))
+        return path
+
+    def read_arrays(self, path: Path, names: Sequence[str]) -> dict[str, npt.NDArray[Any]]:
+        """The arrays `names` of an npz state file (only those are read)."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {name: data[name] for name in names}
+        except (OSError, KeyError, ValueError) as exc:
+            raise StoreError(f"corrupt state file {path}: {exc}") from exc

@@ -199,6 +199,7 @@ def start_worker(
     command = [
         *CLI,
         "run",
+        "--no-models",  # observation events only: their counts are what these tests check
         "--bootstrap",
         bootstrap,
         "--parcels",

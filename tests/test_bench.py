@@ -14,12 +14,13 @@ from monitor.errors import ConfigError
 STAGES = (
     "parcels (load)",
     "labels (first build)",
+    "models (load)",
     "labels (cached load)",
-    "read rasters",
-    "cloud mask (SCL)",
-    "zonal statistics",
+    "read, mask, zonal statistics",
     "store write",
     "events (build)",
+    "model: heterogeneity",
+    "model: practices",
     "events (serialise)",
 )
 
@@ -51,14 +52,17 @@ def test_report_counts_parcels_and_events(work: Path) -> None:
     report = run_bench(BenchConfig(work=work, tile_size=256, n_parcels=40, kafka=False))
     assert report.shape == (256, 256)
     assert 0 < report.n_parcels <= 40
-    assert report.n_events == report.n_parcels
+    assert report.n_events >= report.n_parcels
+    assert report.events_by_type["observation"] == report.n_parcels
+    assert report.n_events == sum(report.events_by_type.values())
     assert report.event_bytes > 100 * report.n_events
     assert {"B04", "B08", "SCL"} <= set(report.bands)
     once = {s.name for s in report.stages if s.once}
     assert {"parcels (load)", "labels (first build)"} <= once
-    per_acquisition = [s for s in report.stages if not s.once]
+    per_acquisition = [s for s in report.stages if not s.once and not s.reference]
+    assert {"model: heterogeneity", "model: practices"} <= {s.name for s in per_acquisition}
     assert report.acquisition_seconds == pytest.approx(sum(s.seconds for s in per_acquisition))
-    zonal = next(s for s in report.stages if s.name == "zonal statistics")
+    zonal = next(s for s in report.stages if s.name == "read, mask, zonal statistics")
     assert zonal.pixels == 256 * 256
     assert zonal.parcels == report.n_parcels
 
@@ -145,12 +149,12 @@ def test_inference_is_timed_per_model(work: Path, tmp_path: Path) -> None:
     report = run_bench(config)
     load = next(s for s in report.stages if s.name == "model load: tiny")
     assert load.once
-    stage = next(s for s in report.stages if s.name == "inference: tiny")
-    assert not stage.once
+    stage = next(s for s in report.stages if s.name == "model throughput: tiny")
+    assert stage.reference
     assert stage.parcels == report.n_parcels
     assert stage.seconds > 0
     assert any("tiny: random inputs x [" in note for note in report.notes)
-    assert "inference: tiny" in report.text()
+    assert "model throughput: tiny" in report.text()
 
 
 @pytest.mark.kafka

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,14 @@ def test_demo_runs_the_main_job_end_to_end(
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "acquisitions processed: 22" in out
-    assert "read back with read_committed: 924 events (924 observation)" in out
+    total = int(re.search(r"read back with read_committed: (\d+) events, by type:", out)[1])
+    by_type = {k: int(n) for k, n in re.findall(r"^  ([a-z.]+)\s+(\d+)$", out, re.MULTILINE)}
+    assert by_type["observation"] == 924
+    assert by_type["reconstruction"] == 0
+    assert by_type["practice.mowing"] > 0  # the models ran in the worker
+    assert sum(by_type.values()) == total
+    models = (tmp_path / "model-events.jsonl").read_bytes().splitlines()
+    assert len(models) == total - 924
     reports = list(tmp_path.glob("report-*.png"))
     assert len(reports) == 1
     assert reports[0].stat().st_size > 30_000

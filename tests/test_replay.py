@@ -24,6 +24,7 @@ from monitor.cli import main
 from monitor.errors import ConfigError, StoreError
 from monitor.events import ParcelEvent
 from monitor.pipeline import AcquisitionResult
+from monitor.practices import EVENT_TYPES as PRACTICE_TYPES
 from monitor.replay import ReplayJob, ReplaySummary, run_replay
 from monitor.store import ObservationStore
 from tests.sample_data import sample_path
@@ -62,17 +63,26 @@ def _events(path: Path) -> list[ParcelEvent]:
     return [ParcelEvent.from_json(line) for line in path.read_bytes().splitlines()]
 
 
+def _observations(path: Path) -> list[ParcelEvent]:
+    """The observation events of an events file (the models add their own)."""
+    return [e for e in _events(path) if e.type == "observation"]
+
+
 def test_every_acquisition_gives_an_event_per_parcel(
     full_run: tuple[Path, ReplaySummary],
 ) -> None:
     folder, summary = full_run
-    events = _events(folder / "events.jsonl")
+    every = _events(folder / "events.jsonl")
+    events = [e for e in every if e.type == "observation"]
     assert len(events) == N_ACQUISITIONS * N_PARCELS
     assert summary.acquisitions == N_ACQUISITIONS
-    assert summary.events_by_type == {"observation": N_ACQUISITIONS * N_PARCELS}
+    assert summary.events_by_type["observation"] == N_ACQUISITIONS * N_PARCELS
+    # The models' events come along (the default stages run in a replay).
+    assert sum(summary.events_by_type.values()) == len(every)
+    assert set(summary.events_by_type) <= {"observation", "heterogeneity", *PRACTICE_TYPES}
     assert summary.parcels == N_PARCELS
     assert summary.dead_letters == ()
-    assert len({e.event_id for e in events}) == len(events)
+    assert len({e.event_id for e in every}) == len(every)
     # In acquisition order: the events of one product are contiguous, products in catalog order.
     products: list[str] = []
     for event in events:
@@ -114,7 +124,7 @@ def test_resume_after_an_interruption_between_acquisitions(
 
     with pytest.raises(Interrupted):
         run_replay(_job(tmp_path), on_acquisition=crash_after_seven)
-    partial = _events(tmp_path / "events.jsonl")
+    partial = _observations(tmp_path / "events.jsonl")
     assert len(partial) == 7 * N_PARCELS
 
     summary, _ = run_replay(_job(tmp_path))
@@ -141,7 +151,7 @@ def test_resume_drops_the_events_of_an_unfinished_acquisition(
     with pytest.raises(Interrupted):
         run_replay(_job(tmp_path))
     monkeypatch.undo()
-    assert len(_events(tmp_path / "events.jsonl")) == 10 * N_PARCELS
+    assert len(_observations(tmp_path / "events.jsonl")) == 10 * N_PARCELS
     # And a torn half line, as a kill in the middle of the append would leave.
     with (tmp_path / "events.jsonl").open("ab") as fh:
         fh.write(b'{"confidence":0.5,"detec')
@@ -210,7 +220,7 @@ def test_time_range_from_the_command_line(
         "S2_31UFS_20230417_L2A",
     }
     assert products == expected
-    assert len(_events(events)) == len(expected) * N_PARCELS
+    assert len(_observations(events)) == len(expected) * N_PARCELS
     assert f"replayed {len(expected)} acquisitions" in out
     assert f"observation {len(expected) * N_PARCELS}" in out
     assert "0 dead letters" in out
@@ -242,7 +252,7 @@ def test_bad_items_are_dead_lettered_and_the_rest_replayed(
     assert "2 dead letters" in printed
     assert "s2/S2_31UFS_20230412_L2A/item.json: item payload: malformed JSON" in printed
 
-    events = _events(out / "events.jsonl")
+    events = _observations(out / "events.jsonl")
     assert len(events) == (N_ACQUISITIONS - 2) * N_PARCELS
     products = {e.evidence.product_ids[0] for e in events}
     assert "S1_IW_GRD_31UFS_20230420" not in products
@@ -298,13 +308,14 @@ def test_replay_to_kafka_delivers_every_event_once(
     assert summary.skipped == 5
     assert outputs.checkpoint.is_relative_to(tmp_path / "store")
 
+    n_events = len(_events(full_run[0] / "events.jsonl"))  # observations and model events
     records = [
         (key, value)
         for _, key, value in consume(
-            kafka_bootstrap, topic, N_ACQUISITIONS * N_PARCELS, isolation_level="read_committed"
+            kafka_bootstrap, topic, n_events, isolation_level="read_committed"
         )
     ]
-    assert len(records) == N_ACQUISITIONS * N_PARCELS
+    assert len(records) == n_events
     events = [ParcelEvent.from_json(value) for _, value in records]
     assert all(key.decode() == e.parcel_id for (key, _), e in zip(records, events, strict=True))
     expected = {e.event_id: e.to_json() for e in _events(full_run[0] / "events.jsonl")}

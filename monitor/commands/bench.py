@@ -19,10 +19,10 @@ def register(subparsers: Subparsers) -> None:
         description=(
             "Simulates one full-size Sentinel-2 tile acquisition (10980 x 10980 px, 200 000 "
             "parcels; cached in --work) unless given a catalog, runs the whole per-acquisition "
-            "path on it (read, cloud mask, label raster, zonal statistics, store, events, Kafka, "
-            "inference with the configured backend) and prints seconds, megapixels/s and "
-            "parcels/s per stage, acquisitions/hour, peak memory, and how many such nodes keep "
-            "up with a country of ~60 tiles."
+            "path on it (`Engine.process`: label raster, read + cloud mask + zonal statistics, "
+            "store, events, the model stages; then Kafka, and each model on random inputs) and "
+            "prints seconds, megapixels/s and parcels/s per stage, acquisitions/hour, peak "
+            "memory, and how many such nodes keep up with a country of ~60 tiles."
         ),
     )
     parser.add_argument(
@@ -65,6 +65,12 @@ def register(subparsers: Subparsers) -> None:
         default="onnxruntime",
         help="inference backend (default onnxruntime; tensorrt on a GPU node)",
     )
+    parser.add_argument(
+        "--no-models",
+        dest="models",
+        action="store_false",
+        help="run the engine without its model stages (practices, heterogeneity)",
+    )
     kafka = parser.add_mutually_exclusive_group()
     kafka.add_argument("--bootstrap", metavar="HOST:PORT", help="send the events to this broker")
     kafka.add_argument(
@@ -89,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         parcels=args.parcels,
         id_column=args.id_column,
         inference=InferenceConfig(backend=args.backend),
+        stages=args.models,
         bootstrap=args.bootstrap,
         kafka=args.kafka,
     )

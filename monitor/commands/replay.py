@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from monitor.commands.publish import add_time_range_arguments
+from monitor.commands.run import add_model_arguments, stage_options
 
 if TYPE_CHECKING:
     from monitor.commands import Subparsers
@@ -20,7 +21,8 @@ def register(subparsers: Subparsers) -> None:
         help="run a season's STAC catalog through the engine, in acquisition order, resumably",
         description=(
             "Processes every STAC Item of CATALOG_DIR in acquisition order with the engine of "
-            "the live worker: parcel statistics into the store, events into a JSON Lines file "
+            "the live worker: parcel statistics into the store, the models' events (practices, "
+            "heterogeneity) with the observation events into a JSON Lines file "
             "or a Kafka topic. Deterministic (detected_at = acquisition time) and resumable: "
             "rerun the same command after an interruption. Bad items become dead letters "
             "(dead-letters.jsonl beside the events) and the replay goes on."
@@ -38,6 +40,7 @@ def register(subparsers: Subparsers) -> None:
     sink.add_argument("--events-out", type=Path, metavar="FILE", help="events JSON Lines file")
     sink.add_argument("--bootstrap", metavar="HOST:PORT", help="Kafka broker for the events")
     parser.add_argument("--topic", help="events topic (with --bootstrap)")
+    add_model_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         label_cache=args.label_cache,
         start=args.start,
         end=args.end,
+        stages=stage_options(args),
     )
     try:
         summary, outputs = run_replay(job, progress=sys.stderr.isatty())

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from monitor.commands import Subparsers
+    from monitor.stages.defaults import StageOptions
 
 
 def register(subparsers: Subparsers) -> None:
@@ -19,7 +20,8 @@ def register(subparsers: Subparsers) -> None:
         help="process acquisitions from Kafka into parcel events, exactly once",
         description=(
             "Consume STAC Items from the `acquisitions` topic as a member of a consumer group, "
-            "observe the parcels, write the store and produce parcel events to `parcel-events` "
+            "observe the parcels, write the store, run the models (practices, heterogeneity) and "
+            "produce parcel events to `parcel-events` "
             "in Kafka transactions (events and offsets commit together). Bad messages go to "
             "`acquisitions.dlq` with a `reason` header. SIGTERM or Ctrl-C stops it cleanly."
         ),
@@ -82,7 +84,45 @@ def register(subparsers: Subparsers) -> None:
         default="acquisitions.done",
         help="topic of the products whose events are committed (default acquisitions.done)",
     )
+    add_model_arguments(parser)
     parser.set_defaults(func=_run)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--no-models`, `--backend`, `--heterogeneity-every-days` (read by `stage_options`)."""
+    group = parser.add_argument_group("models (practices, heterogeneity)")
+    group.add_argument(
+        "--no-models",
+        dest="models",
+        action="store_false",
+        help="emit observation events only (no practice or heterogeneity model)",
+    )
+    group.add_argument(
+        "--backend",
+        choices=("onnxruntime", "tensorrt"),
+        default="onnxruntime",
+        help="inference backend (default onnxruntime; tensorrt on a GPU node)",
+    )
+    group.add_argument(
+        "--heterogeneity-every-days",
+        type=int,
+        default=30,
+        metavar="DAYS",
+        help="score each parcel's heterogeneity at most once every DAYS days (default 30)",
+    )
+
+
+def stage_options(args: argparse.Namespace) -> StageOptions | None:
+    """The models the command's flags ask for; None with --no-models."""
+    from monitor.infer import InferenceConfig
+    from monitor.stages.defaults import StageOptions
+
+    if not args.models:
+        return None
+    return StageOptions(
+        inference=InferenceConfig(backend=args.backend),
+        heterogeneity_every_days=args.heterogeneity_every_days,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -92,10 +132,12 @@ def _run(args: argparse.Namespace) -> int:
     from monitor.metrics import WorkerMetrics, serve
     from monitor.parcels import load_parcels
     from monitor.pipeline import Engine, EngineConfig
+    from monitor.stages.defaults import default_stages
     from monitor.store import ObservationStore
     from monitor.worker import Worker, WorkerConfig, href_policy
 
     _configure_logging()
+    options = stage_options(args)
     client_config = read_kafka_config(args.kafka_config) if args.kafka_config else {}
     names = {"worker_name": args.worker_name} if args.worker_name else {}
     config = WorkerConfig(
@@ -117,6 +159,7 @@ def _run(args: argparse.Namespace) -> int:
             label_cache=args.label_cache,
             href_policy=href_policy(args.asset_root),
             detected_at=lambda: datetime.now(UTC),
+            stages=[] if options is None else default_stages(options),
         )
     )
     metrics = WorkerMetrics()
