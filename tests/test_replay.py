@@ -14,6 +14,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+import polars as pl
 import pytest
 from kafka_records import consume
 
@@ -79,7 +80,12 @@ def test_every_acquisition_gives_an_event_per_parcel(
     assert summary.events_by_type["observation"] == N_ACQUISITIONS * N_PARCELS
     # The models' events come along (the default stages run in a replay).
     assert sum(summary.events_by_type.values()) == len(every)
-    assert set(summary.events_by_type) <= {"observation", "heterogeneity", *PRACTICE_TYPES}
+    assert set(summary.events_by_type) <= {
+        "observation",
+        "reconstruction",
+        "heterogeneity",
+        *PRACTICE_TYPES,
+    }
     assert summary.parcels == N_PARCELS
     assert summary.dead_letters == ()
     assert len({e.event_id for e in every}) == len(every)
@@ -93,7 +99,9 @@ def test_every_acquisition_gives_an_event_per_parcel(
     assert products == [acq.product_id for _, acq in iter_catalog(MOL)]
     # The store holds the same observations.
     stored = ObservationStore(folder / "store").scan().collect()
-    assert stored.height == N_ACQUISITIONS * N_PARCELS
+    assert stored.filter(pl.col("source") == "observed").height == N_ACQUISITIONS * N_PARCELS
+    rebuilt = stored.filter(pl.col("source") == "reconstructed").height
+    assert rebuilt == summary.events_by_type.get("reconstruction", 0)
     assert (folder / "dead-letters.jsonl").read_bytes() == b""
 
 

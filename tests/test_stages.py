@@ -26,7 +26,13 @@ from monitor.store import ObservationStore
 
 TILE_PX = 256
 N_PARCELS = 100
-MODEL_TYPES = ("heterogeneity", "practice.mowing", "practice.ploughing", "practice.harvest")
+MODEL_TYPES = (
+    "reconstruction",
+    "heterogeneity",
+    "practice.mowing",
+    "practice.ploughing",
+    "practice.harvest",
+)
 
 
 class Interrupted(Exception):

@@ -30,7 +30,13 @@ from tests.sample_data import sample_dir, sample_path
 
 MOL = sample_path("mol-2023")
 PARCELS = MOL / "segments.gpkg"
-MODEL_TYPES = ("heterogeneity", "practice.mowing", "practice.ploughing", "practice.harvest")
+MODEL_TYPES = (
+    "reconstruction",
+    "heterogeneity",
+    "practice.mowing",
+    "practice.ploughing",
+    "practice.harvest",
+)
 
 
 class FailsOnceAfter:

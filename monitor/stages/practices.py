@@ -14,11 +14,25 @@ the events of a season do not depend on whether the store already holds later ac
 (a replay rerun over a full store gives the same bytes). An acquisition arriving after later
 ones were processed may repeat an event already emitted by them: with the same event id, as
 the id hashes parcel, type and date window.
+
+Two rules keep incremental detection as precise as detection over the whole season (measured
+on a simulated 256 px / 100-parcel season against its truth, +-6 days; see the README):
+
+- An event is emitted only once `confirm_days` of the series lie after its date. At the end
+  of a truncated series a drop looks like a mowing until the regrowth (or its absence) shows.
+  Mowing precision / recall: emitted at once 0.57 / 0.80, after 8 days 0.63 / 0.80, after 12
+  (the default) 0.67 / 0.79, after 16 0.72 / 0.80; the whole-season pass gets 0.89 / 0.76.
+  Harvest and ploughing precision rise from 0.88 / 0.78 at once to 0.89 / 0.89 at 12 days.
+  The rest of the gap is the model's: it was trained on whole seasons, not truncated ones.
+- Reconstructed rows are left out by default: the model was trained with simulated
+  reconstruction errors, and the cloud-removal model's real errors at parcel level cut mowing
+  precision from 0.58 to 0.43 and recall from 0.81 to 0.71 (no confirmation delay).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Final
 
 import polars as pl
@@ -41,6 +55,8 @@ from monitor.store import ObservationStore
 log = logging.getLogger(__name__)
 
 STATE_KIND: Final = "practices"
+#: Days of series an event's date needs after it before it is emitted.
+DEFAULT_CONFIRM_DAYS: Final = 12
 #: The state file of a product: the practice events it emitted.
 STATE_SCHEMA: Final[dict[str, pl.DataType]] = {
     "event_id": pl.String(),
@@ -65,17 +81,31 @@ class PracticeStage:
 
     name = "practices"
 
-    def __init__(self, model: Model, *, threshold: float = DEFAULT_THRESHOLD) -> None:
+    def __init__(
+        self,
+        model: Model,
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        confirm_days: int = DEFAULT_CONFIRM_DAYS,
+        use_reconstructed: bool = False,
+    ) -> None:
         self.model = model
         self.threshold = threshold
+        self.confirm_days = confirm_days
+        self.use_reconstructed = use_reconstructed
 
     def run(self, data: StageInput) -> StageOutput:
         acq, store = data.acquisition, data.store
         history = season_history(store, acq)
+        if not self.use_reconstructed:
+            history = history.filter(pl.col("source") == "observed")
         emitted = set(state_before(store, acq, STATE_KIND, STATE_SCHEMA)["event_id"].to_list())
         found = detect_practices(
             history, model=self.model, threshold=self.threshold, emitted=emitted
         )
+        # Unconfirmed events stay unsaid (and unrecorded): the next acquisitions decide them.
+        confirmed_by = acq.acquired - timedelta(days=self.confirm_days)
+        found = found.filter(pl.col("time") <= confirmed_by)
         write_state(store, acq, STATE_KIND, found.select("event_id", "parcel_id", "type"))
         # An event seen without a clear S2 date around it (from S1 alone) cites the product
         # that revealed it: the event schema wants at least one product as evidence.
