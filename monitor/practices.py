@@ -123,6 +123,10 @@ def prepare(observations: pl.DataFrame) -> pl.DataFrame:
             raise ObservationError(
                 f"column {column!r} has dtype {schema[column]}, expected a string"
             )
+    for column in ("parcel_id", "acquired"):
+        nulls = observations.get_column(column).null_count()
+        if nulls:
+            raise ObservationError(f"column {column!r} has {nulls} null value(s)")
     numeric = ["valid_fraction", *S2_FEATURES, *S1_FEATURES]
     for column in (c for c in numeric if c in schema):
         if not (schema[column].is_numeric() or schema[column] == pl.Null):
@@ -167,7 +171,7 @@ def _values(df: pl.DataFrame, column: str) -> npt.NDArray[np.float64]:
 def _row_kinds(
     observations: pl.DataFrame, min_valid: float, with_s1: bool
 ) -> npt.NDArray[np.uint8]:
-    """Per row, what it feeds (`KIND_*`): a clear S2 observation (enough valid pixels, NDVI
+    """Per row, what it feeds (`_KIND_*`): a clear S2 observation (enough valid pixels, NDVI
     finite), a reconstructed S2 row, an S1 row with finite VV and VH, or nothing."""
 
     def finite(column: str) -> pl.Expr:

@@ -208,6 +208,10 @@ def test_bad_dtypes_are_refused_and_naive_times_taken_as_utc() -> None:
         series_tensor(table.with_columns(pl.col("NDVI_mean").cast(pl.String)))
     with pytest.raises(ObservationError, match="column 'acquired' has dtype String"):
         series_tensor(table.with_columns(pl.col("acquired").cast(pl.String)))
+    for column in ("parcel_id", "acquired"):
+        holed = table.with_columns(pl.when(pl.col("NDVI_mean") > 0.55).then(pl.col(column)))
+        with pytest.raises(ObservationError, match=f"column '{column}' has 1 null value"):
+            series_tensor(holed)
     naive = table.with_columns(pl.col("acquired").dt.replace_time_zone(None))
     np.testing.assert_array_equal(series_tensor(naive).values, series_tensor(table).values)
 
