@@ -1,56 +1,101 @@
-"""Heterogeneity inference throughput: ONNX Runtime against PyTorch eager, same inputs.
+"""Heterogeneity inference throughput: end to end (`heterogeneity_probability` on a season of
+pixel sets) next to the model alone on ONNX Runtime and on PyTorch eager, same inputs.
 
-Both run the same weights (the trained checkpoint when there is one, else a seeded fresh
-model), exported to ONNX here, on the same batches of model inputs of the real shapes
-(`N_DATES` dates x `N_PIXELS` pixels), with the same number of CPU threads. Prints parcels per
-second for each, the ratio, and whether the logits agree (max |difference|).
+The input: `--parcels` parcels x `--dates` Sentinel-2 dates of NDVI pixel sets (random values,
+some masked pixels and cloudy dates), as `s2_pixel_sets` gives them. Timed, best of 3:
 
-    python -m benchmarks.heterogeneity_inference [--parcels 8192] [--batch 1024] [--threads 2]
+* end to end with the shipped model (date selection, model inputs, batches, sigmoid) at the
+  default batch size and at a few others (the batch size is the main lever: the model's
+  [batch, 32 dates, 32 pixels, 32 features] activations must stay in cache);
+* the model alone on the same model inputs, ONNX Runtime against PyTorch eager with the same
+  weights (the trained checkpoint when there is one, else a seeded fresh model, exported to
+  ONNX here), PyTorch on `--torch-device` (cpu by default; `cuda` on a GPU node).
+
+    python -m benchmarks.heterogeneity_inference [--parcels 4096] [--dates 40] [--threads 2]
+        [--torch-device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
-from models.heterogeneity import HeterogeneityNet
-from models.heterogeneity_training import example_inputs, export
-from monitor.heterogeneity import INPUT_NAMES
-from monitor.infer import InferenceConfig, load_model
+from monitor.heterogeneity import (
+    DEFAULT_BATCH,
+    INPUT_NAMES,
+    N_PIXELS,
+    PixelSetSeries,
+    heterogeneity_probability,
+    model_inputs,
+)
+from monitor.infer import InferenceConfig, Model, load_model
 
 CHECKPOINT = Path("data") / "checkpoints" / "heterogeneity.pt"
 Inputs = dict[str, npt.NDArray[np.float32]]
+T = TypeVar("T")
 
 
-def _best_rate(run: Callable[[Inputs], npt.NDArray[np.float32]], batches: list[Inputs]) -> float:
-    """Parcels per second, best of 3 passes over all batches (after one warm-up batch)."""
-    run(batches[0])
-    n = sum(len(b["pixels"]) for b in batches)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for batch in batches:
-            run(batch)
-        best = min(best, time.perf_counter() - start)
-    return n / best
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parcels", type=int, default=8192)
-    parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
-    args = parser.parse_args()
+def timed(what: Callable[[], T], repeat: int = 3) -> tuple[float, float, T]:
+    """Best wall-clock seconds over `repeat` runs (after a warm-up), its CPU seconds, result."""
+    what()
+    runs = []
+    for _ in range(repeat):
+        wall, cpu = time.perf_counter(), _cpu()
+        result = what()
+        runs.append((time.perf_counter() - wall, _cpu() - cpu, result))
+    return min(runs, key=lambda run: run[0])
+
+
+def _line(name: str, n: int, wall: float, cpu: float | None) -> None:
+    per_cpu = f"; {n / cpu:,.0f} parcels per CPU-second" if cpu else ""
+    print(f"  {name:<34} {n / wall:>9,.0f} parcels/s  ({wall:.2f} s{per_cpu})")
+
+
+def season(parcels: int, dates: int, rng: np.random.Generator) -> PixelSetSeries:
+    """Random pixel sets of the real shapes: 10 % masked pixels, a quarter of the dates cloudy."""
+    mask = rng.random((parcels, dates, N_PIXELS)) < 0.9
+    ndvi = np.where(mask, rng.uniform(-0.2, 1.0, mask.shape), 0.0).astype(np.float32)
+    valid = np.where(rng.random((parcels, dates)) < 0.75, 1.0, 0.1).astype(np.float32)
+    days = np.sort(rng.choice(np.arange(32, 350), dates, replace=False)).astype(np.float32)
+    std = rng.uniform(0.0, 0.2, (parcels, dates)).astype(np.float32)
+    return PixelSetSeries(days, ndvi, mask, valid, std)
+
+
+def batches(inputs: Inputs, batch: int) -> list[Inputs]:
+    n = len(inputs["pixels"])
+    return [{k: v[i : i + batch] for k, v in inputs.items()} for i in range(0, n, batch)]
+
+
+def model_only(args: argparse.Namespace, inputs: Inputs) -> None:
+    """ONNX Runtime against PyTorch eager, same weights, same batches."""
+    try:
+        import torch
+    except ImportError:
+        print("  PyTorch eager: torch is not installed (pip install -e '.[train]'), skipped")
+        return
+    if args.torch_device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"  PyTorch eager: no CUDA device for --torch-device {args.torch_device}, skipped")
+        return
+    from models.heterogeneity import HeterogeneityNet
+    from models.heterogeneity_training import export, load_checkpoint
 
     torch.set_num_threads(args.threads)
+    n = len(inputs["pixels"])
+    parts = batches(inputs, DEFAULT_BATCH)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint
         if not checkpoint.is_file():
@@ -60,42 +105,62 @@ def main() -> None:
             torch.save({"state_dict": fresh.state_dict(), "config": fresh.config}, checkpoint)
         onnx_path = Path(tmp) / "heterogeneity.onnx"
         export(checkpoint, onnx_path)
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model = HeterogeneityNet(**state["config"])
-        model.load_state_dict(state["state_dict"])
-        model.eval()
+        net = load_checkpoint(checkpoint).to(args.torch_device)
         session = load_model(onnx_path, InferenceConfig(threads=args.threads))
 
-        rng = np.random.default_rng(0)
-        batches = [
-            example_inputs(min(args.batch, args.parcels - start), rng)
-            for start in range(0, args.parcels, args.batch)
-        ]
+    def run_onnx() -> npt.NDArray[np.float32]:
+        return np.concatenate([session.run(b)["logit"] for b in parts])
 
-        def run_torch(batch: Inputs) -> npt.NDArray[np.float32]:
-            with torch.inference_mode():
-                out = model(*(torch.from_numpy(batch[k]) for k in INPUT_NAMES))
-            result: npt.NDArray[np.float32] = out.numpy()
-            return result
+    device_parts = [
+        [torch.from_numpy(b[k]).to(args.torch_device) for k in INPUT_NAMES] for b in parts
+    ]
 
-        def run_onnx(batch: Inputs) -> npt.NDArray[np.float32]:
-            result: npt.NDArray[np.float32] = session.run(batch)["logit"]
-            return result
+    def run_torch() -> npt.NDArray[np.float32]:
+        with torch.inference_mode():
+            out: npt.NDArray[np.float32] = torch.cat([net(*b) for b in device_parts]).cpu().numpy()
+        return out
 
-        difference = max(float(np.abs(run_torch(b) - run_onnx(b)).max()) for b in batches)
-        torch_rate = _best_rate(run_torch, batches)
-        onnx_rate = _best_rate(run_onnx, batches)
-
+    weights = "trained checkpoint" if args.checkpoint.is_file() else "fresh model (seed 0)"
+    print(f"the model alone ({weights}), batch {DEFAULT_BATCH}, same inputs:")
+    ort_s, ort_cpu, ort_out = timed(run_onnx)
+    _line(f"ONNX Runtime, {args.threads} threads", n, ort_s, ort_cpu)
+    torch_s, torch_cpu, torch_out = timed(run_torch)
+    on_cpu = args.torch_device == "cpu"
+    _line(f"PyTorch eager, {args.torch_device}", n, torch_s, torch_cpu if on_cpu else None)
+    diff = float(np.abs(ort_out - torch_out).max())
     print(
-        f"heterogeneity inference: {args.parcels} parcels, batch {args.batch}, "
-        f"{args.threads} threads, inputs [N, {batches[0]['pixels'].shape[1]} dates, "
-        f"{batches[0]['pixels'].shape[2]} pixels, 1 band]"
+        f"  ONNX Runtime / PyTorch eager ({args.torch_device}): {torch_s / ort_s:.2f}x wall "
+        f"clock; max |logit difference| {diff:.2e} ({diff <= 1e-4})"
     )
-    print(f"  weights: {'trained checkpoint' if args.checkpoint.is_file() else 'fresh (seed 0)'}")
-    print(f"  {'PyTorch eager':<16} {torch_rate:>12,.0f} parcels/s")
-    print(f"  {'ONNX Runtime':<16} {onnx_rate:>12,.0f} parcels/s")
-    print(f"  ratio ONNX Runtime / PyTorch: {onnx_rate / torch_rate:.2f}x")
-    print(f"  outputs agree: max |logit difference| {difference:.2e} ({difference <= 1e-4})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parcels", type=int, default=4096)
+    parser.add_argument("--dates", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
+    parser.add_argument("--torch-device", default="cpu", help="cpu (default), cuda, cuda:1…")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+
+    series = season(args.parcels, args.dates, np.random.default_rng(0))
+    n = series.n_parcels
+    print(
+        f"heterogeneity: {n} parcels x {args.dates} dates x {N_PIXELS} pixels, "
+        f"{args.threads} threads"
+    )
+    shipped: Model = load_model("heterogeneity", InferenceConfig(threads=args.threads))
+    print("end to end (pixel sets in, probabilities out), shipped model:")
+    reference = None
+    for batch in sorted({DEFAULT_BATCH, 64, 1024, 4096}):
+        wall, cpu, out = timed(lambda b=batch: heterogeneity_probability(series, shipped, batch=b))
+        default = " (default)" if batch == DEFAULT_BATCH else ""
+        _line(f"heterogeneity_probability, batch {batch}{default}", n, wall, cpu)
+        reference = out if reference is None else reference
+        assert np.allclose(out, reference, atol=1e-6, equal_nan=True), "batching changed results"
+    model_only(args, model_inputs(series))
+    print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
-"""Practice detection throughput: parcels per second, ONNX Runtime against PyTorch eager.
+"""Practice detection throughput: end to end (`detect_practices`: observation rows in, events
+out) next to the model alone on ONNX Runtime and on PyTorch eager, same inputs.
 
-Both run the shipped model's weights on the same input tensor: 100 000 parcel-seasons built
-from a simulated, replayed season (its 300 parcels repeated under new ids), on 2 threads.
-Also timed: the resampling of the observation table onto the model's grid
-(`series_tensor`) and the peak decoding, i.e. the whole of `detect_practices` but I/O.
+The table: 100 000 parcel-seasons built from a simulated, replayed season (its 300 parcels
+repeated under new ids). Timed, best of 3:
+
+* `detect_practices` end to end, and its parts: the resampling of the rows onto the model's
+  grid (`series_tensor`), the model, and the peak decoding;
+* the model alone on that grid: ONNX Runtime at `--threads` and at one thread, PyTorch eager
+  (same weights) on `--torch-device` (cpu by default; `cuda` on a GPU node).
 
     .venv/bin/python -m benchmarks.practices_inference [--parcels 100000] [--threads 2]
+        [--torch-device cpu]
 
-Prints wall-clock throughput and parcels per CPU-second, at the given threads and at one (on a
-shared machine the wall clock understates what free cores do, and threads that wait for each
-other make it worse), the ratio, and the largest difference between the two runtimes.
+Prints wall-clock parcels per second and parcels per CPU-second (on a shared machine the wall
+clock understates what free cores do), and the largest difference between the runtimes.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 T = TypeVar("T")
+F32 = npt.NDArray[np.float32]
 
 
 def _cpu() -> float:
@@ -59,58 +65,90 @@ def observation_table(parcels: int, data_dir: Path) -> pl.DataFrame:
     return table.filter(pl.col("parcel_id").is_in(keep.implode()))
 
 
+def _line(name: str, n: int, wall: float, cpu: float | None) -> None:
+    per_cpu = f"; {n / cpu:,.0f} parcels per CPU-second" if cpu else ""
+    print(f"  {name:<34} {n / wall:>9,.0f} parcels/s  ({wall:.2f} s{per_cpu})")
+
+
+def torch_eager(values: F32, device: str, threads: int) -> Callable[[], F32] | None:
+    """A closure running the shipped weights on PyTorch eager over `values`, or None (and
+    why, in one line) when PyTorch or the device is missing."""
+    try:
+        import torch
+    except ImportError:
+        print("  PyTorch eager: torch is not installed (pip install -e '.[train]'), skipped")
+        return None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"  PyTorch eager: no CUDA device for --torch-device {device}, skipped")
+        return None
+    from models.practices import PracticeProbabilities, from_onnx
+    from monitor.infer import artifact_path
+    from monitor.practices import BATCH
+
+    torch.set_num_threads(threads)
+    net = PracticeProbabilities(from_onnx(str(artifact_path("practices")))).eval().to(device)
+    inputs = torch.from_numpy(values).to(device)
+
+    def run() -> F32:
+        with torch.inference_mode():
+            parts = [net(inputs[i : i + BATCH]) for i in range(0, len(inputs), BATCH)]
+            out: F32 = torch.cat(parts).cpu().numpy()
+        return out
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parcels", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", type=Path, default=Path("data") / "sim")
+    parser.add_argument("--torch-device", default="cpu", help="cpu (default), cuda, cuda:1…")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    os.environ.setdefault("RAYON_NUM_THREADS", str(args.threads))
 
-    import torch
-
-    from models.practices import PracticeProbabilities, from_onnx
-    from monitor.infer import InferenceConfig, artifact_path, load_model
-    from monitor.practices import BATCH, DEFAULT_THRESHOLD, decode_peaks, predict, series_tensor
+    from monitor.infer import InferenceConfig, load_model
+    from monitor.practices import (
+        DEFAULT_THRESHOLD,
+        decode_peaks,
+        detect_practices,
+        predict,
+        series_tensor,
+    )
 
     table = observation_table(args.parcels, args.data)
     n = table.get_column("parcel_id").n_unique()
     print(f"{n} parcel-seasons, {table.height} observation rows, {args.threads} threads")
+    session = load_model("practices", InferenceConfig(threads=args.threads))
 
-    prep_s, prep_cpu, tensor = timed(lambda: series_tensor(table))
+    print("end to end (observation rows in, events out):")
+    wall, cpu, events = timed(lambda: detect_practices(table, model=session))
+    _line(f"detect_practices ({events.height} events)", n, wall, cpu)
+    wall, cpu, tensor = timed(lambda: series_tensor(table))
+    _line("  of which grid resampling", n, wall, cpu)
     values = tensor.values
-    print(
-        f"grid resampling       {n / prep_s:>9,.0f} parcels/s  ({prep_s:.2f} s; "
-        f"{n / prep_cpu:,.0f} parcels per CPU-second)"
-    )
+    ort_s, ort_cpu, ort_out = timed(lambda: predict(session, values))
+    _line("  of which the model", n, ort_s, ort_cpu)
+    wall, cpu, _ = timed(lambda: decode_peaks(ort_out, DEFAULT_THRESHOLD))
+    _line("  of which peak decoding", n, wall, cpu)
 
-    net = PracticeProbabilities(from_onnx(str(artifact_path("practices")))).eval()
-
-    def eager() -> np.typing.NDArray[np.float32]:
-        with torch.inference_mode():
-            parts = [net(torch.from_numpy(values[i : i + BATCH])) for i in range(0, n, BATCH)]
-        return torch.cat(parts).numpy()
-
-    results = {}
-    for threads in sorted({args.threads, 1}, reverse=True):
-        torch.set_num_threads(threads)
-        session = load_model("practices", InferenceConfig(threads=threads))
-        results[f"ONNX Runtime, {threads} thr"] = timed(lambda s=session: predict(s, values))
-        results[f"PyTorch eager, {threads} thr"] = timed(eager)
-    for name, (wall, cpu, _) in results.items():
+    print("the model alone, same input tensor:")
+    _line(f"ONNX Runtime, {args.threads} threads", n, ort_s, ort_cpu)
+    if args.threads != 1:
+        one = load_model("practices", InferenceConfig(threads=1))
+        wall, cpu, _ = timed(lambda: predict(one, values))
+        _line("ONNX Runtime, 1 thread", n, wall, cpu)
+    eager = torch_eager(values, args.torch_device, args.threads)
+    if eager is not None:
+        torch_s, torch_cpu, torch_out = timed(eager)
+        on_cpu = args.torch_device == "cpu"
+        _line(f"PyTorch eager, {args.torch_device}", n, torch_s, torch_cpu if on_cpu else None)
+        diff = float(np.abs(ort_out - torch_out).max())
         print(
-            f"{name:<21} {n / wall:>9,.0f} parcels/s  ({wall:.2f} s; "
-            f"{n / cpu:,.0f} parcels per CPU-second)"
+            f"  ONNX Runtime / PyTorch eager ({args.torch_device}): {torch_s / ort_s:.2f}x "
+            f"wall clock; outputs agree to {diff:.1e}"
         )
-    ort_s, ort_cpu, ort_out = results[f"ONNX Runtime, {args.threads} thr"]
-    torch_s, torch_cpu, torch_out = results[f"PyTorch eager, {args.threads} thr"]
-    decode_s, _, peaks = timed(lambda: decode_peaks(ort_out, DEFAULT_THRESHOLD))
-    print(f"peak decoding         {n / decode_s:>9,.0f} parcels/s  ({len(peaks)} events)")
-    diff = float(np.abs(ort_out - torch_out).max())
-    print(
-        f"ONNX Runtime / PyTorch at {args.threads} threads: {torch_s / ort_s:.2f}x wall clock, "
-        f"{torch_cpu / ort_cpu:.2f}x CPU time; outputs agree to {diff:.1e}"
-    )
     print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 

@@ -12,6 +12,10 @@ __all__ = [
     "__version__",
     "build_label_raster",
     "pixel_set",
+    "practice_decode_peaks",
+    "practice_group_keys",
+    "practice_nearest_rows",
+    "practice_series_grid",
     "tiling_extract",
     "tiling_stitch",
     "tiling_windows",
@@ -102,3 +106,41 @@ def tiling_extract(
 def tiling_stitch(
     tiles: npt.NDArray[np.float32], height: int, width: int, overlap: int
 ) -> npt.NDArray[np.float32]: ...
+def practice_group_keys(
+    keys: npt.NDArray[np.uint64], check: npt.NDArray[np.uint64]
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint64]] | None: ...
+def practice_series_grid(
+    parcel: npt.NDArray[np.uint32],
+    n_parcels: int,
+    micros: npt.NDArray[np.int64],
+    kind: npt.NDArray[np.uint8],
+    tile: npt.NDArray[np.uint32],
+    s2: list[npt.NDArray[np.float64]],
+    s1: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None,
+    start_doy: int,
+    bin_days: int,
+    n_bins: int,
+    n_channels: int,
+    s2_channels: list[int],
+    s2_norm: list[tuple[float, float]],
+    s2_observed: int,
+    s2_reconstructed: int,
+    s1_channels: list[int] | tuple[int, int, int],
+    s1_norm: list[tuple[float, float]] | tuple[tuple[float, float], ...],
+    s1_observed: int,
+) -> tuple[
+    npt.NDArray[np.uint32], npt.NDArray[np.int32], npt.NDArray[np.uint32], npt.NDArray[np.float32]
+]: ...
+def practice_decode_peaks(
+    probability: npt.NDArray[np.float32], threshold: float, radius: list[int]
+) -> tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]
+]: ...
+def practice_nearest_rows(
+    parcel: npt.NDArray[np.uint32],
+    micros: npt.NDArray[np.int64],
+    candidate: npt.NDArray[np.bool_],
+    n_parcels: int,
+    event_parcel: npt.NDArray[np.uint32],
+    event_micros: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...

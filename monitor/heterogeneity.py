@@ -59,6 +59,10 @@ MIN_DATES = 3
 #: Probability above which a parcel is reported heterogeneous: the best-F1 threshold on the
 #: training seeds (see the model card; `parcel-monitor evaluate heterogeneity` prints it).
 DECISION_THRESHOLD = 0.20
+#: Parcels per model call. The model's activations are [batch, N_DATES, N_PIXELS, 32] floats:
+#: at 256 parcels they stay in cache, at 4096 (the earlier default) they spill to memory and
+#: ONNX Runtime runs ~3x slower per parcel (`benchmarks/heterogeneity_inference.py`).
+DEFAULT_BATCH = 256
 #: Model inputs, in the order of the ONNX graph.
 INPUT_NAMES = ("pixels", "pixel_mask", "date_mask", "day_of_year")
 
@@ -256,7 +260,7 @@ def _shipped_model() -> Model:
 
 
 def heterogeneity_probability(
-    series: PixelSetSeries, model: Model | None = None, *, batch: int = 4096
+    series: PixelSetSeries, model: Model | None = None, *, batch: int = DEFAULT_BATCH
 ) -> npt.NDArray[np.float64]:
     """P(parcel holds more than one cover) per parcel of `series`; NaN with < `MIN_DATES`
     usable dates. `model` defaults to the shipped ONNX artifact on ONNX Runtime."""

@@ -6,11 +6,16 @@
 1. `series_tensor` resamples every parcel-year's irregular Sentinel-2 and Sentinel-1 rows onto
    a fixed day-of-year grid (`N_BINS` bins of `BIN_DAYS` days from `GRID_START_DOY`), with
    observed masks as channels: cloudy dates (low `valid_fraction`) are missing, not zeros, and
-   gaps are bridged by linear interpolation. Vectorised (polars + numpy bincount), no Python
-   loop per parcel.
+   gaps are bridged by linear interpolation. Rows are classified in polars, parcel ids ranked
+   by hash, and the per-row work (binning, means, interpolation) runs in the Rust kernel
+   `rust_core/src/practice_grid.rs`, in parallel over parcels.
 2. The model gives per-bin probabilities of each practice (`PRACTICES`).
 3. `decode_peaks` keeps local maxima above a threshold (non-maximum suppression per practice)
-   and refines each date inside its bin with a parabola through the neighbouring bins.
+   and refines each date inside its bin with a parabola through the neighbouring bins (in the
+   same kernel module, as is the search for each event's evidence rows).
+
+Incremental use: call `detect_practices` on the season so far after each acquisition, passing
+the ids already emitted; the cost is one pass over the table's rows plus the model.
 
 Event ids hash (parcel, type, `WINDOW_DAYS`-day window of the date), so redetecting the same
 practice as the series grows gives the same id; passing the ids already emitted (`emitted`)
@@ -37,9 +42,10 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from monitor import __version__
+from monitor import __version__, _core
 from monitor.errors import ConfigError, ObservationError
-from monitor.events import ModelRef, ParcelEvent, event_id_for, make_event
+from monitor.events import ModelRef, ParcelEvent, make_event, rfc3339
+from monitor.events import _event_id as event_id  # the id scheme, fed preformatted windows
 from monitor.infer import InferenceConfig, Model, load_model
 
 F32 = npt.NDArray[np.float32]
@@ -81,7 +87,9 @@ DEFAULT_THRESHOLD: Final = 0.5
 # Non-maximum suppression radius per practice, in bins (two mowings are >= ~25 days apart).
 NMS_BINS: Final = {"mowing": 4, "ploughing": 5, "harvest": 6}
 BATCH: Final = 4096  # series per model call
-CHUNK: Final = 2048  # series per block of the grid resampling
+# Row kinds and the missing tile of the grid kernel (rust_core/src/practice_grid.rs).
+_KIND_OTHER, _KIND_S2_CLEAR, _KIND_S2_REBUILT, _KIND_S1 = 0, 1, 2, 3
+_NO_TILE: Final = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,10 @@ def prepare(observations: pl.DataFrame) -> pl.DataFrame:
             raise ObservationError(
                 f"column {column!r} has dtype {schema[column]}, expected a string"
             )
+    for column in ("parcel_id", "acquired"):
+        nulls = observations.get_column(column).null_count()
+        if nulls:
+            raise ObservationError(f"column {column!r} has {nulls} null value(s)")
     numeric = ["valid_fraction", *S2_FEATURES, *S1_FEATURES]
     for column in (c for c in numeric if c in schema):
         if not (schema[column].is_numeric() or schema[column] == pl.Null):
@@ -131,93 +143,115 @@ def prepare(observations: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def series_keys(observations: pl.DataFrame) -> tuple[pl.DataFrame, npt.NDArray[np.int64]]:
-    """One row per parcel-year of the table (parcel_id, year, tile), in (parcel_id, year)
-    order, and the index of each row's series. The tile of a parcel seen from two tiles is the
-    smaller id."""
-    tile = pl.col("tile") if "tile" in observations.columns else pl.lit("unknown").alias("tile")
-    groups = (
-        observations.select("parcel_id", pl.col("acquired").dt.year().alias("year"), tile)
-        .with_row_index("row")
-        .group_by("parcel_id", "year")
-        .agg("row", pl.col("tile").min())
-        .sort("parcel_id", "year")
+def _ranks(values: pl.Series) -> tuple[pl.Series, npt.NDArray[np.uint32]]:
+    """The distinct values of a string column, sorted (nulls last), and each row's rank
+    among them. Rows are grouped by a 64-bit hash, checked by a second one; should two
+    values collide, by an exact categorical encoding instead."""
+    grouped = _core.practice_group_keys(
+        values.hash(seed=0).to_numpy(), values.hash(seed=1).to_numpy()
     )
-    rows = groups.get_column("row")
-    series = np.empty(observations.height, dtype=np.int64)
-    series[rows.explode().to_numpy()] = np.repeat(
-        np.arange(groups.height), rows.list.len().to_numpy()
-    )
-    return groups.drop("row"), series
+    if grouped is None:
+        codes = values.cast(pl.Categorical(pl.Categories.random())).to_physical()
+        exact = codes.cast(pl.UInt64).fill_null(2**63).to_numpy()
+        grouped = _core.practice_group_keys(exact, exact)
+        assert grouped is not None  # exact codes never collide
+    group, first = grouped
+    distinct = values.gather(first)
+    order = distinct.arg_sort(nulls_last=True).to_numpy()
+    rank = np.empty(len(order), dtype=np.uint32)
+    rank[order] = np.arange(len(order), dtype=np.uint32)
+    return distinct.gather(order), rank[group]
 
 
 def _values(df: pl.DataFrame, column: str) -> npt.NDArray[np.float64]:
     series = df.get_column(column).cast(pl.Float64)  # to_numpy: nulls become NaN
-    return series.to_numpy()
+    return np.ascontiguousarray(series.to_numpy())
 
 
-def _bin_means(
-    flat: npt.NDArray[np.int64],
-    rows: npt.NDArray[np.bool_],
-    values: Sequence[npt.NDArray[np.float64]],
-    size: int,
-) -> tuple[F32, npt.NDArray[np.bool_]]:
-    """Means per grid cell (flat index `flat`) of each of `values` over the rows selected by
-    `rows` (the first of `values` must be finite there), NaN where a value is missing, and the
-    cells that have rows."""
-    index = flat[rows]
-    counts = np.bincount(index, minlength=size)
-    out = np.full((len(values), size), np.nan, dtype=np.float32)
-    for i, column in enumerate(values):
-        v = column[rows]
-        ok = np.isfinite(v)
-        if ok.all():
-            n, weights = counts, v
-        else:
-            n = np.bincount(index, weights=ok, minlength=size)
-            weights = np.where(ok, v, 0.0)
-        sums = np.bincount(index, weights=weights, minlength=size)
-        np.divide(sums, n, out=out[i], where=n > 0, casting="unsafe")
-    return out, counts > 0
+def _row_kinds(
+    observations: pl.DataFrame, min_valid: float, with_s1: bool
+) -> npt.NDArray[np.uint8]:
+    """Per row, what it feeds (`_KIND_*`): a clear S2 observation (enough valid pixels, NDVI
+    finite), a reconstructed S2 row, an S1 row with finite VV and VH, or nothing."""
+
+    def finite(column: str) -> pl.Expr:
+        return pl.col(column).cast(pl.Float64).is_finite().fill_null(False)
+
+    source = pl.col("source") if "source" in observations.columns else pl.lit("observed")
+    rebuilt = (source == "reconstructed").fill_null(False)
+    s2 = (pl.col("sensor") == "S2") & finite("NDVI_mean")
+    clear = (pl.col("valid_fraction").cast(pl.Float64) >= min_valid).fill_null(False)
+    s1 = (pl.col("sensor") == "S1") & finite("VV_mean") & finite("VH_mean") if with_s1 else False
+    kind = (
+        pl.when(s2 & rebuilt)
+        .then(_KIND_S2_REBUILT)
+        .when(s2 & clear)
+        .then(_KIND_S2_CLEAR)
+        .when(s1)
+        .then(_KIND_S1)
+        .otherwise(_KIND_OTHER)
+    )
+    return observations.select(kind.cast(pl.UInt8)).to_series().to_numpy()
 
 
-def _interpolate(values: F32, observed: npt.NDArray[np.bool_]) -> F32:
-    """Linear interpolation of (features, series, bins) along bins between the bins where
-    `observed` (series, bins), held constant before the first and after the last."""
-    t = np.arange(N_BINS, dtype=np.int32)
-    prev = np.maximum.accumulate(np.where(observed, t, -1), axis=1)
-    nxt = np.minimum.accumulate(np.where(observed, t, N_BINS)[:, ::-1], axis=1)[:, ::-1]
-    has_next = nxt < N_BINS
-    p = np.where(prev >= 0, prev, nxt).clip(0, N_BINS - 1)
-    q = np.where(has_next, nxt, p)
-    weight = ((t - p) / np.maximum(q - p, 1)).astype(np.float32).ravel()
-    # gather along the flattened (series, bin) axis: far faster than take_along_axis
-    start = np.arange(len(observed), dtype=np.int64)[:, None] * N_BINS
-    flat = values.reshape(len(values), -1)
-    before, after = flat[:, (start + p).ravel()], flat[:, (start + q).ravel()]
-    out: F32 = before + weight * (after - before)
-    return out.reshape(values.shape)
+@dataclass(frozen=True)
+class _Rows:
+    """The rows of a prepared table as the kernels take them."""
+
+    parcel_ids: pl.Series  # distinct, sorted
+    parcel: npt.NDArray[np.uint32]  # each row's rank in parcel_ids
+    micros: npt.NDArray[np.int64]  # acquired, microseconds since the epoch (UTC)
+
+    @classmethod
+    def of(cls, observations: pl.DataFrame) -> _Rows:
+        parcel_ids, parcel = _ranks(observations.get_column("parcel_id"))
+        micros = observations.get_column("acquired").to_physical().to_numpy()
+        return cls(parcel_ids, parcel, np.ascontiguousarray(micros, dtype=np.int64))
 
 
-def _fill_channels(
-    x: F32,
-    channels: Sequence[int],
-    means: F32,
-    seen: npt.NDArray[np.bool_],
-    norm: Sequence[tuple[float, float]],
-) -> None:
-    """Write interpolated, normalised features (features, series x bins) into `x[:, channels]`;
-    0, the neutral value, for a feature a series lacks (and where a band is missing on a date
-    that has NDVI). Blocks of series keep the temporaries in cache."""
-    centre = np.array([c for c, _ in norm], dtype=np.float32)[:, None, None]
-    scale = np.array([s for _, s in norm], dtype=np.float32)[:, None, None]
-    for start in range(0, len(x), CHUNK):
-        stop = min(start + CHUNK, len(x))
-        observed = seen[start * N_BINS : stop * N_BINS].reshape(-1, N_BINS)
-        block = means[:, start * N_BINS : stop * N_BINS].reshape(len(means), -1, N_BINS)
-        out = np.nan_to_num((_interpolate(block, observed) - centre) / scale, nan=0.0)
-        out *= np.asarray(observed.any(axis=1), dtype=bool)[None, :, None]
-        x[start:stop, channels] = out.swapaxes(0, 1)
+def _series_tensor(
+    observations: pl.DataFrame, rows: _Rows, min_valid: float = MIN_VALID_FRACTION
+) -> tuple[SeriesTensor, npt.NDArray[np.uint32]]:
+    """The model input of prepared rows, and each series' parcel rank."""
+    if "tile" in observations.columns:
+        tiles, tile = _ranks(observations.get_column("tile"))
+        if tiles.null_count():  # sorted last: a row without a tile does not count
+            tile[tile == len(tiles) - 1] = _NO_TILE
+    else:
+        tiles, tile = pl.Series("tile", ["unknown"]), np.zeros(observations.height, np.uint32)
+    present = [i for i, c in enumerate(S2_FEATURES) if c in observations.columns]
+    with_s1 = all(c in observations.columns for c in S1_FEATURES)
+    s1 = (_values(observations, "VV_mean"), _values(observations, "VH_mean")) if with_s1 else None
+    parcel, year, series_tile, values = _core.practice_series_grid(
+        rows.parcel,
+        len(rows.parcel_ids),
+        rows.micros,
+        _row_kinds(observations, min_valid, with_s1),
+        tile,
+        [_values(observations, S2_FEATURES[i]) for i in present],
+        s1,
+        GRID_START_DOY,
+        BIN_DAYS,
+        N_BINS,
+        len(CHANNELS),
+        present,
+        [_S2_NORM[i] for i in present],
+        CHANNELS.index("S2_observed"),
+        CHANNELS.index("S2_reconstructed"),
+        [CHANNELS.index(c) for c in ("VV", "VH", "VH_minus_VV")],
+        list(_S1_NORM),
+        CHANNELS.index("S1_observed"),
+    )
+    tile_index = pl.Series(series_tile, dtype=pl.UInt32)
+    keys = pl.DataFrame(
+        {
+            "parcel_id": rows.parcel_ids.gather(parcel),
+            "year": pl.Series(year, dtype=pl.Int32),
+            # a series none of whose rows has a tile has none
+            "tile": tiles.gather(tile_index.set(tile_index == _NO_TILE, None)),
+        }
+    )
+    return SeriesTensor(keys, values), parcel
 
 
 def series_tensor(
@@ -225,96 +259,47 @@ def series_tensor(
 ) -> SeriesTensor:
     """Resample a parcel observation table onto the model's grid (see the module docstring)."""
     observations = prepare(observations)
-    keys, series = series_keys(observations)
-    n, size = keys.height, keys.height * N_BINS
-    doy = observations.get_column("acquired").dt.ordinal_day().to_numpy().astype(np.int64)
-    bins = (doy - GRID_START_DOY) // BIN_DAYS
-    inside = (bins >= 0) & (bins < N_BINS)
-    flat = series * N_BINS + np.clip(bins, 0, N_BINS - 1)
-    source = pl.col("source") if "source" in observations.columns else pl.lit("observed")
-    flags = observations.select(
-        (pl.col("sensor") == "S2").alias("s2"),
-        (pl.col("sensor") == "S1").alias("s1"),
-        (source == "reconstructed").alias("rebuilt"),
-    )
-    is_s2, is_s1, rebuilt = (flags.get_column(c).to_numpy() for c in ("s2", "s1", "rebuilt"))
-    x = np.zeros((n, len(CHANNELS), N_BINS), dtype=np.float32)
-
-    present = [i for i, c in enumerate(S2_FEATURES) if c in observations.columns]
-    s2_values = [_values(observations, S2_FEATURES[i]) for i in present]
-    s2 = inside & is_s2 & np.isfinite(s2_values[0])  # NDVI: first, required
-    clear = s2 & ~rebuilt & (_values(observations, "valid_fraction") >= min_valid)
-    clear_means, clear_seen = _bin_means(flat, clear, s2_values, size)
-    rebuilt_means, rebuilt_seen = _bin_means(flat, s2 & rebuilt, s2_values, size)
-    # A bin takes its clear observations, else its reconstructed rows (flagged as such).
-    use_rebuilt = rebuilt_seen & ~clear_seen
-    means = np.where(use_rebuilt, rebuilt_means, clear_means)
-    norm = [_S2_NORM[i] for i in present]
-    _fill_channels(x, present, means, clear_seen | use_rebuilt, norm)
-    x[:, CHANNELS.index("S2_observed")] = clear_seen.reshape(n, N_BINS)
-    x[:, CHANNELS.index("S2_reconstructed")] = use_rebuilt.reshape(n, N_BINS)
-
-    if all(c in observations.columns for c in S1_FEATURES):
-        vv, vh = (_values(observations, c) for c in S1_FEATURES)
-        s1 = inside & is_s1 & np.isfinite(vv) & np.isfinite(vh)
-        s1_means, s1_seen = _bin_means(flat, s1, [vv, vh, vh - vv], size)
-        first = CHANNELS.index("VV")
-        _fill_channels(x, [first, first + 1, first + 2], s1_means, s1_seen, _S1_NORM)
-        x[:, CHANNELS.index("S1_observed")] = s1_seen.reshape(n, N_BINS)
-    return SeriesTensor(keys, x)
+    return _series_tensor(observations, _Rows.of(observations), min_valid)[0]
 
 
 def decode_peaks(probability: F32, threshold: float) -> pl.DataFrame:
     """Local maxima of (series, practice, bin) probabilities above `threshold`, one per
     `NMS_BINS` radius: columns series, practice (index), bin (fractional: parabola through the
     neighbours), confidence."""
-    frames = []
-    for k, practice in enumerate(PRACTICES):
-        p = probability[:, k]
-        r = NMS_BINS[practice]
-        padded = np.pad(p, ((0, 0), (r, r)), constant_values=-np.inf)
-        before, after = (
-            padded[:, r - 1 : r - 1 + N_BINS].copy(),
-            padded[:, r + 1 : r + 1 + N_BINS].copy(),
-        )
-        for d in range(2, r + 1):
-            np.maximum(before, padded[:, r - d : r - d + N_BINS], out=before)
-            np.maximum(after, padded[:, r + d : r + d + N_BINS], out=after)
-        # > everything before and >= everything after: one peak per plateau
-        peak = (p >= threshold) & (p > before) & (p >= after)
-        series, bins = np.nonzero(peak)
-        centre = p[series, bins]
-        left = p[series, np.maximum(bins - 1, 0)]
-        right = p[series, np.minimum(bins + 1, N_BINS - 1)]
-        curvature = left - 2 * centre + right
-        safe = np.where(curvature < 0, curvature, -1.0)
-        offset = np.where(curvature < 0, np.clip(0.5 * (left - right) / safe, -0.5, 0.5), 0.0)
-        frames.append(
-            pl.DataFrame(
-                {
-                    "series": series.astype(np.int64),
-                    "practice": np.full(len(series), k, dtype=np.int64),
-                    "bin": (bins + offset).astype(np.float64),
-                    "confidence": centre.astype(np.float64),
-                }
-            )
-        )
-    return pl.concat(frames)
+    radius = [NMS_BINS[p] for p in PRACTICES]
+    series, practice, bins, confidence = _core.practice_decode_peaks(
+        np.ascontiguousarray(probability, dtype=np.float32), threshold, radius
+    )
+    return pl.DataFrame(
+        {"series": series, "practice": practice, "bin": bins, "confidence": confidence}
+    )
 
 
 def _date_of(year: pl.Expr, doy: pl.Expr) -> pl.Expr:
     return pl.date(year, 1, 1) + pl.duration(days=doy - 1)
 
 
-def _window_id(parcel: str, type_: str, year: int, window: int) -> str:
+@cache
+def _window_bounds(year: int, window: int) -> tuple[str, str]:
+    """RFC 3339 start and end of an id window (few distinct ones: cached)."""
     start = datetime(year, 1, 1, tzinfo=UTC) + timedelta(GRID_START_DOY - 1 + window * WINDOW_DAYS)
-    return event_id_for(parcel, type_, start, start + timedelta(WINDOW_DAYS))
+    return rfc3339(start), rfc3339(start + timedelta(WINDOW_DAYS))
+
+
+def _window_ids(events: pl.DataFrame, shift: int = 0) -> list[str]:
+    """The event id of each event's window moved by `shift` windows (`event_id_for`'s
+    hash, with the window bounds formatted once per window rather than per event)."""
+    rows = events.select("parcel_id", "type", "year", "window").iter_rows()
+    return [
+        event_id(parcel, type_, *_window_bounds(year, window + shift), None, None)
+        for parcel, type_, year, window in rows
+    ]
 
 
 def _event_frame(keys: pl.DataFrame, peaks: pl.DataFrame, model: ModelRef) -> pl.DataFrame:
     doy = (GRID_START_DOY + BIN_DAYS * pl.col("bin") + (BIN_DAYS - 1) / 2).round().cast(pl.Int32)
     events = (
-        peaks.join(keys.with_row_index("series").cast({"series": pl.Int64}), on="series")
+        pl.concat([keys[peaks.get_column("series")], peaks], how="horizontal")
         .with_columns(
             pl.col("practice").replace_strict(dict(enumerate(EVENT_TYPES))).alias("type"),
             _date_of(pl.col("year"), doy).alias("date"),
@@ -330,64 +315,67 @@ def _event_frame(keys: pl.DataFrame, peaks: pl.DataFrame, model: ModelRef) -> pl
             pl.col("date").cast(pl.Datetime("us", "UTC")).alias("time"),
         )
     )
-    ids = [
-        _window_id(parcel, type_, year, window)
-        for parcel, type_, year, window in events.select(
-            "parcel_id", "type", "year", "window"
-        ).iter_rows()
-    ]
     return events.with_columns(
-        pl.Series("event_id", ids, dtype=pl.String),
+        pl.Series("event_id", _window_ids(events), dtype=pl.String),
         pl.lit(model.name).alias("model"),
         pl.lit(model.version).alias("model_version"),
     )
 
 
 def _already_emitted(events: pl.DataFrame, emitted: set[str]) -> pl.Series:
-    """Whether each event, or the same practice in a neighbouring window, was emitted."""
-    rows = events.select("parcel_id", "type", "year", "window").iter_rows()
-    flags = [any(_window_id(p, t, y, w + d) in emitted for d in (0, -1, 1)) for p, t, y, w in rows]
-    return pl.Series("emitted", flags, dtype=pl.Boolean)
+    """Whether each event, or the same practice in a neighbouring window, was emitted. The
+    neighbours' ids are computed only for events not emitted under their own."""
+    known = pl.Series(list(emitted), dtype=pl.String)
+    flags = events.get_column("event_id").is_in(known.implode())
+    rest = events.filter(~flags)
+    if rest.height:
+        moved = pl.Series([False] * rest.height)
+        for shift in (-1, 1):
+            moved |= pl.Series(_window_ids(rest, shift), dtype=pl.String).is_in(known.implode())
+        flags = flags.scatter(np.flatnonzero(~flags.to_numpy()), moved)
+    return flags.alias("emitted")
 
 
-def _with_evidence(events: pl.DataFrame, observations: pl.DataFrame) -> pl.DataFrame:
-    """The clear S2 acquisitions just before and after each event (product ids and NDVI)."""
-    product = pl.col("product_id") if "product_id" in observations.columns else pl.lit(None)
-    clear = (
-        observations.filter(
-            (pl.col("sensor") == "S2") & (pl.col("valid_fraction") >= MIN_VALID_FRACTION)
-        )
-        .filter(pl.col("source") == "observed" if "source" in observations.columns else True)
-        .select(
-            "parcel_id",
-            pl.col("acquired").alias("at"),
-            product.cast(pl.String).alias("product"),
-            pl.col("NDVI_mean").cast(pl.Float64).alias("ndvi"),
-        )
-        .drop_nulls("ndvi")
-        .filter(pl.col("ndvi").is_not_nan())
-        .sort("at")
+def _with_evidence(events: pl.DataFrame, observations: pl.DataFrame, rows: _Rows) -> pl.DataFrame:
+    """The clear S2 acquisitions just before and after each event (product ids and NDVI):
+    the latest strictly before its date, the earliest on or after it (a same-day image is
+    "after"), among the parcel's rows of every year."""
+    source_ok = pl.col("source") == "observed" if "source" in observations.columns else True
+    ndvi = pl.col("NDVI_mean").cast(pl.Float64)
+    candidate = observations.select(
+        (
+            (pl.col("sensor") == "S2")
+            & (pl.col("valid_fraction") >= MIN_VALID_FRACTION)
+            & source_ok
+            & ndvi.is_not_null()
+            & ndvi.is_not_nan()
+        ).fill_null(False)
+    ).to_series()
+    before, after = _core.practice_nearest_rows(
+        rows.parcel,
+        rows.micros,
+        candidate.to_numpy(),
+        len(rows.parcel_ids),
+        events.get_column("parcel_rank").to_numpy(),
+        np.ascontiguousarray(events.get_column("time").to_physical().to_numpy(), np.int64),
     )
-    ordered = events.sort("time")
-    # both sides are sorted by time overall, hence within each parcel
-    before, after = (
-        ordered.join_asof(
-            clear,
-            left_on="time",
-            right_on="at",
-            by="parcel_id",
-            strategy=strategy,
-            allow_exact_matches=strategy == "forward",  # a same-day image is "after"
-            check_sortedness=False,
-        )
-        for strategy in ("backward", "forward")
+    product = (
+        observations.get_column("product_id").cast(pl.String)
+        if "product_id" in observations.columns
+        else pl.repeat(None, observations.height, dtype=pl.String, eager=True)
     )
-    return ordered.with_columns(
-        pl.concat_list(before.get_column("product"), after.get_column("product"))
+    ndvi_values = observations.get_column("NDVI_mean").cast(pl.Float64)
+
+    def at(values: pl.Series, index: npt.NDArray[np.int64]) -> pl.Series:
+        positions = pl.Series(index)
+        return values.gather(positions.set(positions < 0, None))
+
+    return events.with_columns(
+        pl.concat_list(at(product, before), at(product, after))
         .list.drop_nulls()
         .alias("product_ids"),
-        before.get_column("ndvi").alias("ndvi_before"),
-        after.get_column("ndvi").alias("ndvi_after"),
+        at(ndvi_values, before).alias("ndvi_before"),
+        at(ndvi_values, after).alias("ndvi_after"),
     ).sort("parcel_id", "time", "type")
 
 
@@ -437,17 +425,18 @@ def detect_practices(
         raise ConfigError(f"threshold {threshold} is not in (0, 1)")
     model = model or _shipped_model()
     observations = prepare(observations)
-    tensor = series_tensor(observations)
+    rows = _Rows.of(observations)
+    tensor, parcel_rank = _series_tensor(observations, rows)
     if tensor.keys.is_empty():
         return _empty_events()
     peaks = decode_peaks(predict(model, tensor.values), threshold)
-    ref = ModelRef(model.name, __version__)
-    events = _event_frame(tensor.keys, peaks, ref)
+    peaks = peaks.with_columns(pl.Series("parcel_rank", parcel_rank)[peaks.get_column("series")])
+    events = _event_frame(tensor.keys, peaks, ModelRef(model.name, __version__))
     if emitted:
         events = events.filter(~_already_emitted(events, emitted))
     if events.is_empty():
         return _empty_events()
-    return _with_evidence(events, observations).select(EVENT_COLUMNS)
+    return _with_evidence(events, observations, rows).select(EVENT_COLUMNS)
 
 
 def _empty_events() -> pl.DataFrame:

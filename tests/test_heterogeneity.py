@@ -192,6 +192,21 @@ def test_probability_is_nan_without_enough_dates() -> None:
     assert np.isnan(probability[1])
 
 
+def test_probability_does_not_depend_on_the_batch_size() -> None:
+    rng = np.random.default_rng(5)
+    mask = rng.random((37, 6, N_PIXELS)) < 0.8
+    ndvi = np.where(mask, rng.uniform(0.0, 0.9, mask.shape), 0.0).astype(np.float32)
+    valid = np.where(rng.random((37, 6)) < 0.7, 1.0, 0.0).astype(np.float32)
+    days = np.arange(100, 160, 10, dtype=np.float32)
+    series = PixelSetSeries(days, ndvi, mask, valid, np.zeros((37, 6), dtype=np.float32))
+    model = load_model("heterogeneity")
+    whole = heterogeneity_probability(series, model)
+    assert np.isfinite(whole).sum() >= 10
+    np.testing.assert_allclose(
+        heterogeneity_probability(series, model, batch=4), whole, atol=1e-6, equal_nan=True
+    )
+
+
 def test_bad_inputs_are_refused() -> None:
     with pytest.raises(ConfigError, match="at least one date"):
         PixelSetSeries.stack([])

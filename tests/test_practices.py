@@ -142,6 +142,59 @@ def test_reconstructed_rows_fill_only_masked_bins() -> None:
     assert np.flatnonzero(flag)[0] > np.flatnonzero(observed)[0]
 
 
+def _two_year_table() -> pl.DataFrame:
+    rows = []
+    for parcel, tile in (("b", "31UFS"), ("a", "31TCJ"), ("a", "31UFS"), ("c", None)):
+        for year in (SEASON - 1, SEASON):
+            ndvi = [0.3, 0.5, 0.8, 0.4, 0.7] if parcel != "c" else [0.6, 0.6, 0.2, 0.6, 0.6]
+            for row in _series(parcel, date(year, 4, 1), ndvi, step=7):
+                rows.append({**row, "tile": tile, "VV_mean": -12.0, "VH_mean": -19.0})
+    s1 = {"sensor": "S1", "NDVI_mean": None, "tile": "31UFS", "VV_mean": -11.0, "VH_mean": -18.0}
+    rows.append({**_row("a", date(SEASON, 5, 1), 0.9), **s1})
+    return pl.DataFrame(rows)
+
+
+def test_series_are_parcel_years_whatever_the_row_order() -> None:
+    table = _two_year_table()
+    tensor = series_tensor(table)
+    # one series per parcel and year, sorted; a parcel seen from two tiles takes the smaller
+    assert tensor.keys.rows() == [
+        ("a", SEASON - 1, "31TCJ"), ("a", SEASON, "31TCJ"),
+        ("b", SEASON - 1, "31UFS"), ("b", SEASON, "31UFS"),
+        ("c", SEASON - 1, None), ("c", SEASON, None),
+    ]  # fmt: skip
+    shuffled = series_tensor(table.sample(fraction=1.0, shuffle=True, seed=1))
+    assert shuffled.keys.equals(tensor.keys)
+    np.testing.assert_array_equal(shuffled.values, tensor.values)
+    # only the Sentinel-1 row feeds the S1 channels (S2 rows carrying VV do not)
+    assert tensor.values[:, CHANNELS.index("S1_observed")].sum(axis=1).tolist() == [
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+    ]
+
+
+def test_parcel_ids_are_grouped_exactly_even_if_their_hashes_collide(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = _two_year_table()
+    expected = series_tensor(table)
+    # every id hashing alike under the grouping hash (the check hash still tells them apart):
+    # the rows are grouped by an exact encoding instead
+    real_hash = pl.Series.hash
+
+    def colliding(self: pl.Series, seed: int = 0) -> pl.Series:
+        return real_hash(self, seed) if seed else pl.zeros(len(self), pl.UInt64, eager=True)
+
+    monkeypatch.setattr(pl.Series, "hash", colliding)
+    collided = series_tensor(table)
+    assert collided.keys.equals(expected.keys)
+    np.testing.assert_array_equal(collided.values, expected.values)
+
+
 def test_missing_required_column_is_a_one_line_error() -> None:
     table = pl.DataFrame(_series("a", date(SEASON, 4, 1), [0.5, 0.6])).drop("valid_fraction")
     with pytest.raises(ObservationError, match="missing column 'valid_fraction'") as err:
@@ -155,6 +208,10 @@ def test_bad_dtypes_are_refused_and_naive_times_taken_as_utc() -> None:
         series_tensor(table.with_columns(pl.col("NDVI_mean").cast(pl.String)))
     with pytest.raises(ObservationError, match="column 'acquired' has dtype String"):
         series_tensor(table.with_columns(pl.col("acquired").cast(pl.String)))
+    for column in ("parcel_id", "acquired"):
+        holed = table.with_columns(pl.when(pl.col("NDVI_mean") > 0.55).then(pl.col(column)))
+        with pytest.raises(ObservationError, match=f"column '{column}' has 1 null value"):
+            series_tensor(holed)
     naive = table.with_columns(pl.col("acquired").dt.replace_time_zone(None))
     np.testing.assert_array_equal(series_tensor(naive).values, series_tensor(table).values)
 
@@ -239,6 +296,25 @@ def test_detection_does_not_re_emit_as_the_series_grows(
     fresh = detect_practices(later, emitted=set(first.get_column("event_id")))
     assert not set(fresh.get_column("event_id")) & set(near.get_column("event_id_2"))
     assert fresh.height == second.height - near.get_column("event_id_2").n_unique()
+
+
+def test_evidence_is_the_clear_images_around_the_event(
+    season: tuple[Path, pl.DataFrame, pl.DataFrame],
+) -> None:
+    _, observations, _ = season
+    events = detect_practices(observations).head(50)
+    clear = observations.filter(
+        (pl.col("sensor") == "S2")
+        & (pl.col("valid_fraction") >= 0.5)
+        & (pl.col("source") == "observed")
+    )
+    for event in events.iter_rows(named=True):
+        rows = clear.filter(pl.col("parcel_id") == event["parcel_id"])
+        before = rows.filter(pl.col("acquired") < event["time"]).sort("acquired").tail(1)
+        after = rows.filter(pl.col("acquired") >= event["time"]).sort("acquired").head(1)
+        assert event["product_ids"] == [*before["product_id"], *after["product_id"]]
+        assert event["ndvi_before"] == (before["NDVI_mean"].item() if before.height else None)
+        assert event["ndvi_after"] == (after["NDVI_mean"].item() if after.height else None)
 
 
 # -- the command ---------------------------------------------------------------------------

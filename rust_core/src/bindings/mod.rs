@@ -8,6 +8,7 @@ mod arrays;
 mod interrupt;
 mod label_raster;
 mod mask;
+mod practices;
 mod stats;
 mod tiling;
 
@@ -16,6 +17,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     label_raster::register(m)?;
     mask::register(m)?;
+    practices::register(m)?;
     stats::register(m)?;
     tiling::register(m)?;
     Ok(())

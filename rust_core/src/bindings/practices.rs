@@ -1,0 +1,198 @@
+//! Practice detection: observation rows onto the model's grid, peak decoding, evidence rows.
+//! Row columns come in as 1-D numpy arrays, borrowed without copying.
+
+use numpy::ndarray::Array3;
+use numpy::{
+    IntoPyArray, PyArray1, PyArray3, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods,
+};
+use pyo3::prelude::*;
+
+use super::interrupt::{input_err, to_py_err};
+use crate::practice_grid::{
+    decode_peaks, group_keys, nearest_rows, series_grid, GridLayout, RowTable,
+};
+
+type Column<'py, T> = PyReadonlyArray1<'py, T>;
+
+fn slice<'a, T: numpy::Element>(array: &'a Column<'_, T>, what: &str) -> PyResult<&'a [T]> {
+    array
+        .as_slice()
+        .map_err(|_| input_err(format!("{what} is not contiguous")))
+}
+
+type Groups<'py> = Option<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<u64>>)>;
+
+/// Dense group ids of 64-bit keys (first-appearance order) and each group's first row; None
+/// when rows of a group differ in `check` (colliding hashes).
+#[pyfunction]
+fn practice_group_keys<'py>(
+    py: Python<'py>,
+    keys: Column<'py, u64>,
+    check: Column<'py, u64>,
+) -> PyResult<Groups<'py>> {
+    let (keys, check) = (slice(&keys, "keys")?, slice(&check, "check")?);
+    let groups = py.detach(|| group_keys(keys, check)).map_err(to_py_err)?;
+    Ok(groups.map(|(group, first)| {
+        let first: Vec<u64> = first.into_iter().map(|r| r as u64).collect();
+        (group.into_pyarray(py), first.into_pyarray(py))
+    }))
+}
+
+type GridOut<'py> = (
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<i32>>,
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray3<f32>>,
+);
+
+/// Parcel-year series of observation rows on the day-of-year grid: (parcel rank, year, tile
+/// rank, values `[series, n_channels, n_bins]`).
+#[pyfunction]
+#[pyo3(signature = (
+    parcel, n_parcels, micros, kind, tile, s2, s1, start_doy, bin_days, n_bins, n_channels,
+    s2_channels, s2_norm, s2_observed, s2_reconstructed, s1_channels, s1_norm, s1_observed
+))]
+#[allow(clippy::too_many_arguments)]
+fn practice_series_grid<'py>(
+    py: Python<'py>,
+    parcel: Column<'py, u32>,
+    n_parcels: usize,
+    micros: Column<'py, i64>,
+    kind: Column<'py, u8>,
+    tile: Column<'py, u32>,
+    s2: Vec<Column<'py, f64>>,
+    s1: Option<(Column<'py, f64>, Column<'py, f64>)>,
+    start_doy: i64,
+    bin_days: i64,
+    n_bins: usize,
+    n_channels: usize,
+    s2_channels: Vec<usize>,
+    s2_norm: Vec<(f32, f32)>,
+    s2_observed: usize,
+    s2_reconstructed: usize,
+    s1_channels: [usize; 3],
+    s1_norm: [(f32, f32); 3],
+    s1_observed: usize,
+) -> PyResult<GridOut<'py>> {
+    let masks = [s2_observed, s2_reconstructed, s1_observed];
+    let mut channels = s2_channels.iter().chain(&s1_channels).chain(&masks);
+    if bin_days < 1 || n_bins == 0 || channels.any(|&c| c >= n_channels) {
+        return Err(input_err(format!(
+            "bad grid layout: bin_days {bin_days}, n_bins {n_bins}, channels out of \
+             {n_channels}"
+        )));
+    }
+    let s2_slices = s2
+        .iter()
+        .enumerate()
+        .map(|(i, c)| slice(c, &format!("S2 feature {i}")))
+        .collect::<PyResult<Vec<_>>>()?;
+    let s1_slices = match &s1 {
+        Some((vv, vh)) => Some((slice(vv, "VV")?, slice(vh, "VH")?)),
+        None => None,
+    };
+    let rows = RowTable {
+        parcel: slice(&parcel, "parcel")?,
+        n_parcels,
+        micros: slice(&micros, "micros")?,
+        kind: slice(&kind, "kind")?,
+        tile: slice(&tile, "tile")?,
+        s2: s2_slices,
+        s1: s1_slices,
+    };
+    let layout = GridLayout {
+        start_doy,
+        bin_days,
+        n_bins,
+        n_channels,
+        s2_channels,
+        s2_norm,
+        s2_observed,
+        s2_reconstructed,
+        s1_channels,
+        s1_norm,
+        s1_observed,
+    };
+    let grid = py
+        .detach(|| series_grid(&rows, &layout))
+        .map_err(to_py_err)?;
+    let n = grid.parcel.len();
+    let values = Array3::from_shape_vec((n, n_channels, n_bins), grid.values)
+        .map_err(|e| input_err(e.to_string()))?;
+    Ok((
+        grid.parcel.into_pyarray(py),
+        grid.year.into_pyarray(py),
+        grid.tile.into_pyarray(py),
+        values.into_pyarray(py),
+    ))
+}
+
+type PeaksOut<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+);
+
+/// Peaks of `probability [series, practices, bins]`: (series, practice, bin, confidence).
+#[pyfunction]
+fn practice_decode_peaks<'py>(
+    py: Python<'py>,
+    probability: PyReadonlyArray3<'py, f32>,
+    threshold: f32,
+    radius: Vec<usize>,
+) -> PyResult<PeaksOut<'py>> {
+    let shape = probability.shape().to_vec();
+    let data = probability
+        .as_slice()
+        .map_err(|_| input_err("probability is not C-contiguous"))?;
+    let peaks = py
+        .detach(|| decode_peaks(data, shape[1], shape[2], threshold, &radius))
+        .map_err(to_py_err)?;
+    Ok((
+        peaks.series.into_pyarray(py),
+        peaks.practice.into_pyarray(py),
+        peaks.bin.into_pyarray(py),
+        peaks.confidence.into_pyarray(py),
+    ))
+}
+
+type RowsOut<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
+
+/// Per event, the candidate row of its parcel just before and just after it (-1: none).
+#[pyfunction]
+fn practice_nearest_rows<'py>(
+    py: Python<'py>,
+    parcel: Column<'py, u32>,
+    micros: Column<'py, i64>,
+    candidate: Column<'py, bool>,
+    n_parcels: usize,
+    event_parcel: Column<'py, u32>,
+    event_micros: Column<'py, i64>,
+) -> PyResult<RowsOut<'py>> {
+    let (parcel, micros) = (slice(&parcel, "parcel")?, slice(&micros, "micros")?);
+    let candidate = slice(&candidate, "candidate")?;
+    let event_parcel = slice(&event_parcel, "event_parcel")?;
+    let event_micros = slice(&event_micros, "event_micros")?;
+    let (before, after) = py
+        .detach(|| {
+            nearest_rows(
+                parcel,
+                micros,
+                candidate,
+                n_parcels,
+                event_parcel,
+                event_micros,
+            )
+        })
+        .map_err(to_py_err)?;
+    Ok((before.into_pyarray(py), after.into_pyarray(py)))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(practice_group_keys, m)?)?;
+    m.add_function(wrap_pyfunction!(practice_series_grid, m)?)?;
+    m.add_function(wrap_pyfunction!(practice_decode_peaks, m)?)?;
+    m.add_function(wrap_pyfunction!(practice_nearest_rows, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,762 @@
+//! Practice detection kernels: parcel observation rows onto the model's day-of-year grid,
+//! peak decoding of the per-bin probabilities, and the evidence rows around an event.
+//!
+//! The Python side (`monitor.practices`) classifies the rows and ranks the parcel ids; these
+//! kernels do everything that touches every row. Results are bit-identical to the numpy
+//! formulation they replace: sums in f64 in row order, means cast to f32, interpolation and
+//! normalisation in f32.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use rayon::prelude::*;
+
+use crate::kernel_error::KernelError;
+
+/// Row kinds (`RowTable::kind`).
+pub const KIND_OTHER: u8 = 0;
+/// A clear Sentinel-2 observation (enough valid pixels, not reconstructed, NDVI finite).
+pub const KIND_S2_CLEAR: u8 = 1;
+/// A reconstructed Sentinel-2 row (NDVI finite).
+pub const KIND_S2_REBUILT: u8 = 2;
+/// A Sentinel-1 row with finite VV and VH.
+pub const KIND_S1: u8 = 3;
+/// `RowTable::tile` of a row without a tile.
+pub const NO_TILE: u32 = u32::MAX;
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// The keys are already well-mixed 64-bit hashes: hashing them again would only cost time.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Each row's group and each group's first row.
+pub type Groups = (Vec<u32>, Vec<usize>);
+
+/// Dense group ids of 64-bit keys: `(group of each key, index of each group's first key)`,
+/// groups numbered in order of first appearance. `check` holds a second, independent key per
+/// row: `None` when two rows of one group differ there (the keys are hashes that collided).
+pub fn group_keys(keys: &[u64], check: &[u64]) -> Result<Option<Groups>, KernelError> {
+    if check.len() != keys.len() {
+        return Err(KernelError::Input(
+            "keys and check keys differ in length".into(),
+        ));
+    }
+    let mut ids: HashMap<u64, u32, BuildHasherDefault<PassThrough>> = HashMap::default();
+    let mut first = Vec::new();
+    let mut group = Vec::with_capacity(keys.len());
+    for (row, &key) in keys.iter().enumerate() {
+        let next = u32::try_from(first.len())
+            .map_err(|_| KernelError::Input("more than 2^32 groups".into()))?;
+        let id = *ids.entry(key).or_insert_with(|| {
+            first.push(row);
+            next
+        });
+        if check[first[id as usize]] != check[row] {
+            return Ok(None);
+        }
+        group.push(id);
+    }
+    Ok(Some((group, first)))
+}
+
+/// Proleptic Gregorian (year, day of year from 1) of a day count since 1970-01-01.
+pub fn year_and_ordinal_day(days: i64) -> (i32, u32) {
+    // Howard Hinnant's civil_from_days, then the ordinal of the date in its year.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy_march = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the March-based year
+    let mp = (5 * doy_march + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    // days from 1 January to 1 March of `year`
+    let jan_to_mar = 59 + i64::from(leap);
+    let ordinal = if month <= 2 {
+        doy_march - 306 + 1
+    } else {
+        doy_march + jan_to_mar + 1
+    };
+    (year as i32, ordinal as u32)
+}
+
+/// The day-of-year grid and where each feature goes in the model input.
+#[derive(Clone, Debug)]
+pub struct GridLayout {
+    pub start_doy: i64,
+    pub bin_days: i64,
+    pub n_bins: usize,
+    pub n_channels: usize,
+    /// Channel and (centre, scale) of each Sentinel-2 feature given (the first is NDVI).
+    pub s2_channels: Vec<usize>,
+    pub s2_norm: Vec<(f32, f32)>,
+    pub s2_observed: usize,
+    pub s2_reconstructed: usize,
+    /// Channels and norms of VV, VH and VH - VV, then the S1 observed-mask channel.
+    pub s1_channels: [usize; 3],
+    pub s1_norm: [(f32, f32); 3],
+    pub s1_observed: usize,
+}
+
+/// The rows of an observation table, one entry per row in every slice.
+pub struct RowTable<'a> {
+    /// Rank of the row's parcel id (series are ordered by it, then by year).
+    pub parcel: &'a [u32],
+    pub n_parcels: usize,
+    /// Acquisition time, microseconds since 1970-01-01 UTC.
+    pub micros: &'a [i64],
+    /// One of the `KIND_*` constants.
+    pub kind: &'a [u8],
+    /// Rank of the row's tile id (`NO_TILE`: none); a series takes its smallest.
+    pub tile: &'a [u32],
+    /// Sentinel-2 features, in `GridLayout::s2_channels` order (NaN: missing).
+    pub s2: Vec<&'a [f64]>,
+    /// VV and VH (dB), when the table has them.
+    pub s1: Option<(&'a [f64], &'a [f64])>,
+}
+
+/// One series per parcel-year, in (parcel rank, year) order, and the model input.
+#[derive(Debug, Default)]
+pub struct SeriesGrid {
+    pub parcel: Vec<u32>,
+    pub year: Vec<i32>,
+    pub tile: Vec<u32>,
+    /// `[series, n_channels, n_bins]`, row-major.
+    pub values: Vec<f32>,
+}
+
+impl RowTable<'_> {
+    fn check(&self) -> Result<(), KernelError> {
+        let n = self.parcel.len();
+        let mut lengths = vec![self.micros.len(), self.kind.len(), self.tile.len()];
+        lengths.extend(self.s2.iter().map(|c| c.len()));
+        if let Some((vv, vh)) = self.s1 {
+            lengths.extend([vv.len(), vh.len()]);
+        }
+        if lengths.iter().any(|&len| len != n) {
+            return Err(KernelError::Input(format!(
+                "row arrays differ in length: {n} parcels, others {lengths:?}"
+            )));
+        }
+        if u32::try_from(n).is_err() {
+            return Err(KernelError::Input(format!("{n} rows: at most 2^32")));
+        }
+        if let Some(&bad) = self.parcel.iter().find(|&&p| p as usize >= self.n_parcels) {
+            return Err(KernelError::Input(format!(
+                "parcel rank {bad} out of range (n_parcels {})",
+                self.n_parcels
+            )));
+        }
+        if self.s2.is_empty() {
+            return Err(KernelError::Input(
+                "no Sentinel-2 feature (NDVI first)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Row indices grouped by `group` (stable: table order inside a group) and group offsets.
+fn rows_by_group(group: &[u32], n_groups: usize) -> (Vec<u32>, Vec<usize>) {
+    let mut offsets = vec![0usize; n_groups + 1];
+    for &g in group {
+        offsets[g as usize + 1] += 1;
+    }
+    for i in 0..n_groups {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut cursor = offsets[..n_groups].to_vec();
+    let mut order = vec![0u32; group.len()];
+    for (row, &g) in group.iter().enumerate() {
+        order[cursor[g as usize]] = row as u32;
+        cursor[g as usize] += 1;
+    }
+    (order, offsets)
+}
+
+/// Per-bin sums (f64, row order) and counts of some features over some rows of one series.
+struct BinSums {
+    n_bins: usize,
+    rows: Vec<u32>,   // rows per bin
+    sums: Vec<f64>,   // [feature, bin]
+    finite: Vec<u32>, // [feature, bin]
+    means: Vec<f32>,  // [feature, bin], NaN where no finite value
+}
+
+impl BinSums {
+    fn new(features: usize, n_bins: usize) -> Self {
+        BinSums {
+            n_bins,
+            rows: vec![0; n_bins],
+            sums: vec![0.0; features * n_bins],
+            finite: vec![0; features * n_bins],
+            means: vec![0.0; features * n_bins],
+        }
+    }
+
+    fn clear(&mut self) {
+        self.rows.fill(0);
+        self.sums.fill(0.0);
+        self.finite.fill(0);
+    }
+
+    fn add(&mut self, bin: usize, values: impl Iterator<Item = f64>) {
+        self.rows[bin] += 1;
+        for (f, v) in values.enumerate() {
+            if v.is_finite() {
+                self.sums[f * self.n_bins + bin] += v;
+                self.finite[f * self.n_bins + bin] += 1;
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        for ((mean, &sum), &n) in self.means.iter_mut().zip(&self.sums).zip(&self.finite) {
+            *mean = if n > 0 {
+                (sum / f64::from(n)) as f32
+            } else {
+                f32::NAN
+            };
+        }
+    }
+}
+
+/// Where each bin interpolates from: the seen bins before and after it (the same one beyond
+/// the first and last seen bin) and the weight of the later one.
+#[derive(Clone, Copy, Default)]
+struct Span {
+    before: usize,
+    after: usize,
+    weight: f32,
+}
+
+/// The `Span` of every bin for one pattern of seen bins (at least one seen).
+fn spans(seen: &[bool], out: &mut [Span]) {
+    let n = seen.len() as i64;
+    let mut prev = -1i64;
+    for (t, span) in out.iter_mut().enumerate() {
+        if seen[t] {
+            prev = t as i64;
+        }
+        span.before = prev as usize; // -1 (none yet) is fixed up below
+        span.weight = if prev < 0 { -1.0 } else { 0.0 };
+    }
+    let mut next = n;
+    for t in (0..seen.len()).rev() {
+        if seen[t] {
+            next = t as i64;
+        }
+        let p = if out[t].weight < 0.0 {
+            next
+        } else {
+            out[t].before as i64
+        }
+        .clamp(0, n - 1);
+        let q = if next < n { next } else { p };
+        out[t] = Span {
+            before: p as usize,
+            after: q as usize,
+            weight: ((t as i64 - p) as f64 / (q - p).max(1) as f64) as f32,
+        };
+    }
+}
+
+/// One feature's bin means interpolated along `spans`, normalised, NaN as 0 (infinities as
+/// the extreme finite values, as `numpy.nan_to_num`), written to `out`.
+fn interpolate_into(out: &mut [f32], means: &[f32], spans: &[Span], (centre, scale): (f32, f32)) {
+    for (o, span) in out.iter_mut().zip(spans) {
+        let (before, after) = (means[span.before], means[span.after]);
+        let value = (before + span.weight * (after - before) - centre) / scale;
+        *o = if value.is_nan() {
+            0.0
+        } else if value == f32::INFINITY {
+            f32::MAX
+        } else if value == f32::NEG_INFINITY {
+            f32::MIN
+        } else {
+            value
+        };
+    }
+}
+
+/// (year, day of year) of every day between the first and last acquisition, looked up per
+/// row: the civil-date arithmetic would cost more than the rest of the row's work.
+struct Calendar {
+    first_day: i64,
+    days: Vec<(i32, u32)>,
+}
+
+/// Longest span of acquisition days a table may cover (~11 000 years).
+const MAX_DAYS: i64 = 4_000_000;
+
+impl Calendar {
+    fn spanning(micros: &[i64]) -> Result<Self, KernelError> {
+        let first = micros.par_iter().copied().min().unwrap_or(0);
+        let last = micros.par_iter().copied().max().unwrap_or(0);
+        let (first_day, last_day) = (
+            first.div_euclid(MICROS_PER_DAY),
+            last.div_euclid(MICROS_PER_DAY),
+        );
+        if last_day - first_day >= MAX_DAYS {
+            return Err(KernelError::Input(format!(
+                "acquisition times span {} days: at most {MAX_DAYS}",
+                last_day - first_day
+            )));
+        }
+        let days = (first_day..=last_day).map(year_and_ordinal_day).collect();
+        Ok(Calendar { first_day, days })
+    }
+
+    fn day(&self, micros: i64) -> (i32, u32) {
+        self.days[(micros.div_euclid(MICROS_PER_DAY) - self.first_day) as usize]
+    }
+}
+
+/// Resamples the rows onto the grid: per parcel-year series, bin means of the clear S2 rows
+/// (else the reconstructed ones) and of the S1 rows, interpolated over the gaps and
+/// normalised, with the observed masks as channels. A feature a series never has is 0.
+pub fn series_grid(rows: &RowTable<'_>, layout: &GridLayout) -> Result<SeriesGrid, KernelError> {
+    rows.check()?;
+    if layout.s2_channels.len() != rows.s2.len() || layout.s2_norm.len() != rows.s2.len() {
+        return Err(KernelError::Input(
+            "S2 features, channels and norms differ in count".into(),
+        ));
+    }
+    let n_bins = layout.n_bins;
+    let calendar = Calendar::spanning(rows.micros)?;
+    let (order, offsets) = rows_by_group(rows.parcel, rows.n_parcels);
+
+    // Each parcel's distinct years (sorted): one series each.
+    let years: Vec<Vec<i32>> = (0..rows.n_parcels)
+        .into_par_iter()
+        .map(|p| {
+            let mut ys: Vec<i32> = order[offsets[p]..offsets[p + 1]]
+                .iter()
+                .map(|&r| calendar.day(rows.micros[r as usize]).0)
+                .collect();
+            ys.sort_unstable();
+            ys.dedup();
+            ys
+        })
+        .collect();
+    let n_series: usize = years.iter().map(Vec::len).sum();
+    let series_size = layout.n_channels * n_bins;
+    let mut grid = SeriesGrid {
+        parcel: Vec::with_capacity(n_series),
+        year: Vec::with_capacity(n_series),
+        tile: vec![NO_TILE; n_series],
+        values: vec![0.0; n_series * series_size],
+    };
+    for (p, ys) in years.iter().enumerate() {
+        grid.parcel.extend(std::iter::repeat_n(p as u32, ys.len()));
+        grid.year.extend(ys);
+    }
+    // Split the outputs per parcel so parcels fill theirs in parallel.
+    let mut work = Vec::with_capacity(rows.n_parcels);
+    let (mut values, mut tiles) = (grid.values.as_mut_slice(), grid.tile.as_mut_slice());
+    for (p, ys) in years.iter().enumerate() {
+        let (v, rest_v) = values.split_at_mut(ys.len() * series_size);
+        let (t, rest_t) = tiles.split_at_mut(ys.len());
+        work.push((p, ys, v, t));
+        (values, tiles) = (rest_v, rest_t);
+    }
+    work.into_par_iter().for_each_init(
+        || SeriesScratch::new(rows, n_bins),
+        |scratch, (p, ys, values, tiles)| {
+            let parcel_rows = &order[offsets[p]..offsets[p + 1]];
+            for (i, &year) in ys.iter().enumerate() {
+                let out = &mut values[i * series_size..(i + 1) * series_size];
+                tiles[i] = scratch.fill(rows, layout, &calendar, parcel_rows, year, out);
+            }
+        },
+    );
+    Ok(grid)
+}
+
+struct SeriesScratch {
+    clear: BinSums,
+    rebuilt: BinSums,
+    s1: BinSums,
+    seen: Vec<bool>,
+    spans: Vec<Span>,
+    means: Vec<f32>,
+}
+
+impl SeriesScratch {
+    fn new(rows: &RowTable<'_>, n_bins: usize) -> Self {
+        let f = rows.s2.len();
+        SeriesScratch {
+            clear: BinSums::new(f, n_bins),
+            rebuilt: BinSums::new(f, n_bins),
+            s1: BinSums::new(3, n_bins),
+            seen: vec![false; n_bins],
+            spans: vec![Span::default(); n_bins],
+            means: vec![0.0; f * n_bins],
+        }
+    }
+
+    /// Fills one series' `[n_channels, n_bins]` block; returns its tile.
+    fn fill(
+        &mut self,
+        rows: &RowTable<'_>,
+        layout: &GridLayout,
+        calendar: &Calendar,
+        parcel_rows: &[u32],
+        year: i32,
+        out: &mut [f32],
+    ) -> u32 {
+        let n_bins = layout.n_bins;
+        self.clear.clear();
+        self.rebuilt.clear();
+        self.s1.clear();
+        let mut tile = NO_TILE;
+        for &r in parcel_rows {
+            let r = r as usize;
+            let (y, doy) = calendar.day(rows.micros[r]);
+            if y != year {
+                continue;
+            }
+            tile = tile.min(rows.tile[r]);
+            let bin = (i64::from(doy) - layout.start_doy).div_euclid(layout.bin_days);
+            if bin < 0 || bin >= n_bins as i64 {
+                continue;
+            }
+            let bin = bin as usize;
+            match rows.kind[r] {
+                KIND_S2_CLEAR => self.clear.add(bin, rows.s2.iter().map(|c| c[r])),
+                KIND_S2_REBUILT => self.rebuilt.add(bin, rows.s2.iter().map(|c| c[r])),
+                KIND_S1 => {
+                    if let Some((vv, vh)) = rows.s1 {
+                        self.s1.add(bin, [vv[r], vh[r], vh[r] - vv[r]].into_iter());
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.clear.finish();
+        self.rebuilt.finish();
+        self.s1.finish();
+
+        // A bin takes its clear observations, else its reconstructed rows (flagged as such).
+        for t in 0..n_bins {
+            let clear = self.clear.rows[t] > 0;
+            let rebuilt = !clear && self.rebuilt.rows[t] > 0;
+            self.seen[t] = clear || rebuilt;
+            out[layout.s2_observed * n_bins + t] = f32::from(u8::from(clear));
+            out[layout.s2_reconstructed * n_bins + t] = f32::from(u8::from(rebuilt));
+            for f in 0..rows.s2.len() {
+                let source = if rebuilt { &self.rebuilt } else { &self.clear };
+                self.means[f * n_bins + t] = source.means[f * n_bins + t];
+            }
+        }
+        if self.seen.iter().any(|&s| s) {
+            spans(&self.seen, &mut self.spans);
+            for (f, (&channel, &norm)) in layout.s2_channels.iter().zip(&layout.s2_norm).enumerate()
+            {
+                let block = &mut out[channel * n_bins..(channel + 1) * n_bins];
+                interpolate_into(
+                    block,
+                    &self.means[f * n_bins..(f + 1) * n_bins],
+                    &self.spans,
+                    norm,
+                );
+            }
+        }
+        if rows.s1.is_some() {
+            for t in 0..n_bins {
+                self.seen[t] = self.s1.rows[t] > 0;
+                out[layout.s1_observed * n_bins + t] = f32::from(u8::from(self.seen[t]));
+            }
+            if self.seen.iter().any(|&s| s) {
+                spans(&self.seen, &mut self.spans);
+                for (f, (&channel, &norm)) in
+                    layout.s1_channels.iter().zip(&layout.s1_norm).enumerate()
+                {
+                    let block = &mut out[channel * n_bins..(channel + 1) * n_bins];
+                    let means = &self.s1.means[f * n_bins..(f + 1) * n_bins];
+                    interpolate_into(block, means, &self.spans, norm);
+                }
+            }
+        }
+        tile
+    }
+}
+
+/// Peaks of per-bin probabilities, practice by practice.
+#[derive(Debug, Default, PartialEq)]
+pub struct Peaks {
+    pub series: Vec<i64>,
+    pub practice: Vec<i64>,
+    /// Fractional bin: the peak's bin refined by a parabola through its neighbours.
+    pub bin: Vec<f64>,
+    pub confidence: Vec<f64>,
+}
+
+/// Local maxima of `probability [series, practices, bins]` at or above `threshold`: a bin
+/// above every bin up to `radius[practice]` before it and at least every bin up to that far
+/// after it (one peak per plateau). Ordered by practice, then series, then bin.
+pub fn decode_peaks(
+    probability: &[f32],
+    n_practices: usize,
+    n_bins: usize,
+    threshold: f32,
+    radius: &[usize],
+) -> Result<Peaks, KernelError> {
+    let block = n_practices * n_bins;
+    if block == 0 || !probability.len().is_multiple_of(block) || radius.len() != n_practices {
+        return Err(KernelError::Input(format!(
+            "probabilities of length {} are not [series, {n_practices}, {n_bins}] with \
+             {} radii",
+            probability.len(),
+            radius.len()
+        )));
+    }
+    let mut peaks = Peaks::default();
+    for (k, &r) in radius.iter().enumerate() {
+        let found: Vec<Vec<(i64, f64, f64)>> = probability
+            .par_chunks(block * 1024)
+            .enumerate()
+            .map(|(chunk, series_block)| {
+                let mut found = Vec::new();
+                for (i, series) in series_block.chunks_exact(block).enumerate() {
+                    let s = (chunk * 1024 + i) as i64;
+                    let p = &series[k * n_bins..(k + 1) * n_bins];
+                    for (b, &centre) in p.iter().enumerate() {
+                        let before = &p[b.saturating_sub(r)..b];
+                        let after = &p[(b + 1).min(n_bins)..(b + 1 + r).min(n_bins)];
+                        let is_peak = centre >= threshold
+                            && before.iter().all(|&x| centre > x)
+                            && after.iter().all(|&x| centre >= x);
+                        if is_peak {
+                            found.push((s, b as f64 + f64::from(offset(p, b)), f64::from(centre)));
+                        }
+                    }
+                }
+                found
+            })
+            .collect();
+        for (s, bin, confidence) in found.into_iter().flatten() {
+            peaks.series.push(s);
+            peaks.practice.push(k as i64);
+            peaks.bin.push(bin);
+            peaks.confidence.push(confidence);
+        }
+    }
+    Ok(peaks)
+}
+
+/// Sub-bin offset of a peak in [-0.5, 0.5]: the vertex of the parabola through the bins
+/// around it (0 where the three are not concave), in f32 like the numpy original.
+fn offset(p: &[f32], b: usize) -> f32 {
+    let centre = p[b];
+    let left = p[b.saturating_sub(1)];
+    let right = p[(b + 1).min(p.len() - 1)];
+    let curvature = left - 2.0 * centre + right;
+    if curvature < 0.0 {
+        (0.5 * (left - right) / curvature).clamp(-0.5, 0.5)
+    } else {
+        0.0
+    }
+}
+
+/// For each event (parcel rank, time), the candidate row of the same parcel just before it
+/// (latest time strictly earlier; of equal times the last in table order) and just after it
+/// (earliest time at or after it; of equal times the first), -1 where there is none.
+/// Only rows where `candidate` count.
+pub fn nearest_rows(
+    parcel: &[u32],
+    micros: &[i64],
+    candidate: &[bool],
+    n_parcels: usize,
+    event_parcel: &[u32],
+    event_micros: &[i64],
+) -> Result<(Vec<i64>, Vec<i64>), KernelError> {
+    if micros.len() != parcel.len() || candidate.len() != parcel.len() {
+        return Err(KernelError::Input("row arrays differ in length".into()));
+    }
+    if event_micros.len() != event_parcel.len() {
+        return Err(KernelError::Input("event arrays differ in length".into()));
+    }
+    let out_of_range = parcel
+        .iter()
+        .chain(event_parcel)
+        .find(|&&p| p as usize >= n_parcels);
+    if let Some(&bad) = out_of_range {
+        return Err(KernelError::Input(format!(
+            "parcel rank {bad} out of range (n_parcels {n_parcels})"
+        )));
+    }
+    // Only candidate rows are sorted into parcels: others get a group past the end.
+    let group: Vec<u32> = parcel
+        .iter()
+        .zip(candidate)
+        .map(|(&p, &c)| if c { p } else { n_parcels as u32 })
+        .collect();
+    let (order, offsets) = rows_by_group(&group, n_parcels + 1);
+    Ok(event_parcel
+        .par_iter()
+        .zip(event_micros)
+        .map(|(&p, &t)| {
+            let (mut before, mut after) = (-1i64, -1i64);
+            let (mut before_t, mut after_t) = (i64::MIN, i64::MAX);
+            for &r in &order[offsets[p as usize]..offsets[p as usize + 1]] {
+                let at = micros[r as usize];
+                if at < t && (before < 0 || at >= before_t) {
+                    (before, before_t) = (i64::from(r), at);
+                } else if at >= t && (after < 0 || at < after_t) {
+                    (after, after_t) = (i64::from(r), at);
+                }
+            }
+            (before, after)
+        })
+        .unzip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    #[test]
+    fn ordinal_days_match_the_calendar() {
+        assert_eq!(year_and_ordinal_day(0), (1970, 1));
+        assert_eq!(year_and_ordinal_day(-1), (1969, 365));
+        let month_days = |y: i64| {
+            let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+            [
+                31,
+                if leap { 29 } else { 28 },
+                31,
+                30,
+                31,
+                30,
+                31,
+                31,
+                30,
+                31,
+                30,
+                31,
+            ]
+        };
+        for y in [1900i64, 1999, 2000, 2023, 2024, 2100] {
+            let mut ordinal = 0;
+            for (m, &n) in month_days(y).iter().enumerate() {
+                for d in 1..=n {
+                    ordinal += 1;
+                    let days = days_from_civil(y, m as i64 + 1, d);
+                    assert_eq!(year_and_ordinal_day(days), (y as i32, ordinal));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn groups_are_numbered_in_order_of_first_appearance() {
+        let keys = [7, 3, 7, 9, 3];
+        let (group, first) = group_keys(&keys, &keys).unwrap().unwrap();
+        assert_eq!(group, vec![0, 1, 0, 2, 1]);
+        assert_eq!(first, vec![0, 1, 3]);
+        // rows 0 and 2 share a key but not a check key: a collision
+        assert_eq!(group_keys(&keys, &[1, 2, 5, 3, 2]).unwrap(), None);
+    }
+
+    fn layout() -> GridLayout {
+        GridLayout {
+            start_doy: 1,
+            bin_days: 1,
+            n_bins: 6,
+            n_channels: 6,
+            s2_channels: vec![0],
+            s2_norm: vec![(0.0, 1.0)],
+            s2_observed: 1,
+            s2_reconstructed: 2,
+            s1_channels: [3, 4, 5],
+            s1_norm: [(0.0, 1.0); 3],
+            s1_observed: 5,
+        }
+    }
+
+    #[test]
+    fn gaps_are_interpolated_and_reconstructed_rows_fill_only_empty_bins() {
+        let day = |d: i64| d * MICROS_PER_DAY; // 1970: day d is ordinal d + 1
+        let rows = RowTable {
+            parcel: &[0, 0, 0, 0, 0],
+            n_parcels: 1,
+            micros: &[day(1), day(1), day(3), day(3), day(5)],
+            kind: &[
+                KIND_S2_CLEAR,
+                KIND_S2_CLEAR,
+                KIND_S2_REBUILT,
+                KIND_OTHER,
+                KIND_S2_REBUILT,
+            ],
+            tile: &[4, 2, NO_TILE, 1, 3],
+            s2: vec![&[0.2, 0.4, 0.9, 5.0, f64::NAN]],
+            s1: None,
+        };
+        let grid = series_grid(&rows, &layout()).unwrap();
+        assert_eq!(
+            (grid.parcel.clone(), grid.year.clone(), grid.tile.clone()),
+            (vec![0], vec![1970], vec![1])
+        );
+        let v = &grid.values;
+        // bin 1: mean of the two clear rows; bin 3: reconstructed; bin 5: rebuilt but NaN
+        let ndvi: Vec<f32> = v[0..6].to_vec();
+        assert!((ndvi[1] - 0.3).abs() < 1e-6 && (ndvi[3] - 0.9).abs() < 1e-6);
+        assert!((ndvi[2] - 0.6).abs() < 1e-6, "{ndvi:?}");
+        assert_eq!(ndvi[0], ndvi[1]);
+        assert_eq!(ndvi[5], 0.0); // NaN after the last finite value: neutral
+        assert_eq!(&v[6..12], &[0.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(&v[12..18], &[0.0, 0.0, 0.0, 1.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn peaks_take_one_per_plateau_and_refine_the_bin() {
+        let p = [0.1f32, 0.6, 0.9, 0.6, 0.1, 0.7, 0.7, 0.2];
+        let peaks = decode_peaks(&p, 1, 8, 0.5, &[1]).unwrap();
+        assert_eq!(peaks.series, vec![0, 0]);
+        assert_eq!(peaks.bin[0], 2.0);
+        assert_eq!(peaks.bin[1], 5.0 + f64::from(offset(&p, 5)));
+        assert!(peaks.bin[1] > 5.0);
+        assert!(decode_peaks(&p, 2, 8, 0.5, &[1, 1]).is_err());
+    }
+
+    #[test]
+    fn nearest_rows_are_strictly_before_and_at_or_after() {
+        let (before, after) = nearest_rows(
+            &[0, 0, 0, 1, 0],
+            &[10, 20, 30, 20, 20],
+            &[true, true, true, true, false],
+            2,
+            &[0, 0, 1],
+            &[20, 5, 40],
+        )
+        .unwrap();
+        assert_eq!(before, vec![0, -1, 3]);
+        assert_eq!(after, vec![1, 0, -1]);
+    }
+}
