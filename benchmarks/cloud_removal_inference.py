@@ -53,8 +53,7 @@ def main() -> None:
 
     import torch
 
-    from models.cloud_removal import INPUT_NAMES
-    from models.cloud_removal_training import model_from_onnx
+    from models.cloud_removal import INPUT_NAMES, from_onnx
     from monitor.cloud_removal import reconstruct
     from monitor.infer import InferenceConfig, artifact_path, load_model
 
@@ -73,7 +72,7 @@ def main() -> None:
     )
 
     torch.set_num_threads(args.threads)
-    network = model_from_onnx(path)
+    network = from_onnx(str(path))
 
     def torch_run() -> np.ndarray:
         with torch.inference_mode():

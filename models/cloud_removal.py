@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 # Red, near infrared, SWIR 1 (NDVI and moisture; the three the real Mol sample can evaluate).
-from monitor.cloud_removal import BANDS, POLARISATIONS
+from monitor.model_io import BANDS, POLARISATIONS
 
 INPUT_NAMES = ("s2_t0", "s2_next", "s1_t", "s1_t0", "timing")
 N_SCALARS = 5  # gap, next gap, has next, season sine and cosine
@@ -118,3 +118,18 @@ def laplace_nll(reflectance: Tensor, uncertainty: Tensor, target: Tensor) -> Ten
     """Mean negative log-likelihood of `target` under Laplace(reflectance, uncertainty / √2)."""
     scale = uncertainty / math.sqrt(2.0)
     return ((target - reflectance).abs() / scale + torch.log(scale)).mean()
+
+
+def from_onnx(onnx_path: str) -> CloudRemovalNet:
+    """The PyTorch network holding an exported file's weights (initializers keep the state-dict
+    names), to compare runtimes on the same weights."""
+    import onnx
+    from onnx import numpy_helper
+
+    weights = {
+        init.name: torch.from_numpy(numpy_helper.to_array(init).copy())
+        for init in onnx.load(onnx_path).graph.initializer
+    }
+    model = CloudRemovalNet(int(weights["enc1.0.weight"].shape[0]))
+    model.load_state_dict(weights)
+    return model.eval()

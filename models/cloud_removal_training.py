@@ -228,21 +228,6 @@ def load_checkpoint(checkpoint: Path) -> CloudRemovalNet:
     return model.eval()
 
 
-def model_from_onnx(onnx_path: Path) -> CloudRemovalNet:
-    """The PyTorch network holding an exported file's weights (initializers keep the state-dict
-    names), to compare runtimes on the same weights."""
-    import onnx
-    from onnx import numpy_helper
-
-    weights = {
-        init.name: torch.from_numpy(numpy_helper.to_array(init).copy())
-        for init in onnx.load(str(onnx_path)).graph.initializer
-    }
-    model = CloudRemovalNet(int(weights["enc1.0.weight"].shape[0]))
-    model.load_state_dict(weights)
-    return model.eval()
-
-
 def export_model(model: CloudRemovalNet, onnx_path: Path, tile: int | None = TILE) -> None:
     """ONNX, opset 17, dynamic batch; tiles of `tile`² px, or any multiple of 8 when None.
 

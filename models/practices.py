@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from monitor.practices import BIN_DAYS, CHANNELS, GRID_START_DOY, N_BINS, PRACTICES
+from monitor.model_io import BIN_DAYS, CHANNELS, GRID_START_DOY, N_BINS, PRACTICES
 
 
 def day_of_year_encoding() -> torch.Tensor:

@@ -31,15 +31,12 @@ import numpy.typing as npt
 from monitor import kernels
 from monitor.errors import ModelError
 from monitor.infer import InferenceConfig, Model, load_model
+from monitor.model_io import BANDS as BANDS
+from monitor.model_io import POLARISATIONS as POLARISATIONS
+from monitor.model_io import TILE_MULTIPLE
 from monitor.raster import AcquisitionRasters
 
-#: Sentinel-2 bands the model reads and predicts (red, NIR, SWIR 1), in channel order.
-BANDS: tuple[str, ...] = ("B04", "B08", "B11")
-#: Sentinel-1 polarisations, in channel order.
-POLARISATIONS: tuple[str, ...] = ("VV", "VH")
 MODEL_NAME = "cloud_removal"
-#: The network halves the grid three times: tiles must be a multiple of this.
-TILE_MULTIPLE = 8
 
 Float32Array = npt.NDArray[np.float32]
 

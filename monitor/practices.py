@@ -47,38 +47,25 @@ from monitor.errors import ConfigError, ObservationError
 from monitor.events import ModelRef, ParcelEvent, make_event, rfc3339
 from monitor.events import _event_id as event_id  # the id scheme, fed preformatted windows
 from monitor.infer import InferenceConfig, Model, load_model
+from monitor.model_io import BIN_DAYS as BIN_DAYS
+from monitor.model_io import CHANNELS as CHANNELS
+from monitor.model_io import GRID_START_DOY as GRID_START_DOY
+from monitor.model_io import N_BINS as N_BINS
+from monitor.model_io import PRACTICES as PRACTICES
 
 F32 = npt.NDArray[np.float32]
 
-PRACTICES: Final = ("mowing", "ploughing", "harvest")
 EVENT_TYPES: Final = tuple(f"practice.{p}" for p in PRACTICES)
 
-# The grid: 1 February to 17 December, 5-day bins (practices outside it are not sought).
-GRID_START_DOY: Final = 32
-BIN_DAYS: Final = 5
-N_BINS: Final = 64
 # Event ids hash the WINDOW_DAYS-day window (counted from GRID_START_DOY) holding the date.
 WINDOW_DAYS: Final = 8
 
 REQUIRED_COLUMNS: Final = ("parcel_id", "acquired", "sensor", "valid_fraction", "NDVI_mean")
-# Model input channels, in order. Values are normalised as (x - centre) / scale.
+# Values of the model's input channels (`CHANNELS`) are normalised as (x - centre) / scale.
 S2_FEATURES: Final = ("NDVI_mean", "B02_mean", "B04_mean", "B08_mean", "B11_mean")
 S1_FEATURES: Final = ("VV_mean", "VH_mean")
 _S2_NORM: Final = ((0.5, 0.3), (0.06, 0.04), (0.08, 0.05), (0.28, 0.1), (0.2, 0.07))
 _S1_NORM: Final = ((-13.0, 4.0), (-20.0, 4.0), (-7.0, 3.0))  # VV, VH, VH - VV (dB)
-CHANNELS: Final = (
-    "NDVI",
-    "B02",
-    "B04",
-    "B08",
-    "B11",
-    "S2_observed",
-    "S2_reconstructed",
-    "VV",
-    "VH",
-    "VH_minus_VV",
-    "S1_observed",
-)
 INPUT_NAME: Final = "series"
 OUTPUT_NAME: Final = "probability"
 

@@ -16,12 +16,11 @@ from monitor.infer import Backend, InferenceConfig, Model, artifact_path, load_m
 
 torch = pytest.importorskip("torch")
 
-from models.cloud_removal import INPUT_NAMES, OUTPUT_NAMES, CloudRemovalNet  # noqa: E402
+from models.cloud_removal import INPUT_NAMES, OUTPUT_NAMES, CloudRemovalNet, from_onnx  # noqa: E402
 from models.cloud_removal_training import (  # noqa: E402
     MOL_DAY,
     export_model,
     mae,
-    model_from_onnx,
     mol_pair,
     spectral_angle,
     ssim,
@@ -87,7 +86,7 @@ def test_onnx_runtime_matches_pytorch(tmp_path: Path) -> None:
 def test_shipped_artifact_matches_its_pytorch_weights() -> None:
     path = artifact_path("cloud_removal")
     assert path.stat().st_size < 5 * 2**20
-    model = model_from_onnx(path)
+    model = from_onnx(str(path))
     inputs = _inputs(2, 128, seed=3)
     got = load_model(path, InferenceConfig(threads=1)).run(inputs)
     with torch.no_grad():
@@ -181,7 +180,7 @@ class _Unusable:
 
 def test_tiled_run_has_no_seams(tmp_path: Path) -> None:
     # The shipped weights with free tile size, to compare a tiled run with a single window.
-    export_model(model_from_onnx(artifact_path("cloud_removal")), tmp_path / "any.onnx", None)
+    export_model(from_onnx(str(artifact_path("cloud_removal"))), tmp_path / "any.onnx", None)
     shipped = load_model(tmp_path / "any.onnx", InferenceConfig(threads=1))
     s2_t0, _, s1_t, s1_t0 = _mol_scene(128)
     cloudy = np.zeros(s2_t0.shape[1:], dtype=bool)
