@@ -330,6 +330,14 @@ fn weighted_means(
 pub trait Sample: Copy + PartialOrd {
     fn to_f64(self) -> f64;
 
+    /// A total order, for selection (the values hold no NaN).
+    fn total_order(&self, other: &Self) -> std::cmp::Ordering;
+
+    /// Sum, extremes and population variance of non-empty `values`.
+    fn moments(values: &[Self]) -> Moments<Self> {
+        float_moments(values)
+    }
+
     /// Writes the order statistics `ranks` (ascending, distinct) of `values`, whose extremes
     /// are `min` and `max`, into `out`; may reorder `values`.
     fn order_statistics(
@@ -344,10 +352,73 @@ pub trait Sample: Copy + PartialOrd {
     }
 }
 
+/// [`Sample::moments`] in f64 arithmetic.
+fn float_moments<T: Sample>(values: &[T]) -> Moments<T> {
+    let (mut sum, mut min, mut max) = (0.0, values[0], values[0]);
+    for &v in values {
+        sum += v.to_f64();
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    let n = values.len() as f64;
+    let mean = sum / n;
+    // Two-pass variance: stable where sum-of-squares would cancel.
+    let var = values
+        .iter()
+        .map(|&v| (v.to_f64() - mean) * (v.to_f64() - mean))
+        .sum::<f64>()
+        / n;
+    Moments { sum, min, max, var }
+}
+
+/// What [`Sample::moments`] gives.
+pub struct Moments<T> {
+    pub sum: f64,
+    pub min: T,
+    pub max: T,
+    pub var: f64,
+}
+
 impl Sample for i32 {
     #[inline(always)]
     fn to_f64(self) -> f64 {
         f64::from(self)
+    }
+
+    fn total_order(&self, other: &Self) -> std::cmp::Ordering {
+        self.cmp(other)
+    }
+
+    /// Exact integer sums: the f64 sums of the default are a chain of dependent additions,
+    /// the slowest part of a parcel's row.
+    fn moments(values: &[Self]) -> Moments<Self> {
+        let (mut sum, mut squares, mut min, mut max) = (0i64, 0i64, i32::MAX, i32::MIN);
+        for &v in values {
+            let w = i64::from(v);
+            sum = sum.wrapping_add(w);
+            squares = squares.wrapping_add(w * w);
+            min = min.min(v);
+            max = max.max(v);
+        }
+        // Raster integers are 16-bit: then n * 2^32 cannot overflow i64 (else redo in f64).
+        let bits16 = -(1 << 16) <= min && max <= 1 << 16;
+        if !(bits16 && values.len() < 1 << 30) {
+            return float_moments(values);
+        }
+        let n = values.len() as i128;
+        // n^2 var = n sum(v^2) - sum(v)^2, exact in i128; rounded once to f64.
+        let scaled_var = n * i128::from(squares) - i128::from(sum) * i128::from(sum);
+        let var = scaled_var as f64 / (n as f64 * n as f64);
+        Moments {
+            sum: sum as f64,
+            min,
+            max,
+            var,
+        }
     }
 
     fn order_statistics(
@@ -373,6 +444,10 @@ impl Sample for f64 {
     fn to_f64(self) -> f64 {
         self
     }
+
+    fn total_order(&self, other: &Self) -> std::cmp::Ordering {
+        self.total_cmp(other)
+    }
 }
 
 /// Order statistics by successive selections: everything after a selected rank is >= it, so
@@ -380,34 +455,74 @@ impl Sample for f64 {
 fn select_order_statistics<T: Sample>(values: &mut [T], ranks: &[usize], out: &mut [f64]) {
     let mut start = 0;
     for (o, &r) in out.iter_mut().zip(ranks) {
-        values[start..].select_nth_unstable_by(r - start, |a, b| {
-            a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal)
-        });
+        values[start..].select_nth_unstable_by(r - start, T::total_order);
         start = r + 1;
         *o = values[r].to_f64();
     }
+}
+
+/// Most order statistics one radix call finds.
+const MAX_RANKS: usize = 8;
+
+/// One thread's radix histograms, all zero between calls: each call clears the few entries it
+/// used, cheaper than zeroing 9 KiB per band and parcel. Slot rows of `low` are
+/// `2^low_bits` long; row `MAX_RANKS` takes the values of no wanted bucket.
+struct RadixCounts {
+    /// Two interleaved histograms: runs of equal buckets (a parcel's values are close) would
+    /// otherwise chain each increment on the previous one's store.
+    high: [[u32; 256]; 2],
+    low: [u32; (MAX_RANKS + 1) * 256],
+}
+
+thread_local! {
+    static RADIX: std::cell::RefCell<RadixCounts> = const {
+        std::cell::RefCell::new(RadixCounts {
+            high: [[0; 256]; 2],
+            low: [0; (MAX_RANKS + 1) * 256],
+        })
+    };
 }
 
 /// Order statistics of integers spanning less than 2^16 by a two-level radix histogram: one
 /// pass over the values counts their high bits, a second one the low bits inside the few
 /// high-bit buckets that hold a wanted rank. O(n), no data movement, no branches to mispredict.
 fn radix_order_statistics(values: &[i32], min: i32, range: u32, ranks: &[usize], out: &mut [f64]) {
-    const MAX_RANKS: usize = 8;
     assert!(
         ranks.len() <= MAX_RANKS,
         "at most {MAX_RANKS} order statistics at once"
     );
+    RADIX.with_borrow_mut(|counts| radix_with(counts, values, min, range, ranks, out));
+}
+
+fn radix_with(
+    counts: &mut RadixCounts,
+    values: &[i32],
+    min: i32,
+    range: u32,
+    ranks: &[usize],
+    out: &mut [f64],
+) {
     let bits = u32::BITS - range.leading_zeros(); // <= 16
     let low_bits = bits / 2;
+    let stride = 1usize << low_bits;
+    let n_high = 1usize << (bits - low_bits);
     let low_mask = (1u32 << low_bits) - 1;
     let offset = |v: i32| (v - min) as u32;
 
-    let mut high = [0u32; 256];
-    for &v in values {
+    let [high, high_odd] = &mut counts.high;
+    let mut pairs = values.chunks_exact(2);
+    for pair in &mut pairs {
+        high[(offset(pair[0]) >> low_bits) as usize] += 1;
+        high_odd[(offset(pair[1]) >> low_bits) as usize] += 1;
+    }
+    for &v in pairs.remainder() {
         high[(offset(v) >> low_bits) as usize] += 1;
     }
+    for (h, odd) in high[..n_high].iter_mut().zip(&mut high_odd[..n_high]) {
+        *h += std::mem::take(odd);
+    }
     // Bucket of each rank and the rank inside it; one slot per distinct bucket.
-    const NO_SLOT: u8 = u8::MAX;
+    const NO_SLOT: u8 = MAX_RANKS as u8;
     let mut slot_of = [NO_SLOT; 256];
     let mut slot_bucket = [0u32; MAX_RANKS];
     let mut n_slots = 0;
@@ -425,26 +540,28 @@ fn radix_order_statistics(values: &[i32], min: i32, range: u32, ranks: &[usize],
         }
         *w = (slot_of[bucket] as usize, r as u32 - below);
     }
-    let mut low = [[0u32; 256]; MAX_RANKS];
+    high[..n_high].fill(0);
+    let low = &mut counts.low;
     for &v in values {
         let u = offset(v);
-        let slot = slot_of[(u >> low_bits) as usize];
-        if slot != NO_SLOT {
-            low[slot as usize][(u & low_mask) as usize] += 1;
-        }
+        let slot = slot_of[(u >> low_bits) as usize] as usize;
+        low[slot * stride + (u & low_mask) as usize] += 1;
     }
     // Ranks are ascending, so each slot's scan goes on from where its previous rank stopped.
     let mut cursor = [(0usize, 0u32); MAX_RANKS]; // (value, count below it) per slot
     for (o, &(slot, r)) in out.iter_mut().zip(&wanted[..ranks.len()]) {
+        let row = &low[slot * stride..(slot + 1) * stride];
         let (mut value, mut below) = cursor[slot];
-        while below + low[slot][value] <= r {
-            below += low[slot][value];
+        while below + row[value] <= r {
+            below += row[value];
             value += 1;
         }
         cursor[slot] = (value, below);
         let u = (slot_bucket[slot] << low_bits) | value as u32;
         *o = f64::from(min) + f64::from(u);
     }
+    low[..n_slots * stride].fill(0);
+    low[MAX_RANKS * stride..(MAX_RANKS + 1) * stride].fill(0);
 }
 
 /// Writes mean, std (ddof 0), min, max, p10, p50, p90 of `values * scale + offset` into
@@ -456,24 +573,8 @@ pub fn describe<T: Sample>(values: &mut [T], scale: f64, offset: f64, out: &mut 
         out.fill(f64::NAN);
         return 0.0;
     }
-    let (mut sum, mut min, mut max) = (0.0, values[0], values[0]);
-    for &v in values.iter() {
-        sum += v.to_f64();
-        if v < min {
-            min = v;
-        }
-        if v > max {
-            max = v;
-        }
-    }
-    let mean = sum / n as f64;
-    // Two-pass variance: stable where sum-of-squares would cancel.
-    let var = values
-        .iter()
-        .map(|&v| (v.to_f64() - mean) * (v.to_f64() - mean))
-        .sum::<f64>()
-        / n as f64;
-    out[0] = mean;
+    let Moments { sum, min, max, var } = T::moments(values);
+    out[0] = sum / n as f64;
     out[1] = var.sqrt();
     out[2] = min.to_f64();
     out[3] = max.to_f64();
@@ -608,6 +709,23 @@ mod tests {
             i32::order_statistics(&mut v.clone(), lo, hi, &ranks, &mut a);
             select_order_statistics(&mut v.clone(), &ranks, &mut b);
             assert_eq!(a, b, "n={n} spread={spread}");
+        }
+    }
+
+    #[test]
+    fn integer_moments_are_the_float_ones_exactly_summed() {
+        let mut rng = Lcg(11);
+        for (n, spread) in [(1, 5), (7, 3), (500, 65536), (2000, 300)] {
+            let v: Vec<i32> = (0..n).map(|_| (rng.next() % spread) as i32 - 200).collect();
+            let (exact, float) = (i32::moments(&v), float_moments(&v));
+            assert_eq!(
+                (exact.sum, exact.min, exact.max),
+                (float.sum, float.min, float.max)
+            );
+            assert!(
+                (exact.var - float.var).abs() <= 1e-12 * float.var.max(1.0),
+                "n={n}"
+            );
         }
     }
 
