@@ -387,7 +387,8 @@ mod tests {
         // A triangle 2e-14 wide through the centre of pixel 0: a member with a covered area
         // below MIN_FRACTION, which the coverage alone would drop.
         let grid = Grid::new(2, 2, [1.0, 0.0, 0.0, 0.0, -1.0, 2.0]);
-        let coords = [0.5 - 1e-14, 2.0, 0.5 + 1e-14, 2.0, 0.5, 1.4, 0.5 - 1e-14, 2.0];
+        let (left, right) = (0.5 - 1e-14, 0.5 + 1e-14);
+        let coords = [left, 2.0, right, 2.0, 0.5, 1.4, left, 2.0];
         let lr = build_label_raster(grid, &coords, &[0, 4], &[0, 1], &[0, 1], true).unwrap();
         assert_eq!(lr.parcel_pixels(0), &[0]);
         assert_eq!(lr.parcel_coverage(0), (&[0u32][..], &[MIN_FRACTION][..]));
