@@ -451,11 +451,24 @@ impl Sample for f64 {
 }
 
 /// Order statistics by successive selections: everything after a selected rank is >= it, so
-/// the next (larger) rank is searched for only in that part.
+/// the next (larger) rank is searched for only in that part; the rank right after it (the
+/// upper neighbour of a percentile's interpolation) is that part's minimum, a cheaper scan.
 fn select_order_statistics<T: Sample>(values: &mut [T], ranks: &[usize], out: &mut [f64]) {
     let mut start = 0;
     for (o, &r) in out.iter_mut().zip(ranks) {
-        values[start..].select_nth_unstable_by(r - start, T::total_order);
+        if r == start {
+            let rest = &values[start..];
+            let lowest = (1..rest.len()).fold(0, |best, i| {
+                if rest[i].total_order(&rest[best]).is_lt() {
+                    i
+                } else {
+                    best
+                }
+            });
+            values.swap(start, start + lowest);
+        } else {
+            values[start..].select_nth_unstable_by(r - start, T::total_order);
+        }
         start = r + 1;
         *o = values[r].to_f64();
     }
