@@ -9,12 +9,14 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import rasterio
+import shapely
 from reference_stats import STATS, dilate_reference, zonal_reference
 from sample_data import sample_dir
 
 from monitor import kernels
 from monitor.errors import KernelError
 from monitor.kernels import LabelRaster
+from monitor.labels import build_label_raster
 
 SAMPLE = sample_dir() / "mol-2023" / "s2" / "S2_31UFS_20230405_L2A"
 TRANSFORM = (10.0, 0.0, 600000.0, 0.0, -10.0, 5700000.0)
@@ -85,6 +87,58 @@ def test_zonal_u16_with_nodata_mask_and_ndvi_matches_numpy() -> None:
     assert df["pixel_count"][n - 1] == 0
     assert df["valid_fraction"][n - 1] == 0.0
     assert (df["NDVI_max"].drop_nans() < 1).all()  # red > 0 on every valid pixel
+
+
+def test_weighted_means_match_shapely_coverage_with_masks_nodata_and_overlaps() -> None:
+    """The weighted mean reads only boundary cells from the label raster (interior pixels
+    weigh 1): check it against coverage computed by shapely, cell by cell, independently."""
+    rng = np.random.default_rng(5)
+    shape, n = (30, 36), 24
+    t = TRANSFORM
+    parcels = []
+    for i in range(n):
+        cx = rng.uniform(t[2] - 30, t[2] + 10 * shape[1] + 30)
+        cy = rng.uniform(t[5] - 10 * shape[0] - 30, t[5] + 30)
+        radius = 3.0 if i % 7 == 0 else rng.uniform(10, 90)  # some smaller than a pixel
+        parcels.append(shapely.Point(cx, cy).buffer(radius, quad_segs=3))
+    lr = build_label_raster(parcels, *shape, t)
+    red = rng.integers(1, 10000, size=shape, dtype=np.uint16)
+    nir = rng.integers(1, 10000, size=shape, dtype=np.uint16)
+    nir[rng.random(shape) < 0.05] = 0  # nodata
+    vv = rng.normal(-12, 3, size=shape).astype(np.float32)
+    vv[rng.random(shape) < 0.05] = np.nan
+    valid = rng.random(shape) < 0.9
+    bands = {"B04": red, "B08": nir, "VV": vv}
+
+    df = kernels.zonal_statistics(
+        lr, bands, valid, scales={"B04": 1e-4, "B08": 1e-4}, nodata=0, weighted_mean=True
+    )
+
+    rows, cols = np.divmod(np.arange(shape[0] * shape[1]), shape[1])
+    cells = shapely.box(
+        t[2] + cols * t[0], t[5] + (rows + 1) * t[4], t[2] + (cols + 1) * t[0], t[5] + rows * t[4]
+    )
+    usable = (valid & (nir != 0) & ~np.isnan(vv)).ravel()
+    scaled = {"B04": red.ravel() * 1e-4, "B08": nir.ravel() * 1e-4, "VV": vv.ravel()}
+    ndvi_ok = usable & (scaled["B04"] + scaled["B08"] > 0)
+    ndvi = (scaled["B08"] - scaled["B04"]) / np.where(ndvi_ok, scaled["B08"] + scaled["B04"], 1)
+    partial = 0
+    for p, parcel in enumerate(parcels):
+        f = shapely.area(shapely.intersection(cells, parcel)) / 100.0
+        f[f < 1e-12] = 0.0
+        partial += int(((f > 0) & (f < 1 - 1e-12)).sum())
+        for name, values, ok in [(b, scaled[b], usable) for b in bands] + [("NDVI", ndvi, ndvi_ok)]:
+            w = np.where(ok, f, 0.0)
+            expected = (w * np.where(ok, values, 0)).sum() / w.sum() if w.sum() > 0 else np.nan
+            got = df[f"{name}_wmean"][p]
+            if np.isnan(expected):
+                assert np.isnan(got), (p, name)
+            else:
+                assert got == pytest.approx(expected, rel=1e-9, abs=1e-12), (p, name)
+    assert partial > 200
+    # Only boundary cells are stored: far fewer than all the covered cells.
+    covered = sum(len(lr.coverage(p)[0]) for p in range(n))
+    assert 0 < len(lr.cov_pixels) < covered
 
 
 def test_zonal_float_bands_treat_nan_as_nodata() -> None:

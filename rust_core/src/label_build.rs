@@ -1,5 +1,9 @@
 //! Builds a [`LabelRaster`] from parcel polygons: pixel-centre labels (see `rasterize`) and,
-//! on request, exact coverage fractions (see `coverage`).
+//! on request, exact coverage fractions (see `coverage`), of which only the boundary is kept
+//! (cells whose fraction is not their pixel-centre membership; see [`LabelRaster`]). A pixel
+//! whose centre is in the parcel but whose covered fraction is below
+//! [`MIN_FRACTION`](crate::coverage::MIN_FRACTION) (a needle of a polygon) is listed with that
+//! fraction, the float noise level, rather than dropped.
 //!
 //! Parcels are processed in chunks: runs of consecutive parcels ("batches") are computed in
 //! parallel (rayon), then written in parcel order, so the result does not depend on the thread
@@ -11,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use crate::coverage::coverage_cells;
+use crate::coverage::{coverage_cells, MIN_FRACTION};
 use crate::grid::Grid;
 use crate::label::{LabelRaster, NO_PARCEL};
 use crate::polygons::{LabelError, PixelTransform, RaggedPolygons};
@@ -67,11 +71,8 @@ pub fn build_label_raster_cancellable(
     let mut offsets = Vec::with_capacity(n_parcels + 1);
     let mut pixels = Vec::with_capacity(grid.len());
     let mut cov_offsets = Vec::with_capacity(n_parcels + 1);
-    let cov_guess = if with_coverage {
-        grid.len() + grid.len() / 4
-    } else {
-        0
-    };
+    // Boundary cells only: a few per cent of the grid for field-sized parcels.
+    let cov_guess = if with_coverage { grid.len() / 4 } else { 0 };
     let mut cov_pixels = Vec::with_capacity(cov_guess);
     let mut cov_fraction = Vec::with_capacity(cov_guess);
     offsets.push(0u64);
@@ -94,11 +95,6 @@ pub fn build_label_raster_cancellable(
         let room = grid.len() - pixels.len();
         let new_pixels: usize = batches.iter().map(Batch::span_pixels).sum();
         prefault(&mut pixels, new_pixels.min(room));
-        append_parallel(&mut cov_pixels, batches.iter().map(|b| &b.cov_pixels[..]));
-        append_parallel(
-            &mut cov_fraction,
-            batches.iter().map(|b| &b.cov_fraction[..]),
-        );
         for batch in &batches {
             for (k, p) in batch.parcels.clone().enumerate() {
                 let label = p as u32 + 1;
@@ -120,8 +116,25 @@ pub fn build_label_raster_cancellable(
                     }
                 }
                 offsets.push(pixels.len() as u64);
+            }
+        }
+        if with_coverage {
+            // The chunk's pixel-centre members are final now (later parcels never take a
+            // labelled pixel): keep only the cells whose weight they do not already give.
+            let (offsets, pixels) = (&offsets, &pixels);
+            batches.par_iter_mut().for_each(|batch| {
+                batch.keep_boundary(|p| &pixels[offsets[p] as usize..offsets[p + 1] as usize]);
+            });
+            append_parallel(&mut cov_pixels, batches.iter().map(|b| &b.kept_pixels[..]));
+            append_parallel(
+                &mut cov_fraction,
+                batches.iter().map(|b| &b.kept_fraction[..]),
+            );
+        }
+        for batch in &batches {
+            for k in 0..batch.parcels.len() {
                 let last = *cov_offsets.last().expect("starts with 0");
-                cov_offsets.push(last + batch.parcel_cov_len(k) as u64);
+                cov_offsets.push(last + batch.parcel_kept_len(k) as u64);
             }
         }
     }
@@ -134,6 +147,7 @@ pub fn build_label_raster_cancellable(
         labels,
         offsets,
         pixels,
+        coverage: with_coverage,
         cov_offsets,
         cov_pixels,
         cov_fraction,
@@ -199,7 +213,8 @@ fn check_sizes(grid: &Grid, n_parcels: usize) -> Result<(), LabelError> {
 
 /// What a run of consecutive parcels contributes, before overlaps with earlier parcels are
 /// resolved: parcel `parcels.start + k` has spans `spans[span_ends[k - 1]..span_ends[k]]` and
-/// coverage cells likewise by `cov_ends` (with an implicit 0 before the first parcel).
+/// coverage cells likewise by `cov_ends` (with an implicit 0 before the first parcel); after
+/// the overlaps are resolved, `kept_*` hold the boundary part of the coverage (by `kept_ends`).
 #[derive(Default)]
 struct Batch {
     parcels: std::ops::Range<usize>,
@@ -208,6 +223,9 @@ struct Batch {
     cov_pixels: Vec<u32>,
     cov_fraction: Vec<f64>,
     cov_ends: Vec<usize>,
+    kept_pixels: Vec<u32>,
+    kept_fraction: Vec<f64>,
+    kept_ends: Vec<usize>,
 }
 
 impl Batch {
@@ -226,6 +244,9 @@ impl Batch {
         self.cov_pixels.clear();
         self.cov_fraction.clear();
         self.cov_ends.clear();
+        self.kept_pixels.clear();
+        self.kept_fraction.clear();
+        self.kept_ends.clear();
         for p in parcels {
             let edges = polygons.parcel_edges(p, to_pixel);
             centre_spans(&edges, grid, &mut self.spans);
@@ -242,9 +263,43 @@ impl Batch {
         &self.spans[start..self.span_ends[k]]
     }
 
-    fn parcel_cov_len(&self, k: usize) -> usize {
-        let start = if k == 0 { 0 } else { self.cov_ends[k - 1] };
-        self.cov_ends[k] - start
+    /// Keeps, per parcel, the coverage cells whose fraction differs from the parcel's final
+    /// pixel-centre membership (`members(p)`, ascending), and lists members the coverage missed
+    /// with [`MIN_FRACTION`]; both lists are row-major, so one merge walk does it.
+    fn keep_boundary<'m>(&mut self, members: impl Fn(usize) -> &'m [u32]) {
+        let mut start = 0;
+        for (k, p) in self.parcels.clone().enumerate() {
+            let end = self.cov_ends[k];
+            let (cells, fractions) = (&self.cov_pixels[start..end], &self.cov_fraction[start..end]);
+            let own = members(p);
+            let mut m = 0;
+            for (&c, &f) in cells.iter().zip(fractions) {
+                while m < own.len() && own[m] < c {
+                    self.kept_pixels.push(own[m]);
+                    self.kept_fraction.push(MIN_FRACTION);
+                    m += 1;
+                }
+                let member = m < own.len() && own[m] == c;
+                m += usize::from(member);
+                if !(member && f == 1.0) {
+                    self.kept_pixels.push(c);
+                    self.kept_fraction.push(f);
+                }
+            }
+            self.kept_pixels.extend_from_slice(&own[m..]);
+            self.kept_fraction
+                .resize(self.kept_pixels.len(), MIN_FRACTION);
+            self.kept_ends.push(self.kept_pixels.len());
+            start = end;
+        }
+    }
+
+    fn parcel_kept_len(&self, k: usize) -> usize {
+        if self.kept_ends.is_empty() {
+            return 0; // built without coverage
+        }
+        let start = if k == 0 { 0 } else { self.kept_ends[k - 1] };
+        self.kept_ends[k] - start
     }
 
     /// Pixels in all spans: at least the pixels the batch's parcels will keep.
@@ -284,13 +339,18 @@ mod tests {
         assert_eq!(lr.parcel_pixels(1).len(), 25 - 6);
         assert_eq!(lr, {
             let mut rebuilt = LabelRaster::from_labels(grid, 2, lr.labels.clone());
+            rebuilt.coverage = true;
             rebuilt.cov_offsets.clone_from(&lr.cov_offsets);
             rebuilt.cov_pixels.clone_from(&lr.cov_pixels);
             rebuilt.cov_fraction.clone_from(&lr.cov_fraction);
             rebuilt
         });
-        // Coverage keeps the overlap for both parcels.
-        assert_eq!(lr.parcel_coverage(1).0.len(), 25);
+        // Coverage keeps the overlap for both parcels: parcel 1 lists the 6 cells it lost.
+        assert_eq!(lr.full_coverage(1).0.len(), 25);
+        assert_eq!(lr.parcel_coverage(1).0.len(), 6);
+        assert_eq!(lr.parcel_coverage(1).1, [1.0; 6]);
+        // Pixel-aligned boxes have no partial cell: nothing else is stored.
+        assert!(lr.parcel_coverage(0).0.is_empty() && lr.has_coverage());
     }
 
     #[test]
@@ -315,8 +375,23 @@ mod tests {
         assert_eq!(with.labels, without.labels);
         assert!(with.has_coverage() && !without.has_coverage());
         assert_eq!(without.cov_offsets, vec![0, 0]);
-        let area: f64 = with.cov_fraction.iter().sum();
+        let area: f64 = with.full_coverage(0).1.iter().sum();
         assert!((area - 44.0 * 45.0 / 100.0).abs() < 1e-9);
+        // Only the partial cells are stored: the ring of 16 boundary cells of the 5 x 5 box.
+        assert!(with.cov_fraction.iter().all(|&f| f < 1.0));
+        assert_eq!(with.cov_pixels.len(), 16);
+    }
+
+    #[test]
+    fn a_pixel_whose_centre_a_needle_crosses_keeps_a_noise_level_weight() {
+        // A triangle 2e-14 wide through the centre of pixel 0: a member with a covered area
+        // below MIN_FRACTION, which the coverage alone would drop.
+        let grid = Grid::new(2, 2, [1.0, 0.0, 0.0, 0.0, -1.0, 2.0]);
+        let (left, right) = (0.5 - 1e-14, 0.5 + 1e-14);
+        let coords = [left, 2.0, right, 2.0, 0.5, 1.4, left, 2.0];
+        let lr = build_label_raster(grid, &coords, &[0, 4], &[0, 1], &[0, 1], true).unwrap();
+        assert_eq!(lr.parcel_pixels(0), &[0]);
+        assert_eq!(lr.parcel_coverage(0), (&[0u32][..], &[MIN_FRACTION][..]));
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! On-disk cache of a [`LabelRaster`], so a tile's labels are built once per parcel-set version.
 //!
-//! Format (all little-endian), version 1:
+//! Format (all little-endian), version 2 (version 1 listed every covered cell and had no
+//! coverage flag; such files are refused and rebuilt):
 //!
 //! | bytes | content |
 //! | --- | --- |
 //! | 8 | magic `PMLABELS` |
 //! | 4 | format version (u32) |
-//! | 4 | reserved, 0 |
+//! | 4 | flags (u32): bit 0 = built with coverage |
 //! | 16 | height, width (u64) |
 //! | 48 | transform `[a, b, c, d, e, f]` (f64) |
 //! | 24 | n_parcels, pixel count, coverage cell count (u64) |
@@ -27,7 +28,8 @@ use crate::label::{LabelRaster, NO_PARCEL};
 use crate::polygons::LabelError;
 
 const MAGIC: &[u8; 8] = b"PMLABELS";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+const FLAG_COVERAGE: u32 = 1;
 const HEADER_BYTES: u64 = 8 + 4 + 4 + 16 + 48 + 24;
 
 impl LabelRaster {
@@ -37,7 +39,8 @@ impl LabelRaster {
         let mut out = BufWriter::new(File::create(path)?);
         out.write_all(MAGIC)?;
         out.write_all(&VERSION.to_le_bytes())?;
-        out.write_all(&0u32.to_le_bytes())?;
+        let flags = if self.coverage { FLAG_COVERAGE } else { 0 };
+        out.write_all(&flags.to_le_bytes())?;
         for v in [self.grid.height as u64, self.grid.width as u64] {
             out.write_all(&v.to_le_bytes())?;
         }
@@ -96,6 +99,7 @@ impl LabelRaster {
             labels: read_array(&mut input, height * width)?,
             offsets: read_array(&mut input, n + 1)?,
             pixels: read_array(&mut input, n_pixels)?,
+            coverage: header[1] & FLAG_COVERAGE != 0,
             cov_offsets: read_array(&mut input, n + 1)?,
             cov_pixels: read_array(&mut input, n_cov)?,
             cov_fraction: read_array(&mut input, n_cov)?,

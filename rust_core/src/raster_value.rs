@@ -67,6 +67,45 @@ macro_rules! with_band_data {
     };
 }
 
+/// Raw values of one band gathered at a parcel's pixels, in a buffer reused from parcel to
+/// parcel: exact `i32` for integer dtypes (`ints`), `f64` for float ones (`floats`).
+#[derive(Clone, Debug, Default)]
+pub struct Gathered {
+    pub ints: Vec<i32>,
+    pub floats: Vec<f64>,
+    pub is_int: bool,
+}
+
+impl Gathered {
+    /// Keeps the values whose `keep` flag is set, in order (branch-free compaction).
+    pub fn compact(&mut self, keep: &[bool]) {
+        if self.is_int {
+            compact(&mut self.ints, keep);
+        } else {
+            compact(&mut self.floats, keep);
+        }
+    }
+
+    /// Replaces `out` by the values scaled, `raw * scale + offset`.
+    pub fn scaled(&self, scale: f64, offset: f64, out: &mut Vec<f64>) {
+        out.clear();
+        if self.is_int {
+            out.extend(self.ints.iter().map(|&v| f64::from(v) * scale + offset));
+        } else {
+            out.extend(self.floats.iter().map(|&v| v * scale + offset));
+        }
+    }
+}
+
+fn compact<T: Copy>(values: &mut Vec<T>, keep: &[bool]) {
+    let mut kept = 0;
+    for k in 0..values.len() {
+        values[kept] = values[k];
+        kept += usize::from(keep[k]);
+    }
+    values.truncate(kept);
+}
+
 /// One band of an acquisition: raw pixels plus how to read them.
 ///
 /// The physical value of a pixel is `raw * scale + offset` (S2 L2A: scale 1e-4, offset 0 or
@@ -109,33 +148,26 @@ impl<'a> Band<'a> {
         }
     }
 
-    /// Replaces `out` by the raw values of `pixels` when the band is an integer dtype (exact
-    /// in `i32`); returns false, leaving `out` alone, for float bands.
-    pub fn gather_int(&self, pixels: &[u32], out: &mut Vec<i32>) -> bool {
+    /// Replaces `out` by the raw values of `pixels` and, in the same read, clears `keep[k]`
+    /// where `pixels[k]` is nodata: each band is read once per parcel.
+    pub fn gather_checking(&self, pixels: &[u32], keep: &mut [bool], out: &mut Gathered) {
+        out.is_int = !matches!(self.data, BandData::F32(_) | BandData::F64(_));
         match self.data {
-            BandData::U8(d) => gather_int(d, pixels, out),
-            BandData::U16(d) => gather_int(d, pixels, out),
-            BandData::I16(d) => gather_int(d, pixels, out),
-            BandData::F32(_) | BandData::F64(_) => return false,
+            BandData::U8(d) => gather_int(d, pixels, keep, self.nodata, &mut out.ints),
+            BandData::U16(d) => gather_int(d, pixels, keep, self.nodata, &mut out.ints),
+            BandData::I16(d) => gather_int(d, pixels, keep, self.nodata, &mut out.ints),
+            BandData::F32(d) => gather_float(d, pixels, keep, self.nodata, &mut out.floats),
+            BandData::F64(d) => gather_float(d, pixels, keep, self.nodata, &mut out.floats),
         }
-        true
     }
 
-    /// Replaces `out` by the raw (unscaled) values of `pixels`.
-    pub fn gather_raw(&self, pixels: &[u32], out: &mut Vec<f64>) {
-        out.clear();
-        with_band_data!(self.data, d => out.extend(pixels.iter().map(|&i| d[i as usize].to_f64())))
-    }
-
-    /// Whether pixel `i` holds data in this band (one dtype dispatch per call: for sparse use).
-    pub fn has_data_at(&self, i: usize) -> bool {
-        let nodata = self.nodata;
-        with_band_data!(self.data, d => !is_nodata(d[i].to_f64(), nodata))
-    }
-
-    /// Scaled value of pixel `i` (one dtype dispatch per call: for sparse use).
-    pub fn scaled_at(&self, i: usize) -> f64 {
-        with_band_data!(self.data, d => d[i].to_f64() * self.scale + self.offset)
+    /// `sum(weights[k] * raw[pixels[k]])`, unscaled.
+    pub fn weighted_raw_sum(&self, pixels: &[u32], weights: &[f64]) -> f64 {
+        with_band_data!(self.data, d => pixels
+            .iter()
+            .zip(weights)
+            .map(|(&i, &w)| w * d[i as usize].to_f64())
+            .sum())
     }
 
     /// Replaces `out` by the scaled values of `pixels`.
@@ -163,9 +195,37 @@ fn mark_float<T: RasterValue>(d: &[T], pixels: &[u32], keep: &mut [bool], nodata
     }
 }
 
-fn gather_int<T: IntValue>(d: &[T], pixels: &[u32], out: &mut Vec<i32>) {
+fn gather_int<T: IntValue>(
+    d: &[T],
+    pixels: &[u32],
+    keep: &mut [bool],
+    nodata: Option<f64>,
+    out: &mut Vec<i32>,
+) {
     out.clear();
-    out.extend(pixels.iter().map(|&i| d[i as usize].to_i32()));
+    match nodata.and_then(T::from_f64_exact) {
+        Some(nodata) => out.extend(pixels.iter().zip(keep.iter_mut()).map(|(&i, k)| {
+            let v = d[i as usize];
+            *k &= v != nodata;
+            v.to_i32()
+        })),
+        None => out.extend(pixels.iter().map(|&i| d[i as usize].to_i32())),
+    }
+}
+
+fn gather_float<T: RasterValue>(
+    d: &[T],
+    pixels: &[u32],
+    keep: &mut [bool],
+    nodata: Option<f64>,
+    out: &mut Vec<f64>,
+) {
+    out.clear();
+    out.extend(pixels.iter().zip(keep.iter_mut()).map(|(&i, k)| {
+        let v = d[i as usize].to_f64();
+        *k &= !is_nodata(v, nodata);
+        v
+    }));
 }
 
 #[inline(always)]
@@ -207,6 +267,23 @@ mod tests {
         let mut keep = [true; 3];
         band.mark_nodata(&[1, 2, 3], &mut keep);
         assert_eq!(keep, [false, false, true]);
+    }
+
+    #[test]
+    fn gathering_flags_nodata_and_compaction_keeps_the_rest() {
+        let data = [7u16, 0, 9, 11];
+        let band = Band {
+            nodata: Some(0.0),
+            ..Band::raw(BandData::U16(&data))
+        };
+        let (mut keep, mut out) = ([true, true, false, true], Gathered::default());
+        band.gather_checking(&[0, 1, 2, 3], &mut keep, &mut out);
+        assert!(out.is_int);
+        assert_eq!(out.ints, [7, 0, 9, 11]);
+        assert_eq!(keep, [true, false, false, true]);
+        out.compact(&keep);
+        assert_eq!(out.ints, [7, 11]);
+        assert_eq!(band.weighted_raw_sum(&[0, 3], &[0.5, -1.0]), 3.5 - 11.0);
     }
 
     #[test]

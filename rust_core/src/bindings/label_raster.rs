@@ -152,12 +152,16 @@ impl PyLabelRaster {
     }
 
     /// CSR offsets (n_parcels + 1) into `cov_pixels`/`cov_fraction` (read-only view).
+    ///
+    /// The coverage lists hold each parcel's boundary: the cells whose covered fraction is not
+    /// their pixel-centre membership (an unlisted pixel of the parcel covers 1, any other cell
+    /// 0). `coverage(p)` expands them to every covered cell.
     #[getter]
     fn cov_offsets<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray1<u64>> {
         view1(slf, &slf.get().inner.cov_offsets)
     }
 
-    /// Row-major indices of the cells each parcel touches (read-only view).
+    /// Row-major indices of each parcel's listed (boundary) cells (read-only view).
     #[getter]
     fn cov_pixels<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray1<u32>> {
         view1(slf, &slf.get().inner.cov_pixels)
@@ -183,17 +187,20 @@ impl PyLabelRaster {
         Ok(view1(slf, this.inner.parcel_pixels(p)))
     }
 
-    /// Cells touched by parcel `p` and their covered fractions (read-only views; empty
+    /// Every cell parcel `p` covers, row-major, and its covered fraction (new arrays; empty
     /// without coverage).
     #[allow(clippy::type_complexity)]
     fn coverage<'py>(
-        slf: &Bound<'py, Self>,
+        &self,
+        py: Python<'py>,
         p: usize,
     ) -> PyResult<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<f64>>)> {
-        let this = slf.get();
-        this.check_parcel(p)?;
-        let (cells, fractions) = this.inner.parcel_coverage(p);
-        Ok((view1(slf, cells), view1(slf, fractions)))
+        self.check_parcel(p)?;
+        let (cells, fractions) = self.inner.full_coverage(p);
+        Ok((
+            PyArray1::from_vec(py, cells),
+            PyArray1::from_vec(py, fractions),
+        ))
     }
 }
 

@@ -13,72 +13,86 @@ use crate::pixelset::pixel_sets;
 use crate::raster_value::Band;
 use crate::zonal::{zonal_statistics, ZonalOptions};
 
-/// Borrows the bands and the mask, checking them against the label raster's grid.
-fn borrow_bands<'py>(
-    labels: &LabelRaster,
-    bands: &[Bound<'py, PyAny>],
-    scales: &[f64],
-    offsets: &[f64],
-    nodata: &[Option<f64>],
-) -> PyResult<Vec<Raster2<'py>>> {
-    let n = bands.len();
-    if scales.len() != n || offsets.len() != n || nodata.len() != n {
-        return Err(input_err(format!(
-            "{n} bands but {} scales, {} offsets, {} nodata values",
-            scales.len(),
-            offsets.len(),
-            nodata.len()
-        )));
-    }
-    let grid = (labels.grid.height, labels.grid.width);
-    bands
-        .iter()
-        .enumerate()
-        .map(|(b, obj)| {
-            let raster = Raster2::borrow(obj, &format!("band {b}"))?;
-            if raster.shape() != grid {
-                return Err(input_err(format!(
-                    "band {b} has shape {:?}, the label raster {grid:?}",
-                    raster.shape()
-                )));
-            }
-            Ok(raster)
-        })
-        .collect()
+/// The band arguments both kernels take, borrowed without copying and checked against the
+/// label raster's grid.
+struct BandInputs<'py> {
+    rasters: Vec<Raster2<'py>>,
+    valid: Option<PyReadonlyArray2<'py, bool>>,
+    scales: Vec<f64>,
+    offsets: Vec<f64>,
+    nodata: Vec<Option<f64>>,
 }
 
-fn check_mask(labels: &LabelRaster, valid: &Option<PyReadonlyArray2<'_, bool>>) -> PyResult<()> {
-    if let Some(mask) = valid {
-        let grid = [labels.grid.height, labels.grid.width];
-        if mask.shape() != grid {
+impl<'py> BandInputs<'py> {
+    fn borrow(
+        labels: &LabelRaster,
+        bands: &[Bound<'py, PyAny>],
+        valid: Option<PyReadonlyArray2<'py, bool>>,
+        scales: Vec<f64>,
+        offsets: Vec<f64>,
+        nodata: Vec<Option<f64>>,
+    ) -> PyResult<Self> {
+        let n = bands.len();
+        if scales.len() != n || offsets.len() != n || nodata.len() != n {
             return Err(input_err(format!(
-                "valid mask has shape {:?}, the label raster {grid:?}",
-                mask.shape()
+                "{n} bands but {} scales, {} offsets, {} nodata values",
+                scales.len(),
+                offsets.len(),
+                nodata.len()
             )));
         }
-        if !mask.is_c_contiguous() {
-            return Err(input_err("valid mask is not C-contiguous"));
+        let grid = (labels.grid.height, labels.grid.width);
+        let rasters = bands
+            .iter()
+            .enumerate()
+            .map(|(b, obj)| {
+                let raster = Raster2::borrow(obj, &format!("band {b}"))?;
+                if raster.shape() != grid {
+                    return Err(input_err(format!(
+                        "band {b} has shape {:?}, the label raster {grid:?}",
+                        raster.shape()
+                    )));
+                }
+                Ok(raster)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        if let Some(mask) = &valid {
+            if mask.shape() != [grid.0, grid.1] {
+                return Err(input_err(format!(
+                    "valid mask has shape {:?}, the label raster {grid:?}",
+                    mask.shape()
+                )));
+            }
+            if !mask.is_c_contiguous() {
+                return Err(input_err("valid mask is not C-contiguous"));
+            }
         }
-    }
-    Ok(())
-}
-
-fn bands_of<'a>(
-    rasters: &'a [Raster2<'_>],
-    scales: &[f64],
-    offsets: &[f64],
-    nodata: &[Option<f64>],
-) -> Vec<Band<'a>> {
-    rasters
-        .iter()
-        .enumerate()
-        .map(|(b, r)| Band {
-            data: r.data(),
-            scale: scales[b],
-            offset: offsets[b],
-            nodata: nodata[b],
+        Ok(Self {
+            rasters,
+            valid,
+            scales,
+            offsets,
+            nodata,
         })
-        .collect()
+    }
+
+    fn bands(&self) -> Vec<Band<'_>> {
+        self.rasters
+            .iter()
+            .enumerate()
+            .map(|(b, r)| Band {
+                data: r.data(),
+                scale: self.scales[b],
+                offset: self.offsets[b],
+                nodata: self.nodata[b],
+            })
+            .collect()
+    }
+
+    fn mask(&self) -> Option<&[bool]> {
+        let contiguous = "contiguity checked in BandInputs::borrow";
+        self.valid.as_ref().map(|m| m.as_slice().expect(contiguous))
+    }
 }
 
 /// Zonal statistics: `(pixel_count, valid_count, values[n_parcels, n_columns])`.
@@ -101,14 +115,8 @@ fn zonal_stats<'py>(
     Bound<'py, PyArray2<f64>>,
 )> {
     let lr = labels.inner.clone();
-    let rasters = borrow_bands(&lr, &bands, &scales, &offsets, &nodata)?;
-    check_mask(&lr, &valid)?;
-    let band_list = bands_of(&rasters, &scales, &offsets, &nodata);
-    let mask = valid
-        .as_ref()
-        .map(|m| m.as_slice())
-        .transpose()
-        .map_err(|_| input_err("valid mask is not C-contiguous"))?;
+    let inputs = BandInputs::borrow(&lr, &bands, valid, scales, offsets, nodata)?;
+    let (band_list, mask) = (inputs.bands(), inputs.mask());
     let options = ZonalOptions {
         ndvi,
         weighted_mean,
@@ -141,14 +149,8 @@ fn pixel_set<'py>(
     seed: u64,
 ) -> PyResult<(Bound<'py, PyArray3<f32>>, Bound<'py, PyArray2<bool>>)> {
     let lr = labels.inner.clone();
-    let rasters = borrow_bands(&lr, &bands, &scales, &offsets, &nodata)?;
-    check_mask(&lr, &valid)?;
-    let band_list = bands_of(&rasters, &scales, &offsets, &nodata);
-    let mask = valid
-        .as_ref()
-        .map(|m| m.as_slice())
-        .transpose()
-        .map_err(|_| input_err("valid mask is not C-contiguous"))?;
+    let inputs = BandInputs::borrow(&lr, &bands, valid, scales, offsets, nodata)?;
+    let (band_list, mask) = (inputs.bands(), inputs.mask());
     let out = run_interruptible(py, |cancel| {
         pixel_sets(&lr, &band_list, mask, n_samples, seed, cancel)
     })?;
