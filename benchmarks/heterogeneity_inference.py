@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.timing import parcels_line, timed
 from monitor.heterogeneity import (
     DEFAULT_BATCH,
     INPUT_NAMES,
@@ -41,28 +38,6 @@ from monitor.infer import InferenceConfig, Model, load_model
 
 CHECKPOINT = Path("data") / "checkpoints" / "heterogeneity.pt"
 Inputs = dict[str, npt.NDArray[np.float32]]
-T = TypeVar("T")
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def timed(what: Callable[[], T], repeat: int = 3) -> tuple[float, float, T]:
-    """Best wall-clock seconds over `repeat` runs (after a warm-up), its CPU seconds, result."""
-    what()
-    runs = []
-    for _ in range(repeat):
-        wall, cpu = time.perf_counter(), _cpu()
-        result = what()
-        runs.append((time.perf_counter() - wall, _cpu() - cpu, result))
-    return min(runs, key=lambda run: run[0])
-
-
-def _line(name: str, n: int, wall: float, cpu: float | None) -> None:
-    per_cpu = f"; {n / cpu:,.0f} parcels per CPU-second" if cpu else ""
-    print(f"  {name:<34} {n / wall:>9,.0f} parcels/s  ({wall:.2f} s{per_cpu})")
 
 
 def season(parcels: int, dates: int, rng: np.random.Generator) -> PixelSetSeries:
@@ -122,11 +97,11 @@ def model_only(args: argparse.Namespace, inputs: Inputs) -> None:
 
     weights = "trained checkpoint" if args.checkpoint.is_file() else "fresh model (seed 0)"
     print(f"the model alone ({weights}), batch {DEFAULT_BATCH}, same inputs:")
-    ort_s, ort_cpu, ort_out = timed(run_onnx)
-    _line(f"ONNX Runtime, {args.threads} threads", n, ort_s, ort_cpu)
-    torch_s, torch_cpu, torch_out = timed(run_torch)
+    ort_s, ort_cpu, ort_out = timed(run_onnx, warm_up=True)
+    parcels_line(f"ONNX Runtime, {args.threads} threads", n, ort_s, ort_cpu)
+    torch_s, torch_cpu, torch_out = timed(run_torch, warm_up=True)
     on_cpu = args.torch_device == "cpu"
-    _line(f"PyTorch eager, {args.torch_device}", n, torch_s, torch_cpu if on_cpu else None)
+    parcels_line(f"PyTorch eager, {args.torch_device}", n, torch_s, torch_cpu if on_cpu else None)
     diff = float(np.abs(ort_out - torch_out).max())
     print(
         f"  ONNX Runtime / PyTorch eager ({args.torch_device}): {torch_s / ort_s:.2f}x wall "
@@ -154,9 +129,11 @@ def main() -> None:
     print("end to end (pixel sets in, probabilities out), shipped model:")
     reference = None
     for batch in sorted({DEFAULT_BATCH, 64, 1024, 4096}):
-        wall, cpu, out = timed(lambda b=batch: heterogeneity_probability(series, shipped, batch=b))
+        wall, cpu, out = timed(
+            lambda b=batch: heterogeneity_probability(series, shipped, batch=b), warm_up=True
+        )
         default = " (default)" if batch == DEFAULT_BATCH else ""
-        _line(f"heterogeneity_probability, batch {batch}{default}", n, wall, cpu)
+        parcels_line(f"heterogeneity_probability, batch {batch}{default}", n, wall, cpu)
         reference = out if reference is None else reference
         assert np.allclose(out, reference, atol=1e-6, equal_nan=True), "batching changed results"
     model_only(args, model_inputs(series))

@@ -20,33 +20,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-T = TypeVar("T")
+from benchmarks.timing import parcels_line, timed
+
 F32 = npt.NDArray[np.float32]
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def timed(what: Callable[[], T], repeat: int = 3) -> tuple[float, float, T]:
-    """Best wall-clock seconds over `repeat` runs, the CPU seconds of that run, its result."""
-    runs = []
-    for _ in range(repeat):
-        wall, cpu = time.perf_counter(), _cpu()
-        result = what()
-        runs.append((time.perf_counter() - wall, _cpu() - cpu, result))
-    return min(runs, key=lambda run: run[0])
 
 
 def observation_table(parcels: int, data_dir: Path) -> pl.DataFrame:
@@ -63,11 +46,6 @@ def observation_table(parcels: int, data_dir: Path) -> pl.DataFrame:
     table = pl.concat(frames)
     keep = table.get_column("parcel_id").unique().sort().head(parcels)
     return table.filter(pl.col("parcel_id").is_in(keep.implode()))
-
-
-def _line(name: str, n: int, wall: float, cpu: float | None) -> None:
-    per_cpu = f"; {n / cpu:,.0f} parcels per CPU-second" if cpu else ""
-    print(f"  {name:<34} {n / wall:>9,.0f} parcels/s  ({wall:.2f} s{per_cpu})")
 
 
 def torch_eager(values: F32, device: str, threads: int) -> Callable[[], F32] | None:
@@ -124,26 +102,28 @@ def main() -> None:
 
     print("end to end (observation rows in, events out):")
     wall, cpu, events = timed(lambda: detect_practices(table, model=session))
-    _line(f"detect_practices ({events.height} events)", n, wall, cpu)
+    parcels_line(f"detect_practices ({events.height} events)", n, wall, cpu)
     wall, cpu, tensor = timed(lambda: series_tensor(table))
-    _line("  of which grid resampling", n, wall, cpu)
+    parcels_line("  of which grid resampling", n, wall, cpu)
     values = tensor.values
     ort_s, ort_cpu, ort_out = timed(lambda: predict(session, values))
-    _line("  of which the model", n, ort_s, ort_cpu)
+    parcels_line("  of which the model", n, ort_s, ort_cpu)
     wall, cpu, _ = timed(lambda: decode_peaks(ort_out, DEFAULT_THRESHOLD))
-    _line("  of which peak decoding", n, wall, cpu)
+    parcels_line("  of which peak decoding", n, wall, cpu)
 
     print("the model alone, same input tensor:")
-    _line(f"ONNX Runtime, {args.threads} threads", n, ort_s, ort_cpu)
+    parcels_line(f"ONNX Runtime, {args.threads} threads", n, ort_s, ort_cpu)
     if args.threads != 1:
         one = load_model("practices", InferenceConfig(threads=1))
         wall, cpu, _ = timed(lambda: predict(one, values))
-        _line("ONNX Runtime, 1 thread", n, wall, cpu)
+        parcels_line("ONNX Runtime, 1 thread", n, wall, cpu)
     eager = torch_eager(values, args.torch_device, args.threads)
     if eager is not None:
         torch_s, torch_cpu, torch_out = timed(eager)
         on_cpu = args.torch_device == "cpu"
-        _line(f"PyTorch eager, {args.torch_device}", n, torch_s, torch_cpu if on_cpu else None)
+        parcels_line(
+            f"PyTorch eager, {args.torch_device}", n, torch_s, torch_cpu if on_cpu else None
+        )
         diff = float(np.abs(ort_out - torch_out).max())
         print(
             f"  ONNX Runtime / PyTorch eager ({args.torch_device}): {torch_s / ort_s:.2f}x "

@@ -18,12 +18,9 @@ leaves a tmp file that is ignored.
 
 from __future__ import annotations
 
-import errno
 import json
 import math
-import os
 import re
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +29,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from monitor.errors import StoreError
+from monitor.files import atomic_write
 from monitor.stac import Acquisition, Asset, Sensor, Transform
 
 INDEX_DIR: Final = "_acquisitions"
@@ -214,20 +212,11 @@ class AcquisitionIndex:
         self._listed.pop((entry.tile, season), None)
         folder = self._folder(entry.tile, season)
         path = folder / f"{_safe(entry.product_id, 'product id')}.json"
-        tmp = folder / f".{path.name}.{uuid.uuid4().hex}.tmp"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            with tmp.open("xb") as fh:
-                fh.write(entry.to_json())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(folder)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StoreError(
-                f"cannot write acquisition index {path}: {exc.strerror or exc}"
-            ) from exc
+            raise StoreError(f"cannot create {folder}: {exc.strerror or exc}") from exc
+        atomic_write(path, lambda fh: fh.write(entry.to_json()))
         return path
 
     def entries(self, tile: str, season: int) -> list[IndexedAcquisition]:
@@ -288,16 +277,3 @@ class AcquisitionIndex:
         if not candidates:
             return None
         return min(candidates, key=lambda e: (abs(e.days_from(moment)), e.acquired))
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable: POSIX only persists it once the directory itself is synced."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        # Some network and FUSE filesystems cannot sync a directory; the rename stays atomic.
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)

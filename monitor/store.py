@@ -35,24 +35,22 @@ the same answer again after a crash: what makes events exactly once with Kafka t
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import re
 import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
 from monitor.errors import StoreError
+from monitor.files import atomic_write
 from monitor.observations import (
     BAND_STAT_DTYPE,
     FIXED_SCHEMA,
@@ -116,36 +114,6 @@ def _check_product_id(product_id: str) -> str:
     return product_id
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable: POSIX only persists it once the directory itself is synced."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        # Some network and FUSE filesystems cannot sync a directory; the rename stays atomic.
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through `write(file)` to a unique tmp file beside `path`, fsync, then rename."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp.open("xb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException as exc:  # also on Ctrl-C: never leave a tmp file behind on purpose
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        raise
-
-
 class ObservationStore:
     """The parcel observation table on a (possibly shared) filesystem.
 
@@ -180,7 +148,7 @@ class ObservationStore:
         path = self.root / MANIFEST
         if not path.exists():
             body = json.dumps(expected, sort_keys=True).encode()
-            _atomic_write(path, lambda fh: fh.write(body))
+            atomic_write(path, lambda fh: fh.write(body))
             return
         try:
             found = json.loads(path.read_text())
@@ -258,7 +226,7 @@ class ObservationStore:
                 raise StoreError(f"cannot create {path.parent}: {exc.strerror or exc}") from exc
             replaced += path.exists()
             rows = part.drop("season")
-            _atomic_write(path, partial(rows.write_parquet, row_group_size=ROW_GROUP_SIZE))
+            atomic_write(path, partial(rows.write_parquet, row_group_size=ROW_GROUP_SIZE))
             files.append(StoredProduct(product_id, tile, season, source, path))
         return WriteResult(product_id, tuple(files), df.height, replaced)
 
@@ -372,7 +340,7 @@ class ObservationStore:
         """Replace a product's state table of `kind` (one of `STATE_KINDS`), atomically."""
         kind = _check_kind(kind, STATE_KINDS)
         path = self._state_path(product_id, tile, season, kind, ".parquet")
-        _atomic_write(path, frame.write_parquet)
+        atomic_write(path, frame.write_parquet)
         return path
 
     def state_files(self, tile: str, season: int, kind: str) -> dict[str, Path]:
@@ -426,7 +394,7 @@ class ObservationStore:
         """Replace a product's arrays of `kind` (one of `ARRAY_KINDS`): an uncompressed npz,
         written atomically (uncompressed: reading a season back is a copy, not a decode)."""
         path = self._state_path(product_id, tile, season, _check_kind(kind, ARRAY_KINDS), ".npz")
-        _atomic_write(path, lambda fh: np.savez(fh, allow_pickle=False, **arrays))
+        atomic_write(path, lambda fh: np.savez(fh, allow_pickle=False, **arrays))
         return path
 
     def read_arrays(self, path: Path, names: Sequence[str]) -> dict[str, npt.NDArray[Any]]:
