@@ -40,7 +40,8 @@ def _items(folder: Path) -> list[dict]:
 
 def test_s2_items_are_shaped_like_the_real_samples(season: SimulationSummary) -> None:
     items = _items(season.out / "s2")
-    assert len(items) == len(season.s2_items) >= 15  # every ~5 days over 3 months
+    # every 5 days over 3 months (18), less what the archive lost (single ones, an outage)
+    assert len(items) == len(season.s2_items) >= 11
     for item in items:
         props = item["properties"]
         assert item["id"] == f"S2_31UFS_{props['datetime'][:10].replace('-', '')}_L2A"
@@ -62,7 +63,8 @@ def test_s2_items_are_shaped_like_the_real_samples(season: SimulationSummary) ->
                 band = asset["raster:bands"][0]
                 assert src.dtypes[0] == band["data_type"]
                 assert src.crs.to_epsg() == 32631
-                assert src.profile["compress"] == "deflate"
+                assert src.profile["compress"] == "zstd"
+                assert src.overviews(1) or src.width <= 512
                 assert src.profile["tiled"]
                 if key == "SCL":
                     assert src.dtypes[0] == "uint8"
@@ -85,7 +87,8 @@ def test_s2_items_are_shaped_like_the_real_samples(season: SimulationSummary) ->
 
 def test_s1_items_carry_db_backscatter(season: SimulationSummary) -> None:
     items = _items(season.out / "s1")
-    assert len(items) == len(season.s1_items) >= 12  # every ~6 days over 3 months
+    # every 5 or 7 days over 3 months (15), less what the archive lost
+    assert len(items) == len(season.s1_items) >= 9
     for item in items:
         assert item["properties"]["constellation"] == "sentinel-1"
         assert item["id"].startswith("S1_IW_GRD_31UFS_")
@@ -243,10 +246,15 @@ def test_practices_show_in_ndvi_and_backscatter(season: SimulationSummary) -> No
             return None
         return float(series[min(after)][mask].mean() - series[max(before)][mask].mean())
 
-    ndvi_drops = [change(ndvi, p, 6) for p in practices if p["type"] in ("mowing", "harvest")]
-    ndvi_drops = [c for c in ndvi_drops if c is not None]
-    assert len(ndvi_drops) >= 5
-    assert np.mean(np.array(ndvi_drops) < -0.05) >= 0.8
+    mowing_drops = [change(ndvi, p, 6) for p in practices if p["type"] == "mowing"]
+    mowing_drops = [c for c in mowing_drops if c is not None]
+    assert len(mowing_drops) >= 5
+    assert np.mean(np.array(mowing_drops) < -0.05) >= 0.8
+    # a dry cereal's harvest moves NDVI little (~0.05: straw replaces a senescent crop)
+    harvest_drops = [change(ndvi, p, 6) for p in practices if p["type"] == "harvest"]
+    harvest_drops = [c for c in harvest_drops if c is not None]
+    assert len(harvest_drops) >= 3
+    assert np.mean(np.array(harvest_drops) < 0) >= 0.8
     vh_changes = [change(vh, p, 7) for p in practices if p["type"] == "harvest"]
     vh_changes = [c for c in vh_changes if c is not None]
     assert len(vh_changes) >= 3
