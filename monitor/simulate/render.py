@@ -303,7 +303,7 @@ def _sky_present(
 ) -> NDArray[np.bool_] | None:
     """Where anything but the uniform haze stands between the surface and the sensor."""
     present: NDArray[np.bool_] | None = None
-    for layer, floor in ((opacity, 0.0), (cirrus, 0.0), (patches, 0.002)):
+    for layer, floor in ((opacity, 0.0), (cirrus, 0.0), (patches, 0.0025)):
         if layer is not None:
             here = layer > floor
             present = here if present is None else present | here
@@ -317,19 +317,22 @@ def render_s1(
     rng: np.random.Generator,
     folder: Path,
     queue: WriteQueue,
-) -> float:
+) -> tuple[float, float]:
     """Write one Sentinel-1 GRD acquisition (VV, VH in dB) seen from `orbit`; returns the
-    regional moisture."""
+    regional moisture and the mean incidence angle over the window."""
     grid, layout = land.grid, land.layout
     state = surface_state(layout.unit_cover, land.calendar, day)
     regional = land.weather.soil_moisture(day)
     moisture = regional * land.moisture_factor
     _, work, _ = land.scratch(10)
-    # across the tile the incidence drifts from near to far range: ~0.15 dB per degree
-    ramp = orbit.range_gradient_deg(grid.size) * np.float32(RAMP_DB_PER_DEGREE)
+    # units are seen at the window's mean incidence; across it the incidence drifts from
+    # near to far range, ~0.15 dB less per degree
+    incidence = orbit.incidence_deg(grid.size)
+    mean_incidence = float(incidence.mean())
+    ramp = ((incidence - mean_incidence) * RAMP_DB_PER_DEGREE).astype(np.float32)
     for pol in ("VV", "VH"):
         db = sar.unit_backscatter(
-            layout.unit_cover, state, moisture, land.sar_offset[pol], pol, orbit.incidence_deg
+            layout.unit_cover, state, moisture, land.sar_offset[pol], pol, mean_incidence
         )
         image = queue.array(grid.shape(10), np.float32)
         np.take(db.astype(np.float32), land.label10, out=image, mode="clip")
@@ -343,7 +346,7 @@ def render_s1(
         np.round(image, out=image)
         image *= np.float32(1 / 64)
         queue.put(folder / f"{pol}.tif", image, grid, 10, None)
-    return regional
+    return regional, mean_incidence
 
 
 def _surface(

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from monitor.simulate.covers import COVERS
+from monitor.simulate.grid import FULL_TILE_PX
 from monitor.simulate.phenology import F64, SurfaceState
 
 REFERENCE_INCIDENCE_DEG = 38.0  # mid-swath of IW: the geometry the model is calibrated at
@@ -41,21 +42,24 @@ class Orbit:
 
     relative_orbit: int
     state: str  # "ascending" or "descending" (STAC `sat:orbit_state`)
-    incidence_deg: float  # at the tile centre
+    centre_incidence_deg: float  # at the centre of the full MGRS tile
     overpass: time  # UTC
 
-    def range_gradient_deg(self, columns: int) -> NDArray[np.float32]:
-        """Incidence minus its centre value along the rows of a tile `columns` wide: far range
-        is east for an ascending (right-looking, northbound) pass, west for a descending one."""
-        ramp = np.linspace(-0.5, 0.5, columns, dtype=np.float32) * np.float32(ACROSS_TILE_DEG)
-        out: NDArray[np.float32] = ramp if self.state == "ascending" else ramp[::-1].copy()
+    def incidence_deg(self, columns: int) -> NDArray[np.float64]:
+        """Incidence angle along the first `columns` pixel columns of the tile (west to east):
+        far range is east for an ascending (northbound, right-looking) pass, west for a
+        descending one."""
+        east = (np.arange(columns) + 0.5) / FULL_TILE_PX - 0.5  # -0.5 west edge, +0.5 east
+        towards_far = east if self.state == "ascending" else -east
+        out: NDArray[np.float64] = self.centre_incidence_deg + ACROSS_TILE_DEG * towards_far
         return out
 
 
-# the two tracks over 31UFS (Mol): a 12-day cycle of one satellite, five days apart
+# the two tracks over 31UFS (Mol): a 12-day cycle of one satellite, five days apart; in the
+# tile's west (where smaller windows lie) they look at ~36° (ascending) and ~41° (descending)
 ORBITS = (
-    Orbit(37, "descending", 35.5, time(5, 50)),
-    Orbit(88, "ascending", 40.5, time(17, 30)),
+    Orbit(37, "descending", 37.4, time(5, 50)),
+    Orbit(88, "ascending", 39.6, time(17, 30)),
 )
 _B = {"VV": 0.25, "VH": 0.20}  # attenuation per kg/m² of vegetation water
 _URBAN_DB = {"VV": -4.0, "VH": -12.0}

@@ -248,15 +248,17 @@ def simulate_season(
                 folder = out / "s1" / plan.item_id
                 rng = _rng(seed, _S1, plan.day.toordinal())
                 assert plan.orbit is not None
-                moisture = render_s1(land, plan.doy, plan.orbit, rng, folder, queue)
-                item = writer.s1_item(plan.item_id, when, grid, plan.platform, plan.orbit)
+                moisture, incidence = render_s1(land, plan.doy, plan.orbit, rng, folder, queue)
+                item = writer.s1_item(
+                    plan.item_id, when, grid, plan.platform, plan.orbit, incidence
+                )
                 row = {
                     "id": plan.item_id,
                     "datetime": when,
                     "soil_moisture": moisture,
                     "orbit_state": plan.orbit.state,
                     "relative_orbit": plan.orbit.relative_orbit,
-                    "incidence_deg": plan.orbit.incidence_deg,
+                    "incidence_deg": round(incidence, 2),
                 }
                 for key, value in row.items():
                     s1_rows[key].append(value)
@@ -365,8 +367,8 @@ def _texture(
     parcel's own draw (a lognormal factor: some fields are even, some patchy)."""
     amplitudes = np.array([c.texture for c in COVERS], dtype=np.float64)[layout.unit_cover]
     n = layout.n_units
-    patchy = (amplitudes[:, 0] * rng.lognormal(0.0, 0.4, n)).astype(np.float32)
-    grainy = (amplitudes[:, 1] * rng.lognormal(0.0, 0.2, n)).astype(np.float32)
+    patchy = (amplitudes[:, 0] * rng.lognormal(0.0, 0.9, n)).astype(np.float32)
+    grainy = (amplitudes[:, 1] * rng.lognormal(0.0, 0.35, n)).astype(np.float32)
     patches = noise.fractal(rng, grid.shape(20), 20.0, (300.0, 80.0, 40.0), decay=0.8)
     texture = noise.upsample2(patches, grid.shape(10))
     del patches

@@ -143,7 +143,7 @@ def s2_item(
 
 
 def s1_item(
-    item_id: str, when: datetime, grid: TileGrid, platform: str, orbit: Orbit
+    item_id: str, when: datetime, grid: TileGrid, platform: str, orbit: Orbit, incidence: float
 ) -> dict[str, Any]:
     assets = {
         pol: {
@@ -165,7 +165,7 @@ def s1_item(
             "instruments": ["c-sar"],
             "sat:orbit_state": orbit.state,
             "sat:relative_orbit": orbit.relative_orbit,
-            "view:incidence_angle": orbit.incidence_deg,
+            "view:incidence_angle": round(incidence, 2),
             "sar:instrument_mode": "IW",
             "sar:polarizations": ["VV", "VH"],
             "sar:product_type": "GRD",
