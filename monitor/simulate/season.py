@@ -113,7 +113,7 @@ def plan_acquisitions(
     missing acquisitions and outages as in real archives."""
     plans: list[PlannedAcquisition] = []
     rng = _rng(seed, _PLAN)
-    slot0 = date(2015, 6, 27)  # S2A's first acquisition: fixes which satellite flies when
+    slot0 = date(2015, 6, 27)  # a fixed epoch: which satellite flies a slot never depends on seed
     first = start + timedelta(days=int(rng.integers(0, S2_REVISIT_DAYS)))
     s2_days = [first + timedelta(days=k) for k in range(0, (end - first).days + 1, S2_REVISIT_DAYS)]
     covers = [cloud_cover_target(d.timetuple().tm_yday, rng) for d in s2_days]
@@ -128,13 +128,16 @@ def plan_acquisitions(
         rng = _rng(seed, _PLAN_S1)
         cycle0 = start - timedelta(days=int(rng.integers(0, S1_CYCLE_DAYS)))
         s1_days = sorted(
-            (cycle0 + timedelta(days=c + o), orbit)
-            for c in range(0, (end - cycle0).days + 1, S1_CYCLE_DAYS)
-            for o, orbit in zip(S1_ORBIT_DAYS, ORBITS, strict=True)
-            if start <= cycle0 + timedelta(days=c + o) <= end
+            (
+                (cycle0 + timedelta(days=c + o), orbit)
+                for c in range(0, (end - cycle0).days + 1, S1_CYCLE_DAYS)
+                for o, orbit in zip(S1_ORBIT_DAYS, ORBITS, strict=True)
+                if start <= cycle0 + timedelta(days=c + o) <= end
+            ),
+            key=lambda pair: pair[0],
         )
         kept = _acquired([d for d, _ in s1_days], _MISSING["S1"], rng)
-        for (d, orbit), k in list(zip(s1_days, kept, strict=True)):
+        for (d, orbit), k in zip(s1_days, kept, strict=True):
             if not k:
                 continue
             item_id = f"S1_IW_GRD_{grid.tile}_{d.strftime('%Y%m%d')}"
