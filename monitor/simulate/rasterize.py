@@ -21,8 +21,9 @@ def rasterize_convex(
     values: NDArray[np.int32],
     shape: tuple[int, int],
     transform: Affine,
-) -> NDArray[np.int32]:
-    """Burn `values[i]` into the pixels whose centre lies inside convex `polygons[i]` (0 else).
+) -> NDArray[np.intp]:
+    """Burn `values[i]` into the pixels whose centre lies inside convex `polygons[i]` (0 else),
+    as intp (the index type numpy's `take` wants).
 
     `transform` must be north-up with square pixels; polygons must not overlap.
     """
@@ -55,5 +56,5 @@ def rasterize_convex(
     value[east[edge]] *= -1
     marks = np.zeros((height, width + 1), dtype=np.int32)
     np.add.at(marks, (row, column), value)
-    labels: NDArray[np.int32] = np.cumsum(marks[:, :width], axis=1, dtype=np.int32)
+    labels: NDArray[np.intp] = np.cumsum(marks[:, :width], axis=1, dtype=np.intp)
     return labels

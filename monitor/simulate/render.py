@@ -2,11 +2,12 @@
 
 Each band is computed into reusable scratch buffers (a full tile's band is 480 MB of float32:
 fresh allocations would cost page faults on every step), converted to the delivered dtype and
-handed to a single writer thread, which compresses it while the next band is computed.
+handed to the writer threads, which compress it while the next band is computed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,14 @@ from monitor.simulate.grid import TileGrid
 from monitor.simulate.noise import F32
 from monitor.simulate.phenology import Calendar, surface_state
 from monitor.simulate.preview import window_for
+from monitor.simulate.sar import Orbit
+from monitor.simulate.snow import Snow, draw_snow
 from monitor.simulate.spectra import BANDS, BANDS_10M, BANDS_20M, unit_reflectance
 from monitor.simulate.weather import Weather
 
 RED, NIR = BANDS.index("B04"), BANDS.index("B08")
+SATURATED_VALUE = 65535  # what L2A products write where the detector saturated
+RAMP_DB_PER_DEGREE = -0.15
 
 
 @dataclass
@@ -35,11 +40,13 @@ class Landscape:
     layout: Layout
     calendar: Calendar
     weather: Weather
-    label10: NDArray[np.int32]
-    label20: NDArray[np.int32]
+    # unit of each pixel; intp, because numpy converts any other index type on every take
+    label10: NDArray[np.intp]
+    label20: NDArray[np.intp]
     texture10: F32  # within-field texture, ~N(0, 1)
     texture20: F32
     water20: NDArray[np.bool_]
+    snow_visible: F32  # per unit: share of the snow on the ground seen from above
     moisture_factor: NDArray[np.float64]  # per unit: wetter or drier than the region
     sar_offset: dict[str, NDArray[np.float64]]  # per unit and polarisation, dB
     _scratch: dict[int, tuple[F32, F32, F32]] | None = None
@@ -57,15 +64,20 @@ class Landscape:
 
 
 class WriteQueue:
-    """Compress and write rasters on one background thread, at most two in flight.
+    """Compress and write rasters on the pool's background threads, at most `MAX_PENDING` in
+    flight, and run follow-up actions (publishing an item) once the writes before them are done.
 
     Output arrays come from `array()` and go back to a free list once written: a full tile's
     band is hundreds of MB, and reusing buffers spares the page faults of fresh ones.
     """
 
+    MAX_PENDING = 4  # with two writers: both busy while the main thread renders the next band
+
     def __init__(self, pool: ThreadPoolExecutor) -> None:
         self._pool = pool
-        self._pending: list[tuple[Future[None], NDArray[Any] | None]] = []
+        self._pending: list[
+            tuple[Future[None] | None, NDArray[Any] | None, Callable[[], None] | None]
+        ] = []
         self._free: list[NDArray[Any]] = []
 
     def array(self, shape: tuple[int, ...], dtype: type[np.generic]) -> NDArray[Any]:
@@ -83,31 +95,65 @@ class WriteQueue:
         resolution: int,
         nodata: float | None,
         reuse: bool = True,
+        overviews: bool = True,
     ) -> None:
-        """Write `array` as a COG in the background; `reuse=False` for arrays the caller keeps."""
-        while len(self._pending) >= 2:
+        """Write `array` as a COG in the background; `reuse=False` for arrays the caller keeps,
+        `overviews=False` for ground truth."""
+        while sum(future is not None for future, _, _ in self._pending) >= self.MAX_PENDING:
             self._finish_oldest()
-        future = self._pool.submit(writer.write_cog, path, array, grid, resolution, nodata)
-        self._pending.append((future, array if reuse else None))
+        future = self._pool.submit(
+            writer.write_cog, path, array, grid, resolution, nodata, overviews
+        )
+        self._pending.append((future, array if reuse else None, None))
+
+    def then(self, action: Callable[[], None]) -> None:
+        """Run `action` (on this thread) once every write put so far is on disk."""
+        self._pending.append((None, None, action))
 
     def drain(self) -> None:
         while self._pending:
             self._finish_oldest()
 
     def _finish_oldest(self) -> None:
-        future, array = self._pending.pop(0)
-        future.result()
+        future, array, action = self._pending.pop(0)
+        if future is not None:
+            future.result()
         if array is not None:
             self._free.append(array)
-        del self._free[:-6]  # a few of each size is all the reuse there is
+            del self._free[:-6]  # a few of each size is all the reuse there is
+        if action is not None:
+            action()
 
 
 @dataclass(frozen=True)
 class S2Result:
     cloud_share: float  # true share of the tile under cloud
     eo_cloud_cover: float  # % of SCL 8, 9, 10
+    snow_cover: float  # % of SCL 11
     clear_truth: bool
-    preview: tuple[NDArray[np.uint16], NDArray[np.int32], NDArray[np.uint8]] | None
+    residual_share: float  # share of the tile the SCL calls clear under cloud, cirrus or haze
+    snow_share: float  # true share of the tile under snow (fraction-weighted)
+    saturated_share: float  # share of SCL 1
+    preview: tuple[NDArray[np.uint16], NDArray[np.intp], NDArray[np.uint8]] | None
+
+
+@dataclass(frozen=True)
+class SkyView:
+    """The sky fields one band needs, on one grid."""
+
+    through: F32 | None  # surface signal that reaches the sensor
+    opacity: F32 | None
+    cirrus: F32 | None
+    patches: F32 | None
+
+    def doubled(self, shape: tuple[int, int]) -> SkyView:
+        """The same sky on the grid twice as fine (the sky is smooth: doubling is enough)."""
+        return SkyView(
+            *(None if f is None else noise.upsample2(f, shape) for f in vars(self).values())
+        )
+
+
+_CLEAR_CLASSES = (clouds.DARK, clouds.VEGETATION, clouds.NOT_VEGETATED, clouds.WATER)
 
 
 def render_s2(
@@ -121,7 +167,7 @@ def render_s2(
     want_preview: bool,
 ) -> S2Result:
     """Write one Sentinel-2 L2A acquisition (10 bands + SCL) and, when `truth_folder` is given
-    and the sky is not clear, its clear-sky reflectance and sky truth."""
+    and the sky is not clear (or snow lies), its clear-sky reflectance and sky truth."""
     grid, layout = land.grid, land.layout
     state = surface_state(layout.unit_cover, land.calendar, day)
     moisture = land.weather.soil_moisture(day) * land.moisture_factor
@@ -130,71 +176,169 @@ def render_s2(
     )
     mean32, slope32 = np.asfortranarray(mean, np.float32), np.asfortranarray(slope, np.float32)
     sky = clouds.draw_sky(grid, cloud_cover, rng)
-    write_truth = truth_folder is not None and (sky.opacity is not None or sky.cirrus is not None)
+    snow = draw_snow(grid, land.weather.snow_cover(day), rng)
+    write_truth = truth_folder is not None and (
+        sky.opacity is not None
+        or sky.cirrus is not None
+        or sky.patches is not None
+        or snow is not None
+    )
     view = window_for(grid.size)
     preview_rgb: dict[str, NDArray[np.uint16]] = {}
-    scl = np.zeros((1, 1), dtype=np.uint8)
-    cloud_share = 0.0
+
+    # the 20 m view first: the SCL, and the pixels whose blue saturates the detector
+    opacity, shadow, cirrus, patches = sky.fields(grid, 20)
+    through = clouds.transmission(opacity, shadow)
+    snow20 = None if snow is None else snow.fraction(grid, 20, land.label20, land.snow_visible)
+    sky20 = SkyView(through, opacity, cirrus, patches)
+    red, nir, work = land.scratch(20)
+    _observed(land, mean32, slope32, RED, snow, snow20, sky, sky20, red, work)
+    _observed(land, mean32, slope32, NIR, snow, snow20, sky, sky20, nir, work)
+    saturated = None
+    if opacity is not None:  # only cloud cores are bright enough
+        blue = _observed(land, mean32, slope32, 0, snow, snow20, sky, sky20, work, None)
+        saturated = blue >= np.float32(clouds.SATURATION)
+        if not saturated.any():
+            saturated = None
+        del blue
+    scl = clouds.scene_classification(
+        red, nir, land.water20, sky, opacity, shadow, cirrus, snow20, saturated, rng
+    )
+    queue.put(folder / "SCL.tif", scl, grid, 20, 0, reuse=False)
+    hidden = _sky_present(opacity, cirrus, patches)
+    residual = None if hidden is None else hidden & np.isin(scl, _CLEAR_CLASSES)
+    if write_truth:
+        assert truth_folder is not None
+        sky_truth = _sky_truth(grid, opacity, shadow, cirrus, patches, snow20, residual)
+        queue.put(truth_folder / "SKY.tif", sky_truth, grid, 20, None, overviews=False)
+    cloud_share = 0.0 if opacity is None else float((opacity > 0).mean())
+    snow_share = 0.0 if snow20 is None else float(snow20.mean())
+    residual_share = 0.0 if residual is None else float(residual.mean())
+    del opacity, shadow, cirrus, patches, through, hidden, residual
 
     for resolution, bands, labels, texture in (
         (10, BANDS_10M, land.label10, land.texture10),
         (20, BANDS_20M, land.label20, land.texture20),
     ):
         surface, work, spare = land.scratch(resolution)
-        opacity, shadow, cirrus = sky.fields(grid, resolution)
-        through = clouds.transmission(opacity, shadow)
+        view_sky = sky20.doubled(grid.shape(10)) if resolution == 10 else sky20
+        fraction = snow20
+        if snow is not None and resolution == 10:
+            fraction = snow.fraction(grid, 10, labels, land.snow_visible)
         for band in bands:
             b = BANDS.index(band)
             _surface(mean32[:, b], slope32[:, b], labels, texture, rng, surface, work, spare)
+            if snow is not None:
+                assert fraction is not None
+                _under_snow(surface, fraction, snow.spectrum[b], work)
             if write_truth:
                 assert truth_folder is not None
                 truth = _to_uint16(surface, work, queue.array(surface.shape, np.uint16))
-                queue.put(truth_folder / f"{band}.tif", truth, grid, resolution, 0)
-            clouds.observe(surface, b, sky, through, opacity, cirrus, work)
+                queue.put(truth_folder / f"{band}.tif", truth, grid, resolution, 0, overviews=False)
+            _atmosphere(surface, b, sky, view_sky, work)
             observed = _to_uint16(surface, work, queue.array(surface.shape, np.uint16))
+            if band == "B02" and saturated is not None:
+                observed[np.repeat(np.repeat(saturated, 2, 0), 2, 1)[: grid.size, : grid.size]] = (
+                    SATURATED_VALUE
+                )
             queue.put(folder / f"{band}.tif", observed, grid, resolution, 0)
             if want_preview and band in ("B02", "B03", "B04"):
                 preview_rgb[band] = observed[view, view].copy()
-        if resolution == 20:
-            red, nir = surface, spare  # the sky as Sen2Cor sees it, at 20 m
-            _surface(mean32[:, RED], slope32[:, RED], labels, texture, None, red, work, work)
-            clouds.observe(red, RED, sky, through, opacity, cirrus, work)
-            _surface(mean32[:, NIR], slope32[:, NIR], labels, texture, None, nir, work, work)
-            clouds.observe(nir, NIR, sky, through, opacity, cirrus, work)
-            scl = clouds.scene_classification(
-                red, nir, land.water20, sky, opacity, shadow, cirrus, rng
-            )
-            queue.put(folder / "SCL.tif", scl, grid, 20, 0)
-            if write_truth:
-                assert truth_folder is not None
-                sky_truth = _sky_truth(grid, opacity, shadow, cirrus)
-                queue.put(truth_folder / "SKY.tif", sky_truth, grid, 20, None)
-            cloud_share = 0.0 if opacity is None else float((opacity > 0).mean())
-        del opacity, shadow, cirrus, through
-    eo_cloud_cover = float(np.isin(scl, clouds.CLOUDY_CLASSES).mean() * 100.0)
+        del view_sky, fraction
+    counts = np.bincount(scl.ravel(), minlength=256) / scl.size
+    eo_cloud_cover = float(counts[list(clouds.CLOUDY_CLASSES)].sum() * 100.0)
     preview = None
     if want_preview:
         rgb = np.stack([preview_rgb["B04"], preview_rgb["B03"], preview_rgb["B02"]])
         at20 = np.arange(view.start, view.stop) // 2  # the 20 m SCL under each 10 m pixel
         preview = (rgb, land.label10[view, view], scl[np.ix_(at20, at20)])
-    return S2Result(cloud_share, eo_cloud_cover, write_truth, preview)
+    return S2Result(
+        cloud_share=cloud_share,
+        eo_cloud_cover=eo_cloud_cover,
+        snow_cover=float(counts[clouds.SNOW] * 100.0),
+        clear_truth=write_truth,
+        residual_share=residual_share,
+        snow_share=snow_share,
+        saturated_share=float(counts[clouds.SATURATED]),
+        preview=preview,
+    )
+
+
+def _observed(
+    land: Landscape,
+    mean32: F32,
+    slope32: F32,
+    b: int,
+    snow: Snow | None,
+    fraction: F32 | None,
+    sky: clouds.Sky,
+    view: SkyView,
+    out: F32,
+    work: F32 | None,
+) -> F32:
+    """Noise-free top-of-atmosphere reflectance of band `b` at 20 m into `out`."""
+    scratch = work if work is not None else np.empty_like(out)
+    _surface(mean32[:, b], slope32[:, b], land.label20, land.texture20, None, out, scratch, scratch)
+    if snow is not None:
+        assert fraction is not None
+        _under_snow(out, fraction, snow.spectrum[b], scratch)
+    _atmosphere(out, b, sky, view, scratch)
+    return out
+
+
+def _atmosphere(reflectance: F32, b: int, sky: clouds.Sky, view: SkyView, work: F32) -> None:
+    clouds.observe(reflectance, b, sky, view.through, view.opacity, view.cirrus, view.patches, work)
+
+
+def _under_snow(surface: F32, fraction: F32, snow: float, work: F32) -> None:
+    """Mix the surface with snow: `surface·(1 - f) + f·snow`, in place."""
+    np.multiply(surface, fraction, out=work)
+    surface -= work
+    np.multiply(fraction, np.float32(snow), out=work)
+    surface += work
+
+
+def _sky_present(
+    opacity: F32 | None, cirrus: F32 | None, patches: F32 | None
+) -> NDArray[np.bool_] | None:
+    """Where anything but the uniform haze stands between the surface and the sensor."""
+    present: NDArray[np.bool_] | None = None
+    for layer, floor in ((opacity, 0.0), (cirrus, 0.0), (patches, 0.0025)):
+        if layer is not None:
+            here = layer > floor
+            present = here if present is None else present | here
+    return present
 
 
 def render_s1(
-    land: Landscape, day: float, rng: np.random.Generator, folder: Path, queue: WriteQueue
-) -> float:
-    """Write one Sentinel-1 GRD acquisition (VV, VH in dB); returns the regional moisture."""
+    land: Landscape,
+    day: float,
+    orbit: Orbit,
+    rng: np.random.Generator,
+    folder: Path,
+    queue: WriteQueue,
+) -> tuple[float, float]:
+    """Write one Sentinel-1 GRD acquisition (VV, VH in dB) seen from `orbit`; returns the
+    regional moisture and the mean incidence angle over the window."""
     grid, layout = land.grid, land.layout
     state = surface_state(layout.unit_cover, land.calendar, day)
     regional = land.weather.soil_moisture(day)
     moisture = regional * land.moisture_factor
     _, work, _ = land.scratch(10)
+    # units are seen at the window's mean incidence; across it the incidence drifts from
+    # near to far range, ~0.15 dB less per degree
+    incidence = orbit.incidence_deg(grid.size)
+    mean_incidence = float(incidence.mean())
+    ramp = ((incidence - mean_incidence) * RAMP_DB_PER_DEGREE).astype(np.float32)
     for pol in ("VV", "VH"):
-        db = sar.unit_backscatter(layout.unit_cover, state, moisture, land.sar_offset[pol], pol)
+        db = sar.unit_backscatter(
+            layout.unit_cover, state, moisture, land.sar_offset[pol], pol, mean_incidence
+        )
         image = queue.array(grid.shape(10), np.float32)
-        np.take(db.astype(np.float32), land.label10, out=image, mode="wrap")
+        np.take(db.astype(np.float32), land.label10, out=image, mode="clip")
         np.multiply(land.texture10, np.float32(0.5), out=work)
         image += work
+        image += ramp
         speckle = noise.quantile_noise(rng, grid.shape(20), sar.speckle_table())
         image += noise.upsample2(speckle, grid.shape(10))
         # 1/64 dB steps (far below the 2 dB speckle) let deflate halve the file
@@ -202,13 +346,13 @@ def render_s1(
         np.round(image, out=image)
         image *= np.float32(1 / 64)
         queue.put(folder / f"{pol}.tif", image, grid, 10, None)
-    return regional
+    return regional, mean_incidence
 
 
 def _surface(
     mean: F32,
     slope: F32,
-    labels: NDArray[np.int32],
+    labels: NDArray[np.intp],
     texture: F32,
     rng: np.random.Generator | None,
     out: F32,
@@ -217,8 +361,10 @@ def _surface(
 ) -> None:
     """Surface reflectance of one band into `out`: unit mean + texture along the unit's mixing
     line, plus sensor noise (0.002 + 1 % of the signal) when `rng` is given."""
-    np.take(mean, labels, out=out, mode="wrap")  # labels are valid unit ids: no bounds check
-    np.take(slope, labels, out=work, mode="wrap")
+    np.take(
+        mean, labels, out=out, mode="clip"
+    )  # labels are valid unit ids; clip is the cheapest mode
+    np.take(slope, labels, out=work, mode="clip")
     work *= texture
     out += work
     if rng is not None:
@@ -240,11 +386,21 @@ def _to_uint16(reflectance: F32, work: F32, out: NDArray[np.uint16]) -> NDArray[
 
 
 def _sky_truth(
-    grid: TileGrid, opacity: F32 | None, shadow: F32 | None, cirrus: F32 | None
+    grid: TileGrid,
+    opacity: F32 | None,
+    shadow: F32 | None,
+    cirrus: F32 | None,
+    patches: F32 | None,
+    snow: F32 | None,
+    residual: NDArray[np.bool_] | None,
 ) -> NDArray[np.uint8]:
-    """Bands: cloud opacity (%), shadow darkening (%), cirrus reflectance (x 1000)."""
-    sky = np.zeros((3, *grid.shape(20)), dtype=np.uint8)
-    for band, layer, scale in ((0, opacity, 100), (1, shadow, 100), (2, cirrus, 1000)):
+    """Bands: cloud opacity (%), shadow darkening (%), cirrus reflectance (x 1000), haze
+    patches (blue reflectance x 1000), snow (%), residual cloud (1: SCL says clear, it is not)."""
+    sky = np.zeros((6, *grid.shape(20)), dtype=np.uint8)
+    layers = ((opacity, 100), (shadow, 100), (cirrus, 1000), (patches, 1000), (snow, 100))
+    for band, (layer, scale) in enumerate(layers):
         if layer is not None:
             sky[band] = np.clip(np.round(layer * scale), 0, 255)
+    if residual is not None:
+        sky[5] = residual
     return sky

@@ -9,19 +9,58 @@ blurred by ~2 dB of speckle (the within-field spread of the real Mol γ⁰).
 
 Calibrated on the real Mol April 2023 scenes (grassland and winter crops): VV median ≈ -12 dB
 (5 %: -16, 95 %: -6), VH median ≈ -18.5 dB (5 %: -24, 95 %: -14).
+
+Geometry: the tile is seen from two relative orbits, one descending in the morning and one
+ascending in the evening, each at its own incidence angle (as Sentinel-1 stacks over Belgium
+are). The incidence enters the vegetation attenuation (1/cos θ) and the soil term, which falls
+by ~0.25 dB per degree (bare soil, C band), so the two geometries differ by ~1 dB over soil and
+less under a dense canopy. Across the tile the incidence grows by ~7° towards far range (east
+when ascending, west when descending).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import time
 from functools import cache
 
 import numpy as np
 from numpy.typing import NDArray
 
 from monitor.simulate.covers import COVERS
+from monitor.simulate.grid import FULL_TILE_PX
 from monitor.simulate.phenology import F64, SurfaceState
 
-INCIDENCE = np.deg2rad(38.0)  # mid-swath of IW
+REFERENCE_INCIDENCE_DEG = 38.0  # mid-swath of IW: the geometry the model is calibrated at
+SOIL_DB_PER_DEGREE = -0.25
+ACROSS_TILE_DEG = 7.2  # IW spans 29-46° over 250 km of ground range: ~0.066°/km
+
+
+@dataclass(frozen=True)
+class Orbit:
+    """A Sentinel-1 relative orbit that sees the tile."""
+
+    relative_orbit: int
+    state: str  # "ascending" or "descending" (STAC `sat:orbit_state`)
+    centre_incidence_deg: float  # at the centre of the full MGRS tile
+    overpass: time  # UTC
+
+    def incidence_deg(self, columns: int) -> NDArray[np.float64]:
+        """Incidence angle along the first `columns` pixel columns of the tile (west to east):
+        far range is east for an ascending (northbound, right-looking) pass, west for a
+        descending one."""
+        east = (np.arange(columns) + 0.5) / FULL_TILE_PX - 0.5  # -0.5 west edge, +0.5 east
+        towards_far = east if self.state == "ascending" else -east
+        out: NDArray[np.float64] = self.centre_incidence_deg + ACROSS_TILE_DEG * towards_far
+        return out
+
+
+# the two tracks over 31UFS (Mol): a 12-day cycle of one satellite, five days apart; in the
+# tile's west (where smaller windows lie) they look at ~36° (ascending) and ~41° (descending)
+ORBITS = (
+    Orbit(37, "descending", 37.4, time(5, 50)),
+    Orbit(88, "ascending", 39.6, time(17, 30)),
+)
 _B = {"VV": 0.25, "VH": 0.20}  # attenuation per kg/m² of vegetation water
 _URBAN_DB = {"VV": -4.0, "VH": -12.0}
 _WATER_DB = {"VV": -22.0, "VH": -29.0}
@@ -42,13 +81,15 @@ def unit_backscatter(
     moisture: F64,
     offset_db: F64,
     pol: str,
+    incidence_deg: float = REFERENCE_INCIDENCE_DEG,
 ) -> F64:
-    """Mean γ⁰ in dB per unit for `pol` ("VV" or "VH")."""
-    cos = np.cos(INCIDENCE)
+    """Mean γ⁰ in dB per unit for `pol` ("VV" or "VH") seen at `incidence_deg`."""
+    cos = np.cos(np.deg2rad(incidence_deg))
     tau2 = np.exp(-2.0 * _B[pol] * state.biomass / cos)
     canopy_db = np.array([c.canopy_db[0 if pol == "VV" else 1] for c in COVERS])[unit_cover]
     veg = 10.0 ** (canopy_db / 10.0) * (1.0 - tau2)
-    soil = 10.0 ** (soil_db(moisture, state.roughness, pol) / 10.0)
+    tilt = SOIL_DB_PER_DEGREE * (incidence_deg - REFERENCE_INCIDENCE_DEG)
+    soil = 10.0 ** ((soil_db(moisture, state.roughness, pol) + tilt) / 10.0)
     db = 10.0 * np.log10(veg + tau2 * soil)
     urban = np.array([c.urban for c in COVERS])[unit_cover]
     water = np.array([c.water for c in COVERS])[unit_cover]

@@ -1,8 +1,8 @@
 """The season, date by date: plan the acquisitions, then render and write each one.
 
 Static things (layout, calendars, label rasters, texture) are built once; each date is then
-rendered band by band and handed to a writer thread, so a full tile never holds more than one
-date (and at most two bands queued for compression) in memory.
+rendered band by band and handed to two writer threads, so a full tile never holds more than
+one date (and at most four bands queued for compression) in memory.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from numpy.typing import NDArray
 
 from monitor.errors import ConfigError
 from monitor.simulate import noise, truth, writer
-from monitor.simulate.covers import INDEX, crop_shares
+from monitor.simulate.covers import COVERS, INDEX, crop_shares
 from monitor.simulate.fields import Layout, check_density, layout_fields
 from monitor.simulate.grid import FULL_TILE_PX, TileGrid
 from monitor.simulate.noise import F32
@@ -28,18 +29,26 @@ from monitor.simulate.phenology import draw_calendar
 from monitor.simulate.preview import write_preview
 from monitor.simulate.rasterize import rasterize_convex
 from monitor.simulate.render import Landscape, WriteQueue, render_s1, render_s2
+from monitor.simulate.sar import ORBITS, Orbit
+from monitor.simulate.snow import visible_share
 from monitor.simulate.spectra import BANDS_10M, BANDS_20M
 from monitor.simulate.weather import cloud_cover_target, draw_weather
 
-S2_REVISIT_DAYS = 5
-S1_REVISIT_DAYS = 6
+S2_REVISIT_DAYS = 5  # one track, two satellites alternating
+S2_PLATFORMS = ("sentinel-2a", "sentinel-2b")
 S2_TIME = time(10, 50)
-S1_TIME = time(17, 30)
+S1_CYCLE_DAYS = 12  # one satellite's repeat cycle ...
+S1_ORBIT_DAYS = (0, 5)  # ... in which each orbit of `sar.ORBITS` passes once: gaps of 5 and 7
+S1_PLATFORM = "sentinel-1a"
+# real archives lose acquisitions: single ones (processing failures, a satellite manoeuvre)
+# and, now and then, a run of them (an anomaly, a ground-segment outage)
+_MISSING = {"S2": 0.05, "S1": 0.04}
+_OUTAGE_P, _OUTAGE_DAYS = 0.4, (8, 22)
 Progress = Callable[[int, int, str], None]
 
 # independent random streams: one per purpose (and per date), so that adding a date or a
 # band never changes what the others draw
-_LAYOUT, _CALENDAR, _WEATHER, _PLAN, _TEXTURE, _S2, _S1, _SAR_STATIC = range(8)
+_LAYOUT, _CALENDAR, _WEATHER, _PLAN, _TEXTURE, _S2, _S1, _SAR_STATIC, _PLAN_S1 = range(9)
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,10 @@ class PlannedAcquisition:
     sensor: str  # "S2" or "S1"
     day: date
     item_id: str
+    when: datetime
+    platform: str
     cloud_cover: float = 0.0  # target share, S2 only
+    orbit: Orbit | None = None  # S1 only
 
     @property
     def doy(self) -> float:
@@ -78,6 +90,16 @@ def _rng(seed: int, stream: int, index: int = 0) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream, index)))
 
 
+def _acquired(days: list[date], miss: float, rng: np.random.Generator) -> NDArray[np.bool_]:
+    """Which of the scheduled `days` the archive holds: single losses and maybe one outage."""
+    kept = rng.random(len(days)) >= miss
+    if days and rng.random() < _OUTAGE_P:
+        first = days[0] + timedelta(days=int(rng.integers(0, max((days[-1] - days[0]).days, 1))))
+        last = first + timedelta(days=int(rng.integers(*_OUTAGE_DAYS)))
+        kept &= ~np.array([first <= d <= last for d in days])
+    return kept
+
+
 def plan_acquisitions(
     grid: TileGrid,
     start: date,
@@ -86,32 +108,45 @@ def plan_acquisitions(
     s1: bool,
     max_dates: int | None,
 ) -> list[PlannedAcquisition]:
-    """S2 every ~5 days and S1 every ~6 days between `start` and `end`, with a few missing
-    acquisitions (as in real archives), in time order."""
-    rng = _rng(seed, _PLAN)
+    """The season's acquisitions in time order: S2 every 5 days (two satellites alternating)
+    and S1 from two orbits (descending, then ascending 5 days later, every 12 days), with
+    missing acquisitions and outages as in real archives."""
     plans: list[PlannedAcquisition] = []
-    for sensor, revisit, miss in (("S2", S2_REVISIT_DAYS, 0.06), ("S1", S1_REVISIT_DAYS, 0.04)):
-        first = start + timedelta(days=int(rng.integers(0, revisit)))
-        days = []
-        day = first
-        while day <= end:
-            if rng.random() >= miss:
-                days.append(day)
-            day += timedelta(days=revisit)
-        covers = [cloud_cover_target(d.timetuple().tm_yday, rng) for d in days]
+    rng = _rng(seed, _PLAN)
+    slot0 = date(2015, 6, 27)  # a fixed epoch: which satellite flies a slot never depends on seed
+    first = start + timedelta(days=int(rng.integers(0, S2_REVISIT_DAYS)))
+    s2_days = [first + timedelta(days=k) for k in range(0, (end - first).days + 1, S2_REVISIT_DAYS)]
+    covers = [cloud_cover_target(d.timetuple().tm_yday, rng) for d in s2_days]
+    kept = _acquired(s2_days, _MISSING["S2"], rng)
+    s2 = [(d, c) for d, c, k in zip(s2_days, covers, kept, strict=True) if k][:max_dates]
+    for d, cover in s2:
+        platform = S2_PLATFORMS[((d - slot0).days // S2_REVISIT_DAYS) % 2]
+        item_id = f"S2_{grid.tile}_{d.strftime('%Y%m%d')}_L2A"
+        when = datetime.combine(d, S2_TIME, UTC)
+        plans.append(PlannedAcquisition("S2", d, item_id, when, platform, cover))
+    if s1:
+        rng = _rng(seed, _PLAN_S1)
+        cycle0 = start - timedelta(days=int(rng.integers(0, S1_CYCLE_DAYS)))
+        s1_days = sorted(
+            (
+                (cycle0 + timedelta(days=c + o), orbit)
+                for c in range(0, (end - cycle0).days + 1, S1_CYCLE_DAYS)
+                for o, orbit in zip(S1_ORBIT_DAYS, ORBITS, strict=True)
+                if start <= cycle0 + timedelta(days=c + o) <= end
+            ),
+            key=lambda pair: pair[0],
+        )
+        kept = _acquired([d for d, _ in s1_days], _MISSING["S1"], rng)
+        for (d, orbit), k in zip(s1_days, kept, strict=True):
+            if not k:
+                continue
+            item_id = f"S1_IW_GRD_{grid.tile}_{d.strftime('%Y%m%d')}"
+            when = datetime.combine(d, orbit.overpass, UTC)
+            plans.append(PlannedAcquisition("S1", d, item_id, when, S1_PLATFORM, orbit=orbit))
         if max_dates is not None:
-            days = days[:max_dates]
-        if sensor == "S1" and not s1:
-            continue
-        for d, cover in zip(days, covers, strict=False):
-            stamp = d.strftime("%Y%m%d")
-            item_id = (
-                f"S2_{grid.tile}_{stamp}_L2A"
-                if sensor == "S2"
-                else f"S1_IW_GRD_{grid.tile}_{stamp}"
-            )
-            plans.append(PlannedAcquisition(sensor, d, item_id, cover if sensor == "S2" else 0.0))
-    plans.sort(key=lambda a: (a.day, a.sensor != "S2"))
+            s1_plans = [p for p in plans if p.sensor == "S1"][:max_dates]
+            plans = [p for p in plans if p.sensor == "S2"] + s1_plans
+    plans.sort(key=lambda a: a.when)
     return plans
 
 
@@ -161,18 +196,16 @@ def simulate_season(
     preview_id = min(s2_plans, key=lambda p: abs(p.cloud_cover - 0.4)).item_id if s2_plans else None
     s2_items: list[Path] = []
     s1_items: list[Path] = []
-    s2_rows: dict[str, list[Any]] = {
-        k: [] for k in ("id", "datetime", "cloud_share", "eo_cloud_cover", "clear_truth")
-    }
-    s1_rows: dict[str, list[Any]] = {k: [] for k in ("id", "datetime", "soil_moisture")}
+    s2_rows: dict[str, list[Any]] = {k: [] for k in truth.S2_DATE_COLUMNS}
+    s1_rows: dict[str, list[Any]] = {k: [] for k in truth.S1_DATE_COLUMNS}
     preview_path: Path | None = None
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         queue = WriteQueue(pool)
         files = _write_static(out, land, season, start, end, queue)
         n_practices = int(_count_rows(out / "truth" / "practices.parquet"))
         report(1, total, "parcels")
         for done, plan in enumerate(plans, start=2):
-            when = datetime.combine(plan.day, S2_TIME if plan.sensor == "S2" else S1_TIME, UTC)
+            when = plan.when
             if plan.sensor == "S2":
                 folder = out / "s2" / plan.item_id
                 truth_folder = out / "truth" / "s2_clear" / plan.item_id if clear_truth else None
@@ -188,13 +221,28 @@ def simulate_season(
                     plan.item_id == preview_id,
                 )
                 item = writer.s2_item(
-                    plan.item_id, when, grid, result.eo_cloud_cover, BANDS_10M, BANDS_20M
+                    plan.item_id,
+                    when,
+                    grid,
+                    result.eo_cloud_cover,
+                    BANDS_10M,
+                    BANDS_20M,
+                    plan.platform,
+                    result.snow_cover,
                 )
-                s2_rows["id"].append(plan.item_id)
-                s2_rows["datetime"].append(when)
-                s2_rows["cloud_share"].append(result.cloud_share)
-                s2_rows["eo_cloud_cover"].append(result.eo_cloud_cover)
-                s2_rows["clear_truth"].append(result.clear_truth)
+                row = {
+                    "id": plan.item_id,
+                    "datetime": when,
+                    "platform": plan.platform,
+                    "cloud_share": result.cloud_share,
+                    "eo_cloud_cover": result.eo_cloud_cover,
+                    "clear_truth": result.clear_truth,
+                    "residual_cloud_share": result.residual_share,
+                    "snow_share": result.snow_share,
+                    "saturated_share": result.saturated_share,
+                }
+                for key, value in row.items():
+                    s2_rows[key].append(value)
                 if result.preview is not None:
                     preview_path = out / "preview" / f"{plan.item_id}.png"
                     write_preview(preview_path, *result.preview)
@@ -202,14 +250,24 @@ def simulate_season(
             else:
                 folder = out / "s1" / plan.item_id
                 rng = _rng(seed, _S1, plan.day.toordinal())
-                moisture = render_s1(land, plan.doy, rng, folder, queue)
-                item = writer.s1_item(plan.item_id, when, grid)
-                s1_rows["id"].append(plan.item_id)
-                s1_rows["datetime"].append(when)
-                s1_rows["soil_moisture"].append(moisture)
+                assert plan.orbit is not None
+                moisture, incidence = render_s1(land, plan.doy, plan.orbit, rng, folder, queue)
+                item = writer.s1_item(
+                    plan.item_id, when, grid, plan.platform, plan.orbit, incidence
+                )
+                row = {
+                    "id": plan.item_id,
+                    "datetime": when,
+                    "soil_moisture": moisture,
+                    "orbit_state": plan.orbit.state,
+                    "relative_orbit": plan.orbit.relative_orbit,
+                    "incidence_deg": round(incidence, 2),
+                }
+                for key, value in row.items():
+                    s1_rows[key].append(value)
                 s1_items.append(folder / "item.json")
-            queue.drain()  # the item is published only once its rasters are on disk
-            writer.write_json(folder / "item.json", item)
+            # the item is published only once its rasters are on disk
+            queue.then(partial(writer.write_json, folder / "item.json", item))
             report(done, total, plan.item_id)
         queue.drain()
 
@@ -282,12 +340,7 @@ def _build_landscape(
     label10 = _rasterize(layout, grid, 10)
     label20 = _rasterize(layout, grid, 20)
     rng = _rng(seed, _TEXTURE)
-    # within-field texture: smooth patches (drawn at 20 m, cheaper) plus per-pixel grain
-    patches = noise.fractal(rng, grid.shape(20), 20.0, (300.0, 80.0, 40.0), decay=0.8)
-    texture10 = noise.upsample2(patches, grid.shape(10))
-    texture10 *= np.float32(0.8)
-    texture10 += np.float32(0.6) * noise.normal(rng, grid.shape(10))
-    del patches
+    texture10 = _texture(layout, grid, label10, rng)
     texture20 = _block_mean(texture10, grid.shape(20))
     water20 = (layout.unit_cover == INDEX["EAU"])[label20]
     moisture_factor = rng.uniform(0.75, 1.25, layout.n_units)
@@ -303,12 +356,33 @@ def _build_landscape(
         texture10,
         texture20,
         water20,
+        visible_share(layout.unit_cover),
         moisture_factor,
         sar_offset,
     )
 
 
-def _rasterize(layout: Layout, grid: TileGrid, resolution: int) -> NDArray[np.int32]:
+def _texture(
+    layout: Layout, grid: TileGrid, label10: NDArray[np.intp], rng: np.random.Generator
+) -> F32:
+    """Within-field texture (~N(0, 1) for a typical field): smooth patches (drawn at 20 m,
+    cheaper) and per-pixel grain, each scaled per unit by its cover's amplitudes and the
+    parcel's own draw (a lognormal factor: some fields are even, some patchy)."""
+    amplitudes = np.array([c.texture for c in COVERS], dtype=np.float64)[layout.unit_cover]
+    n = layout.n_units
+    patchy = (amplitudes[:, 0] * rng.lognormal(0.0, 0.3, n)).astype(np.float32)
+    grainy = (amplitudes[:, 1] * rng.lognormal(0.0, 0.2, n)).astype(np.float32)
+    patches = noise.fractal(rng, grid.shape(20), 20.0, (300.0, 80.0, 40.0), decay=0.8)
+    texture = noise.upsample2(patches, grid.shape(10))
+    del patches
+    texture *= np.take(patchy, label10, mode="clip")
+    grain = noise.normal(rng, grid.shape(10))
+    grain *= np.take(grainy, label10, mode="clip")
+    texture += grain
+    return texture
+
+
+def _rasterize(layout: Layout, grid: TileGrid, resolution: int) -> NDArray[np.intp]:
     units = np.arange(layout.n_units, dtype=np.int32)
     return rasterize_convex(
         layout.unit_geometry[1:], units[1:], grid.shape(resolution), grid.transform(resolution)
@@ -347,8 +421,9 @@ def _write_static(
         folder / "practices.parquet", layout, land.calendar, land.weather, season, first, last
     )
     truth.write_units(folder / "units.parquet", layout)
-    # written while the first date renders; the labels stay in use
-    queue.put(folder / "units.tif", land.label10, grid, 10, None, reuse=False)
+    # written (as int32) while the first date renders
+    units = land.label10.astype(np.int32)
+    queue.put(folder / "units.tif", units, grid, 10, None, reuse=False, overviews=False)
     return [
         parcels,
         folder / "parcels.parquet",

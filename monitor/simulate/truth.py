@@ -17,6 +17,26 @@ from monitor.simulate.phenology import MAX_MOWINGS, Calendar, surface_state
 from monitor.simulate.spectra import ndvi, unit_reflectance
 from monitor.simulate.weather import Weather
 
+S2_DATE_COLUMNS = (
+    "id",
+    "datetime",
+    "platform",
+    "cloud_share",
+    "eo_cloud_cover",
+    "clear_truth",
+    "residual_cloud_share",
+    "snow_share",
+    "saturated_share",
+)
+S1_DATE_COLUMNS = (
+    "id",
+    "datetime",
+    "soil_moisture",
+    "orbit_state",
+    "relative_orbit",
+    "incidence_deg",
+)
+
 
 def day_to_date(year: int, day: float) -> date:
     return date(year, 1, 1) + timedelta(days=round(day) - 1)

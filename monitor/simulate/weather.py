@@ -1,7 +1,10 @@
-"""Weather of the season: daily soil moisture from random rain, and each date's cloudiness.
+"""Weather of the season: daily soil moisture from random rain, snow episodes, and each date's
+cloudiness.
 
 Soil moisture (m³/m³) dries out exponentially between rain events; it darkens bare soil in
-Sentinel-2 and brightens it in Sentinel-1, so both sensors see the same rain.
+Sentinel-2 and brightens it in Sentinel-1, so both sensors see the same rain. Snow falls on a
+few winter days (Belgium: ~10-15 snowy days a year, mid-December to early March) and melts in
+two to six days; `snow_cover` is the regional share of open land under snow.
 """
 
 from __future__ import annotations
@@ -16,10 +19,23 @@ from numpy.typing import NDArray
 class Weather:
     first_day: int  # day of year of moisture[0]
     moisture: NDArray[np.float64]  # regional surface soil moisture per day
+    snow: NDArray[np.float64]  # regional share of open land under snow per day
 
     def soil_moisture(self, day: float) -> float:
-        i = int(np.clip(round(day) - self.first_day, 0, len(self.moisture) - 1))
-        return float(self.moisture[i])
+        return float(self.moisture[self._index(day)])
+
+    def snow_cover(self, day: float) -> float:
+        return float(self.snow[self._index(day)])
+
+    def _index(self, day: float) -> int:
+        return int(np.clip(round(day) - self.first_day, 0, len(self.moisture) - 1))
+
+
+def winter(day: NDArray[np.float64]) -> NDArray[np.float64]:
+    """1 in mid-January, ~0.25 on 1 March and 1 December, ~0 from April to October."""
+    from_mid_january = (day - 15.0 + 182.5) % 365.0 - 182.5
+    out: NDArray[np.float64] = np.exp(-0.5 * (from_mid_january / 28.0) ** 2)
+    return out
 
 
 def draw_weather(first_day: int, last_day: int, rng: np.random.Generator) -> Weather:
@@ -35,7 +51,16 @@ def draw_weather(first_day: int, last_day: int, rng: np.random.Generator) -> Wea
         level = level * np.exp(-1 / 4.0) + add
         wet[i] = level
     moisture = np.clip(baseline + wet, 0.05, 0.42)
-    return Weather(first_day, moisture[30:])
+    # snowfalls (drawn after the rain, so that the rain of a seed never changes)
+    falls = rng.random(len(days)) < 0.07 * winter(days.astype(np.float64))
+    depth = np.where(falls, rng.uniform(0.5, 1.2, len(days)), 0.0)
+    melt = rng.uniform(0.15, 0.4, len(days))
+    snow = np.zeros(len(days))
+    level = 0.0
+    for i in range(len(days)):
+        level = max(level - melt[i], 0.0) + depth[i]
+        snow[i] = min(level, 1.0)
+    return Weather(first_day, moisture[30:], snow[30:])
 
 
 def cloud_cover_target(day: float, rng: np.random.Generator) -> float:
