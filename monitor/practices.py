@@ -19,9 +19,9 @@ the ids already emitted; the cost is one pass over the table's rows plus the mod
 
 Event ids hash (parcel, type, `WINDOW_DAYS`-day window of the date), so redetecting the same
 practice as the series grows gives the same id; passing the ids already emitted (`emitted`)
-also drops redetections whose date moved into a neighbouring window, so an event is emitted
-once. `ndvi_rule_events` is the classic baseline (an NDVI drop of at least 0.15 between clear
-observations, followed or not by a recovery).
+also drops redetections whose date moved into a window up to `MOVED_WINDOWS` away, so an
+event is emitted once. `ndvi_rule_events` is the classic baseline (an NDVI drop of at least
+0.15 between clear observations, followed or not by a recovery).
 
 Required columns: `parcel_id`, `acquired`, `sensor`, `valid_fraction`, `NDVI_mean`. Optional:
 `B02_mean`, `B04_mean`, `B08_mean`, `B11_mean`, `VV_mean`, `VH_mean`, `source`, `product_id`,
@@ -59,6 +59,10 @@ EVENT_TYPES: Final = tuple(f"practice.{p}" for p in PRACTICES)
 
 # Event ids hash the WINDOW_DAYS-day window (counted from GRID_START_DOY) holding the date.
 WINDOW_DAYS: Final = 8
+# A redetection whose date moved this many windows (up to 16-23 days) is the same practice:
+# with missing acquisitions and outages a date can move that far as the series grows, and two
+# true mowings are rarely closer than ~25 days (the model's suppression radius is 20).
+MOVED_WINDOWS: Final = 2
 
 REQUIRED_COLUMNS: Final = ("parcel_id", "acquired", "sensor", "valid_fraction", "NDVI_mean")
 # Values of the model's input channels (`CHANNELS`) are normalised as (x - centre) / scale.
@@ -310,14 +314,14 @@ def _event_frame(keys: pl.DataFrame, peaks: pl.DataFrame, model: ModelRef) -> pl
 
 
 def _already_emitted(events: pl.DataFrame, emitted: set[str]) -> pl.Series:
-    """Whether each event, or the same practice in a neighbouring window, was emitted. The
-    neighbours' ids are computed only for events not emitted under their own."""
+    """Whether each event, or the same practice up to `MOVED_WINDOWS` windows away, was
+    emitted. The neighbours' ids are computed only for events not emitted under their own."""
     known = pl.Series(list(emitted), dtype=pl.String)
     flags = events.get_column("event_id").is_in(known.implode())
     rest = events.filter(~flags)
     if rest.height:
         moved = pl.Series([False] * rest.height)
-        for shift in (-1, 1):
+        for shift in (*range(-MOVED_WINDOWS, 0), *range(1, MOVED_WINDOWS + 1)):
             moved |= pl.Series(_window_ids(rest, shift), dtype=pl.String).is_in(known.implode())
         flags = flags.scatter(np.flatnonzero(~flags.to_numpy()), moved)
     return flags.alias("emitted")
@@ -406,8 +410,9 @@ def detect_practices(
     emitted: set[str] | None = None,
 ) -> pl.DataFrame:
     """Practice events of every parcel of an observation table, one row each (`EVENT_COLUMNS`),
-    sorted by parcel and date. Events whose id (or the same practice's id in a neighbouring
-    window) is in `emitted` are left out: they were emitted from an earlier, shorter series."""
+    sorted by parcel and date. Events whose id (or the same practice's id up to
+    `MOVED_WINDOWS` windows away) is in `emitted` are left out: they were emitted from an
+    earlier, shorter series."""
     if not 0.0 < threshold < 1.0:
         raise ConfigError(f"threshold {threshold} is not in (0, 1)")
     model = model or _shipped_model()

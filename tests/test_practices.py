@@ -19,7 +19,9 @@ from monitor.events import validate_event
 from monitor.infer import InferenceConfig, artifact_path, load_model
 from monitor.practices import (
     CHANNELS,
+    GRID_START_DOY,
     INPUT_NAME,
+    MOVED_WINDOWS,
     N_BINS,
     OUTPUT_NAME,
     PRACTICES,
@@ -282,9 +284,11 @@ def test_detection_does_not_re_emit_as_the_series_grows(
     second = detect_practices(later)
     assert first.height >= 10
     key = ["parcel_id", "type"]
+    window = (pl.col("date").dt.ordinal_day() - GRID_START_DOY) // WINDOW_DAYS
     near = (
-        first.join(second, on=key, suffix="_2")
-        .filter((pl.col("date") - pl.col("date_2")).dt.total_days().abs() <= 2 * WINDOW_DAYS)
+        first.with_columns(window.alias("window"))
+        .join(second.with_columns(window.alias("window")), on=key, suffix="_2")
+        .filter((pl.col("window") - pl.col("window_2")).abs() <= MOVED_WINDOWS)
         .select("event_id", "event_id_2")
     )
     # The first run's events are found again (more data may overturn a few weak early calls:
