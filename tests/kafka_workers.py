@@ -72,10 +72,12 @@ def item_message(path: Path) -> tuple[bytes, bytes]:
 
 def season_messages(copies: int) -> list[tuple[bytes, bytes]]:
     """`copies` tile streams of the sample season, each on its own tile with its own product
-    ids (`ID-c<k>`): a longer backlog of distinct acquisitions, spread over partitions."""
+    ids (`ID-c<k>`): a longer backlog of distinct acquisitions, spread over partitions. Each
+    stream in acquisition order, as `parcel-monitor publish` sends a catalog."""
     messages = []
+    in_time_order = sorted(ITEMS, key=lambda path: read_item(path).acquired)
     for copy, tile in zip(range(copies), COPY_TILES, strict=False):
-        for path in ITEMS:
+        for path in in_time_order:
             item = absolute_item(path)
             item["id"] = f"{item['id']}-c{copy}"
             props = item["properties"]
