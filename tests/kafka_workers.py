@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from monitor.broker import create_topics
 from monitor.stac import read_item
@@ -232,6 +232,23 @@ def start_worker(
         return subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=log, env={**os.environ, **(env or {})}
         )
+
+
+def transaction_coordinator(bootstrap: str, transactional_id: str) -> int:
+    """The node id of the transaction coordinator of `transactional_id`: the leader of its
+    `__transaction_state` partition, Java's `abs(id.hashCode()) % partitions`."""
+    code = 0
+    for unit in transactional_id.encode("utf-16-be").hex(" ", 2).split():
+        code = (31 * code + int(unit, 16)) & 0xFFFFFFFF
+    signed = code - (1 << 32) if code >= 1 << 31 else code
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        (topic,) = admin.describe_topics(["__transaction_state"])
+    finally:
+        admin.close()
+    partitions = {p["partition_index"]: p["leader_id"] for p in topic["partitions"]}
+    index = (0 if signed == -(1 << 31) else abs(signed)) % len(partitions)
+    return int(partitions[index])
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
