@@ -11,8 +11,9 @@ sample (22 acquisitions x 42 parcels), repeated to `--events`. Reported, in even
   (`monitor.worker.send_events`: partitions of all keys hashed at once), one transaction per
   full-tile acquisition (all events), per 32 or per 1 sample acquisitions (42 events each),
   offsets added to each transaction as the worker does;
-* worker: `Worker.run` end to end on the sample published `--copies` times (read, zonal
-  statistics, store, events, commit), with the seconds per acquisition.
+* worker: `Worker.run` end to end on the sample published `--copies` times, each copy with
+  its own product ids (the worker skips a product already processed), so every message is
+  real work (read, zonal statistics, store, events, commit); with the seconds per acquisition.
 
 Rates are wall-clock; the CPU seconds per event of this process (all threads) are printed too,
 as the broker and other work share the machine's cores.
@@ -48,10 +49,13 @@ SAMPLE = Path(__file__).parents[1] / "examples" / "mol-2023"
 PRODUCER = {"acks": "all", **EVENT_PRODUCER_SETTINGS}
 
 
-def _absolute(path: Path) -> bytes:
+def _absolute(path: Path, copy: int | None = None) -> bytes:
+    """The item with absolute hrefs; with `copy`, a product of its own (`ID-c<copy>`)."""
     item = json.loads(path.read_text())
     for asset in item["assets"].values():
         asset["href"] = str((path.parent / asset["href"]).resolve())
+    if copy is not None:
+        item["id"] = f"{item['id']}-c{copy}"
     return json.dumps(item).encode()
 
 
@@ -110,20 +114,20 @@ def worker(bootstrap: str, copies: int, store: Path) -> tuple[float, float, int]
     """Committed events/s (from partition assignment to the last commit) of `Worker.run` on
     the sample x `copies`, and its seconds per acquisition from parse to send."""
     suffix = uuid.uuid4().hex[:8]
-    source, events, dlq = f"acq-{suffix}", f"events-{suffix}", f"dlq-{suffix}"
-    create_topics(bootstrap, {source: 6, events: 6, dlq: 1})
+    source, events, dlq, done = (f"{t}-{suffix}" for t in ("acq", "events", "dlq", "done"))
+    create_topics(bootstrap, {source: 6, events: 6, dlq: 1, done: 1})
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     items = sorted(SAMPLE.glob("s[12]/*/item.json"))
-    for _ in range(copies):
+    for copy in range(copies):
         for path in items:
-            producer.send(source, key=read_item(path).tile.encode(), value=_absolute(path))
+            producer.send(source, key=read_item(path).tile.encode(), value=_absolute(path, copy))
     producer.flush()
     producer.close()
     parcels = load_parcels(SAMPLE / "segments.gpkg", id_column="segment_id")
     engine = Engine(EngineConfig(parcels, ObservationStore(store), href_policy=href_policy([])))
     config = WorkerConfig(
         bootstrap, group_id=f"g-{suffix}", worker_name=f"bench-{suffix}", source_topic=source,
-        events_topic=events, dlq_topic=dlq, exit_when_idle=2.0,
+        events_topic=events, dlq_topic=dlq, ledger_topic=done, exit_when_idle=2.0,
     )  # fmt: skip
     run = Worker(engine, config)
     thread = threading.Thread(target=run.run)
@@ -142,6 +146,8 @@ def worker(bootstrap: str, copies: int, store: Path) -> tuple[float, float, int]
         for stage in ("parse", "labels", "zonal", "store", "events", "send")
     )
     n = run.summary.acquisitions
+    if n != total or run.summary.duplicates:
+        raise SystemExit(f"worker: {n} of {total} acquisitions, {run.summary.duplicates} skipped")
     return run.summary.events / seconds, busy / n, n
 
 

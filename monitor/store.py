@@ -11,9 +11,13 @@ Layout::
 One file per (tile, season, product id, source). Observed rows are written when an acquisition
 is processed, reconstructed rows later by the cloud-removal model: separate files let each stage
 replace its own rows atomically, with no read-modify-write. Writing a product replaces the files
-it touches (last writer wins), so reprocessing an acquisition never duplicates rows; a newer
-processing of the same product id replaces the older one. A new processing baseline of ESA
-(a different product id for the same acquisition) is a different product and is kept beside it.
+it touches (last writer wins), so reprocessing an acquisition never duplicates rows. Which
+version of a product id is kept depends on the writer: the streaming worker (`monitor.worker`)
+skips a product whose events are committed (its `acquisitions.done` ledger), so the store keeps
+the first committed version (only an acquisition redone after a crash, before its commit, is
+written again, with the same input); `replay` writes every product it reads, so a replay's
+version replaces the older one. A new processing baseline of ESA (a different product id for
+the same acquisition) is a different product and is kept beside it.
 
 Every file is written to a hidden tmp file in its partition directory, fsynced, then moved over
 the final name with `os.replace` (atomic on POSIX filesystems). Tmp names are unique, so

@@ -15,6 +15,12 @@ a CRS or grid without parcels, statistics that break the table or event contract
 transaction is aborted, the consumer goes back to the committed offsets and the batch is retried
 with exponential backoff, forever; the partition waits rather than losing an acquisition.
 
+Every wait on a broker is bounded (`kafka_call_seconds`): kafka-python's own transactional
+calls wait for the coordinator without a limit, and hang for good when it crashed, so the worker
+makes the same calls with a bounded wait. A call without a reply fails the batch as above, and
+the producer is replaced by a new one with the same transactional id, which fences the old one
+and ends its transaction on the broker before the consumer goes back to the committed offsets.
+
 Each acquisition once: the worker keeps a ledger of the products whose events are committed,
 a topic (`acquisitions.done`, key `TILE/PRODUCT_ID`, value a digest of the item) written in the
 same transaction as the events and offsets, and read back (read_committed) whenever partitions
@@ -50,7 +56,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -203,6 +209,9 @@ class WorkerConfig:
     max_transaction_seconds: float = 10.0
     poll_seconds: float = 0.5
     retry_backoff_seconds: tuple[float, float] = (1.0, 60.0)
+    #: Longest wait for the reply to one transactional call (send offsets, commit, abort) or
+    #: committed-offset fetch; past it the call counts as failed and the batch is retried.
+    kafka_call_seconds: float = 30.0
     #: Extra kafka-python settings (TLS, SASL, tuning), see `monitor.kafka_config`.
     client_config: Mapping[str, KafkaSetting] = field(default_factory=dict)
 
@@ -213,6 +222,8 @@ class WorkerConfig:
             raise ConfigError(f"max_batch must be at least 1, not {self.max_batch}")
         if self.exit_when_idle is not None and self.exit_when_idle < 0:
             raise ConfigError(f"exit_when_idle must not be negative, not {self.exit_when_idle}")
+        if self.kafka_call_seconds <= 0:
+            raise ConfigError(f"kafka_call_seconds must be positive, not {self.kafka_call_seconds}")
 
     @property
     def transactional_id(self) -> str:
@@ -362,6 +373,9 @@ class Worker:
         self._consumer: Any = None
         self._producer: Any = None
         self._in_transaction = False
+        # Set when a transactional call got no reply in time: the producer's state is unknown
+        # and it is replaced, never reused (see `_recover`).
+        self._producer_stuck = False
         # The idle clock starts when the group first assigns partitions (a join can wait a
         # whole session timeout for a dead member) and restarts on every reassignment.
         self._assigned_at: float | None = None
@@ -436,17 +450,20 @@ class Worker:
         return producer
 
     def _close(self) -> None:
-        if self._producer is not None and self._in_transaction:
+        if self._producer is not None and self._in_transaction and not self._producer_stuck:
             try:
                 self._abort()
-            except KafkaError as exc:
+            except (KafkaError, BrokerError) as exc:
+                # What stays open is aborted by the next instance's init_transactions, or by
+                # the broker after transaction_timeout_ms.
                 log.warning("worker %s: abort at exit failed: %s", self.config.worker_name, exc)
+                self._producer_stuck = True
         if self._consumer is not None:
             self._consumer.close()
         if self._ledger is not None:
             self._ledger.close()
         if self._producer is not None:
-            self._producer.close(timeout=10)
+            self._drop_producer()
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -636,8 +653,11 @@ class Worker:
             self._abort()
             return
         self._check_assignment()
-        self._producer.send_offsets_to_transaction(tally.offsets, group)
-        self._producer.commit_transaction()
+        self._await_reply(
+            "send_offsets_to_transaction",
+            lambda manager: manager.send_offsets_to_transaction(tally.offsets, group),
+        )
+        self._await_reply("commit_transaction", lambda manager: manager.begin_commit())
         self._in_transaction = False
         self.summary.transactions += 1
         self.metrics.transactions.labels(outcome="committed").inc()
@@ -661,9 +681,42 @@ class Worker:
 
     def _abort(self) -> None:
         self._in_transaction = False
-        self._producer.abort_transaction()
+        self._await_reply("abort_transaction", lambda manager: manager.begin_abort())
         self.summary.aborted += 1
         self.metrics.transactions.labels(outcome="aborted").inc()
+
+    def _await_reply(self, call: str, start: Callable[[Any], Any]) -> None:
+        """Run the producer's transactional `call` and wait at most `kafka_call_seconds`.
+
+        kafka-python 3.0's `send_offsets_to_transaction`, `commit_transaction` and
+        `abort_transaction` wait for the coordinator's reply without a limit, and a producer
+        whose transaction coordinator crashed can wait forever. These are the same calls
+        (`start` enqueues the request on the transaction manager, the sender thread sends
+        it), with a bounded wait: on a timeout `BrokerError`, and the producer is replaced.
+        """
+        producer = self._producer
+        result = start(producer._transaction_manager)
+        producer._sender.wakeup()
+        timeout_s = self.config.kafka_call_seconds
+        if not result.wait(timeout_ms=int(timeout_s * 1000)):  # raises the call's own error
+            self._producer_stuck = True
+            raise BrokerError(
+                f"worker {self.config.worker_name}: {call} got no reply from the transaction "
+                f"coordinator in {timeout_s:g}s"
+            )
+
+    def _drop_producer(self) -> None:
+        """Close the producer; one that got no reply is closed without waiting on it."""
+        producer, self._producer = self._producer, None
+        if self._producer_stuck:
+            # Its unsent records belong to a transaction the next producer aborts: drop them.
+            producer._sender.force_close()
+        try:
+            producer.close(timeout=5)
+        except KafkaError as exc:  # flush timed out: the sender thread is stopped anyway
+            log.warning("worker %s: producer closed uncleanly: %s", self.config.worker_name, exc)
+            producer._sender.force_close()
+        self._producer_stuck = False
 
     def _check_assignment(self) -> None:
         if self._revoked.is_set():
@@ -678,29 +731,43 @@ class Worker:
             self._consumer.seek(tp, offset)
 
     def _recover(self) -> None:
-        """Abort what is open and go back to the committed offsets of every partition held."""
-        if self._in_transaction:
+        """Abort what is open and go back to the committed offsets of every partition held.
+
+        A producer that got no reply in time, or cannot abort, is replaced by a new one with
+        the same transactional id: its `init_transactions` fences the old one and finishes
+        the open transaction on the broker (aborts it, or completes a commit the coordinator
+        had already begun), so the offsets read next are the committed ones.
+        """
+        cfg = self.config
+        if self._in_transaction and not self._producer_stuck:
             try:
                 self._abort()
-            except KafkaError as exc:
+            except (KafkaError, BrokerError) as exc:
                 if fenced_error(exc, self._producer) is not None:
                     raise  # fenced: a new producer would fence the instance that fenced this one
-                # The producer is in a state that cannot abort: a new one with the same
-                # transactional id aborts the open transaction in init_transactions.
-                log.warning(
-                    "worker %s: abort failed (%s), new producer", self.config.worker_name, exc
-                )
-                self._producer.close(timeout=5)
-                self._producer = None
+                log.warning("worker %s: abort failed (%s)", cfg.worker_name, exc)
+                self._producer_stuck = True
+        self._in_transaction = False
+        if self._producer is not None and self._producer_stuck:
+            log.warning(
+                "worker %s: replacing the producer (transactional id %s): the new one fences "
+                "it and ends its open transaction; resuming from the committed offsets",
+                cfg.worker_name,
+                cfg.transactional_id,
+            )
+            self._drop_producer()
         if self._producer is None:
-            _, producer_settings = client_settings(self.config.client_config)
+            _, producer_settings = client_settings(cfg.client_config)
             self._producer = self._new_producer(producer_settings)
+        timeout_ms = int(cfg.kafka_call_seconds * 1000)
         for tp in self._consumer.assignment():
-            committed = self._consumer.committed(tp)
+            committed = self._consumer.committed(tp, timeout_ms=timeout_ms)
             if committed is None:
                 self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, committed)
+        # A commit that got no reply may have happened: its ledger entries are read back.
+        self._ledger_stale.set()
 
     # -- rebalances (kafka-python's IO thread) and lag -------------------------------------
 

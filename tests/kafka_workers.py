@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from monitor.broker import create_topics
 from monitor.stac import read_item
@@ -72,10 +72,12 @@ def item_message(path: Path) -> tuple[bytes, bytes]:
 
 def season_messages(copies: int) -> list[tuple[bytes, bytes]]:
     """`copies` tile streams of the sample season, each on its own tile with its own product
-    ids (`ID-c<k>`): a longer backlog of distinct acquisitions, spread over partitions."""
+    ids (`ID-c<k>`): a longer backlog of distinct acquisitions, spread over partitions. Each
+    stream in acquisition order, as `parcel-monitor publish` sends a catalog."""
     messages = []
+    in_time_order = sorted(ITEMS, key=lambda path: read_item(path).acquired)
     for copy, tile in zip(range(copies), COPY_TILES, strict=False):
-        for path in ITEMS:
+        for path in in_time_order:
             item = absolute_item(path)
             item["id"] = f"{item['id']}-c{copy}"
             props = item["properties"]
@@ -230,6 +232,23 @@ def start_worker(
         return subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=log, env={**os.environ, **(env or {})}
         )
+
+
+def transaction_coordinator(bootstrap: str, transactional_id: str) -> int:
+    """The node id of the transaction coordinator of `transactional_id`: the leader of its
+    `__transaction_state` partition, Java's `abs(id.hashCode()) % partitions`."""
+    code = 0
+    for unit in transactional_id.encode("utf-16-be").hex(" ", 2).split():
+        code = (31 * code + int(unit, 16)) & 0xFFFFFFFF
+    signed = code - (1 << 32) if code >= 1 << 31 else code
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        (topic,) = admin.describe_topics(["__transaction_state"])
+    finally:
+        admin.close()
+    partitions = {p["partition_index"]: p["leader_id"] for p in topic["partitions"]}
+    index = (0 if signed == -(1 << 31) else abs(signed)) % len(partitions)
+    return int(partitions[index])
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:

@@ -47,6 +47,7 @@ from tests.kafka_workers import (
     season_messages,
     start_worker,
     stored_products,
+    transaction_coordinator,
     wait_for,
 )
 from tests.sample_data import sample_dir
@@ -244,12 +245,6 @@ def test_a_member_killed_and_a_third_added_mid_stream(
 @pytest.mark.kafka
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-@pytest.mark.xfail(
-    reason="found by this test, not fixed yet: after a broker crash kafka-python's "
-    "commit_transaction/send_offsets_to_transaction wait for the coordinator without a limit "
-    "and the worker hangs (observed: no progress for minutes after the node came back)",
-    strict=False,
-)
 def test_a_broker_of_three_stopped_and_restarted_during_processing(
     kafka_cluster: ClusterHandle, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -263,18 +258,37 @@ def test_a_broker_of_three_stopped_and_restarted_during_processing(
     processes.append(worker)
     total = len(messages) * N_PARCELS
     wait_for(lambda: end(bootstrap, topics.events, "read_committed") > 0, "first events", 180)
-    kafka_cluster.stop_node(1, kill=True)  # a crash: leaders and coordinators move
+    # The crash of the worker's transaction coordinator: what hung kafka-python's calls.
+    victim = transaction_coordinator(bootstrap, "parcel-monitor-cluster")
+    # Read while every node is up: a client's first metadata request may go to the dead one.
     stopped_at = end(bootstrap, topics.events, "read_committed")
+    kafka_cluster.stop_node(victim, kill=True)  # a crash: leaders and coordinators move
     time.sleep(10)
-    kafka_cluster.start_node(1)
-    finish(worker, timeout=400)
+    kafka_cluster.start_node(victim)
+    summary = finish(worker, timeout=400)
 
     products = product_ids(messages)
     committed = read(bootstrap, topics.events)
     found = check_events(committed, products)
     rows = check_store(tmp_path / "store", products)
     assert stopped_at < total
-    _report("broker 1 of 3 SIGKILLed 10 s", total, committed, found.duplicates, rows)
+    # Acquisitions processed more than once: those of the transactions the crash cut short.
+    log = "".join(p.read_text() for p in tmp_path.glob("cluster-*.log"))
+    redone = len(re.findall(r"acquisition product_id=", log)) - len(messages)
+    print(f"\n{summary.splitlines()[-1]}; acquisitions redone after a retry: {redone}")
+    _report(
+        f"broker {victim} of 3 (transaction coordinator) SIGKILLed 10 s",
+        total,
+        committed,
+        found.duplicates,
+        rows,
+    )
+
+
+def _raster_bytes(path: Path) -> int:
+    """One acquisition's rasters as float64 arrays on its declared grid: every asset read."""
+    acq = read_item(path)
+    return acq.shape[0] * acq.shape[1] * len(acq.assets) * 8
 
 
 @pytest.mark.kafka
@@ -290,7 +304,7 @@ def test_a_season_backlog_in_order_per_tile_with_bounded_memory(
     worker = start_worker(kafka_bootstrap, topics, tmp_path, "backlog", "--exit-when-idle", "5")
     processes.append(worker)
     total = len(messages) * N_PARCELS
-    peaks: list[tuple[int, int]] = []  # (committed events, peak RSS so far)
+    peaks: list[tuple[int, int]] = []  # (committed events, peak RSS so far in KiB)
 
     def sample() -> None:
         while worker.poll() is None:
@@ -311,23 +325,31 @@ def test_a_season_backlog_in_order_per_tile_with_bounded_memory(
     committed = read(kafka_bootstrap, topics.events)
     found = check_events(committed, products)
     rows = check_store(tmp_path / "store", products)
-    # In order per tile: the worker's processing log, grouped by tile, is the published order.
+    # In order per tile: the worker's processing log, grouped by tile, is each tile's stream
+    # in acquisition time.
     log = "".join(p.read_text() for p in tmp_path.glob("backlog-*.log"))
     processed = re.findall(r"acquisition product_id=(\S+) tile=(\S+)", log)
-    published: dict[str, list[str]] = {}
+    acquired: dict[str, list[tuple[str, str]]] = {}
     for key, value in messages:
-        published.setdefault(key.decode(), []).append(json.loads(value)["id"])
+        item = json.loads(value)
+        acquired.setdefault(key.decode(), []).append((item["properties"]["datetime"], item["id"]))
     seen: dict[str, list[str]] = {}
     for product, tile in processed:
         seen.setdefault(tile, []).append(product)
-    assert seen == published
-    # Bounded memory: the peak after a quarter of the backlog is within 25% of the final one.
+    assert seen == {tile: [p for _, p in sorted(stream)] for tile, stream in acquired.items()}
+    # Bounded memory: after the first quarter of the backlog the peak grows by less than a few
+    # acquisitions' rasters plus an allowance for allocator slack; it never grows with the
+    # backlog's length. The absolute bound allows for the interpreter and its libraries
+    # (GDAL, Arrow, polars, kafka-python) beside the data.
+    rasters_kib = max(_raster_bytes(path) for path in ITEMS) // 1024
     early = max((hwm for done, hwm in peaks if done <= total // 4), default=0)
     final = max(hwm for _, hwm in peaks)
     assert early > 0
-    assert final <= early * 1.25 + 64 * 1024
+    assert final - early <= 4 * rasters_kib + 16 * 1024
+    assert final <= 4 * rasters_kib + 512 * 1024
     print(
-        f"\nBACKLOG {len(messages)} acquisitions: peak RSS {early / 1024:.0f} MiB after a quarter, "
+        f"\nBACKLOG {len(messages)} acquisitions of at most {rasters_kib} KiB of rasters "
+        f"(float64): worker peak RSS {early / 1024:.0f} MiB after a quarter, "
         f"{final / 1024:.0f} MiB at the end"
     )
     _report("season backlog", total, committed, found.duplicates, rows)

@@ -180,6 +180,8 @@ def test_worker_config_refuses_bad_names_and_batches() -> None:
         WorkerConfig("127.0.0.1:9", worker_name="a b")
     with pytest.raises(ConfigError, match="max_batch"):
         WorkerConfig("127.0.0.1:9", max_batch=0)
+    with pytest.raises(ConfigError, match="kafka_call_seconds"):
+        WorkerConfig("127.0.0.1:9", kafka_call_seconds=0)
     assert WorkerConfig("127.0.0.1:9", worker_name="w1").transactional_id == "parcel-monitor-w1"
 
 
