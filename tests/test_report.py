@@ -35,6 +35,7 @@ def season(tmp_path_factory: pytest.TempPathFactory) -> Path:
         store=folder / "store",
         events_out=folder / "events.jsonl",
         id_column="segment_id",
+        stages=None,  # observations only: the events and reconstructed rows are planted below
     )
     run_replay(job)
     model = ModelRef("practices", "test")
