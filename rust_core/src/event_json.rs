@@ -1,0 +1,406 @@
+//! Parcel events column-wise: deterministic event ids and canonical JSON documents.
+//!
+//! The output is byte-identical to Python's `ParcelEvent.to_json()` (`json` with sorted keys,
+//! compact separators, `ensure_ascii=False`, `allow_nan=False`): floats in `repr` form
+//! (shortest round-trip digits), strings with the same escapes. Columns come in as UTF-8
+//! blobs with end offsets, so no per-event Python object is needed to build them.
+
+use std::fmt::Write as _;
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::kernel_error::{input_error, KernelError};
+
+/// Hex digits of an event id (the first 128 bits of the SHA-256).
+pub const ID_HEX_DIGITS: usize = 32;
+/// Between the hashed fields of an id: the ASCII unit separator, absent from real ids.
+const SEP: u8 = 0x1f;
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A column of strings: string `i` is `bytes[ends[i - 1]..ends[i]]` (from 0 for the first).
+#[derive(Clone, Copy, Debug)]
+pub struct Strings<'a> {
+    bytes: &'a [u8],
+    ends: &'a [i64],
+}
+
+impl<'a> Strings<'a> {
+    /// Checks that the offsets are non-decreasing, within `bytes` and on UTF-8 boundaries.
+    pub fn new(bytes: &'a [u8], ends: &'a [i64], what: &str) -> Result<Self, KernelError> {
+        let mut start = 0_i64;
+        for &end in ends {
+            if end < start || end as usize > bytes.len() {
+                return Err(input_error(format!(
+                    "{what}: string offsets out of order or range"
+                )));
+            }
+            start = end;
+        }
+        if std::str::from_utf8(bytes).is_err() {
+            return Err(input_error(format!("{what}: not UTF-8")));
+        }
+        let column = Self { bytes, ends };
+        if (0..ends.len()).any(|i| std::str::from_utf8(column.get_bytes(i)).is_err()) {
+            return Err(input_error(format!("{what}: offsets split a character")));
+        }
+        Ok(column)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn get_bytes(&self, i: usize) -> &'a [u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.bytes[start..self.ends[i] as usize]
+    }
+
+    /// String `i` (checked UTF-8 in `new`).
+    pub fn get(&self, i: usize) -> &'a str {
+        std::str::from_utf8(self.get_bytes(i)).unwrap_or_default()
+    }
+}
+
+/// The id fields of one event; `product` and `tile` are empty for facts that do not hash them.
+pub struct IdFields<'a> {
+    pub parcel: Strings<'a>,
+    pub kind: Strings<'a>,
+    pub start: Strings<'a>,
+    pub end: Strings<'a>,
+    pub product: Strings<'a>,
+    pub tile: Strings<'a>,
+}
+
+/// The hex ids of all events, concatenated (`ID_HEX_DIGITS` bytes each).
+pub fn event_ids(fields: &IdFields<'_>) -> Result<Vec<u8>, KernelError> {
+    let n = fields.parcel.len();
+    let columns = [
+        &fields.kind,
+        &fields.start,
+        &fields.end,
+        &fields.product,
+        &fields.tile,
+    ];
+    if columns.iter().any(|c| c.len() != n) {
+        return Err(input_error("event id columns differ in length"));
+    }
+    let mut out = vec![0_u8; n * ID_HEX_DIGITS];
+    out.par_chunks_mut(ID_HEX_DIGITS)
+        .enumerate()
+        .with_min_len(1024)
+        .for_each(|(i, slot)| {
+            let mut hasher = Sha256::new();
+            hasher.update(fields.parcel.get_bytes(i));
+            for column in columns {
+                hasher.update([SEP]);
+                hasher.update(column.get_bytes(i));
+            }
+            let digest = hasher.finalize();
+            for (pair, byte) in slot.chunks_mut(2).zip(digest.iter()) {
+                pair[0] = HEX[usize::from(byte >> 4)];
+                pair[1] = HEX[usize::from(byte & 0x0f)];
+            }
+        });
+    Ok(out)
+}
+
+/// The columns of a batch of events (see `encode_events`).
+pub struct EventColumns<'a> {
+    pub event_id: Strings<'a>,
+    pub kind: Strings<'a>,
+    pub parcel: Strings<'a>,
+    pub tile: Strings<'a>,
+    pub time: Strings<'a>,
+    pub detected_at: Strings<'a>,
+    pub model_name: Strings<'a>,
+    pub model_version: Strings<'a>,
+    pub schema_version: Strings<'a>,
+    pub confidence: &'a [f64],
+    /// All product ids in event order, and the end of each event's ids in that column.
+    pub products: Strings<'a>,
+    pub product_ends: &'a [i64],
+    /// Window start and end, used where `has_window` is true.
+    pub window_start: Strings<'a>,
+    pub window_end: Strings<'a>,
+    pub has_window: &'a [bool],
+    /// Evidence statistics: names sorted, values `[stat * n + event]`, NaN written `null`,
+    /// the key left out where `stat_present` is false.
+    pub stat_names: &'a [String],
+    pub stat_values: &'a [f64],
+    pub stat_present: &'a [bool],
+}
+
+impl EventColumns<'_> {
+    fn check(&self) -> Result<usize, KernelError> {
+        let n = self.event_id.len();
+        let strings = [
+            &self.kind,
+            &self.parcel,
+            &self.tile,
+            &self.time,
+            &self.detected_at,
+            &self.model_name,
+            &self.model_version,
+            &self.schema_version,
+            &self.window_start,
+            &self.window_end,
+        ];
+        let per_event = [
+            self.confidence.len(),
+            self.product_ends.len(),
+            self.has_window.len(),
+        ];
+        if strings.iter().any(|c| c.len() != n) || per_event.iter().any(|&len| len != n) {
+            return Err(input_error("event columns differ in length"));
+        }
+        let cells = self.stat_names.len() * n;
+        if self.stat_values.len() != cells || self.stat_present.len() != cells {
+            return Err(input_error("event statistics are not stats x events"));
+        }
+        if !self.stat_names.windows(2).all(|w| w[0] < w[1]) {
+            return Err(input_error(
+                "event statistic names are not sorted and distinct",
+            ));
+        }
+        let mut start = 0_i64;
+        for &end in self.product_ends {
+            if end < start || end as usize > self.products.len() {
+                return Err(input_error("product id offsets out of order or range"));
+            }
+            start = end;
+        }
+        Ok(n)
+    }
+}
+
+/// The canonical JSON document of every event, in order.
+///
+/// Refuses an infinite statistic or confidence as Python's encoder does (`allow_nan=False`),
+/// naming the event.
+pub fn encode_events(columns: &EventColumns<'_>) -> Result<Vec<Vec<u8>>, KernelError> {
+    let n = columns.check()?;
+    (0..n)
+        .into_par_iter()
+        .with_min_len(1024)
+        .map(|i| {
+            let mut doc = Vec::with_capacity(512);
+            write_event(&mut doc, columns, i, n).map(|()| doc)
+        })
+        .collect()
+}
+
+fn write_event(
+    out: &mut Vec<u8>,
+    c: &EventColumns<'_>,
+    i: usize,
+    n: usize,
+) -> Result<(), KernelError> {
+    let id = c.event_id.get(i);
+    let number = |out: &mut Vec<u8>, x: f64| {
+        if x.is_finite() {
+            write_float(out, x);
+            Ok(())
+        } else {
+            Err(input_error(format!(
+                "event {id} is not valid JSON: out of range float values are not JSON compliant: {x}"
+            )))
+        }
+    };
+    out.extend_from_slice(b"{\"confidence\":");
+    number(out, c.confidence[i])?;
+    out.extend_from_slice(b",\"detected_at\":");
+    write_string(out, c.detected_at.get(i));
+    out.extend_from_slice(b",\"event_id\":");
+    write_string(out, id);
+    out.extend_from_slice(b",\"evidence\":{\"product_ids\":[");
+    let first = if i == 0 {
+        0
+    } else {
+        c.product_ends[i - 1] as usize
+    };
+    for (k, p) in (first..c.product_ends[i] as usize).enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        write_string(out, c.products.get(p));
+    }
+    out.extend_from_slice(b"],\"stats\":{");
+    let mut comma = false;
+    for (s, name) in c.stat_names.iter().enumerate() {
+        if !c.stat_present[s * n + i] {
+            continue;
+        }
+        if comma {
+            out.push(b',');
+        }
+        comma = true;
+        write_string(out, name);
+        out.push(b':');
+        let value = c.stat_values[s * n + i];
+        if value.is_nan() {
+            out.extend_from_slice(b"null");
+        } else {
+            number(out, value)?;
+        }
+    }
+    out.extend_from_slice(b"}},\"model\":{\"name\":");
+    write_string(out, c.model_name.get(i));
+    out.extend_from_slice(b",\"version\":");
+    write_string(out, c.model_version.get(i));
+    out.extend_from_slice(b"},\"parcel_id\":");
+    write_string(out, c.parcel.get(i));
+    out.extend_from_slice(b",\"schema_version\":");
+    write_string(out, c.schema_version.get(i));
+    out.extend_from_slice(b",\"tile\":");
+    write_string(out, c.tile.get(i));
+    out.extend_from_slice(b",\"time\":");
+    write_string(out, c.time.get(i));
+    out.extend_from_slice(b",\"type\":");
+    write_string(out, c.kind.get(i));
+    if c.has_window[i] {
+        out.extend_from_slice(b",\"window\":{\"end\":");
+        write_string(out, c.window_end.get(i));
+        out.extend_from_slice(b",\"start\":");
+        write_string(out, c.window_start.get(i));
+        out.push(b'}');
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// A JSON string as Python's `json` writes it with `ensure_ascii=False`: `"` and `\` escaped,
+/// `\n \r \t \b \f` by name, other control characters as `\u00XX`, the rest as UTF-8.
+pub fn write_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0..=0x1f => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0x0f)]);
+            }
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
+/// A finite float as Python's `repr` writes it: the shortest digits that round-trip, fixed
+/// notation for decimal exponents -4..=15 (with `.0` when integral), otherwise `d.ddde±XX`.
+pub fn write_float(out: &mut Vec<u8>, x: f64) {
+    // Rust's `{:e}` gives the same shortest round-trip digits, in scientific form.
+    let mut sci = String::with_capacity(32);
+    let _ = write!(sci, "{:e}", x.abs());
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if x.is_sign_negative() {
+        out.push(b'-');
+    }
+    let point = exponent + 1; // digits before the decimal point
+    if !(-3..=16).contains(&point) {
+        out.extend_from_slice(&digits.as_bytes()[..1]);
+        if digits.len() > 1 {
+            out.push(b'.');
+            out.extend_from_slice(&digits.as_bytes()[1..]);
+        }
+        let sign = if exponent < 0 { '-' } else { '+' };
+        out.extend_from_slice(format!("e{sign}{:02}", exponent.abs()).as_bytes());
+    } else if point <= 0 {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', (-point) as usize));
+        out.extend_from_slice(digits.as_bytes());
+    } else {
+        let point = point as usize;
+        if point >= digits.len() {
+            out.extend_from_slice(digits.as_bytes());
+            out.extend(std::iter::repeat_n(b'0', point - digits.len()));
+            out.extend_from_slice(b".0");
+        } else {
+            out.extend_from_slice(&digits.as_bytes()[..point]);
+            out.push(b'.');
+            out.extend_from_slice(&digits.as_bytes()[point..]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn float(x: f64) -> String {
+        let mut out = Vec::new();
+        write_float(&mut out, x);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn floats_read_as_python_repr() {
+        let cases = [
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (1.0, "1.0"),
+            (0.1, "0.1"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (123.456, "123.456"),
+            (1e15, "1000000000000000.0"),
+            (1e16, "1e+16"),
+            (-2.5e300, "-2.5e+300"),
+            (5e-324, "5e-324"),
+            (0.10000000149011612, "0.10000000149011612"),
+        ];
+        for (x, text) in cases {
+            assert_eq!(float(x), text, "{x:e}");
+        }
+    }
+
+    #[test]
+    fn strings_escape_as_python_json() {
+        let mut out = Vec::new();
+        write_string(&mut out, "a\"b\\c\nd\u{1}é\u{7f}");
+        assert_eq!(out, "\"a\\\"b\\\\c\\nd\\u0001é\u{7f}\"".as_bytes());
+    }
+
+    #[test]
+    fn ids_hash_the_separated_fields() {
+        let (p, k, t, e) = (b"P1", b"observation", b"T", b"");
+        let ends = [2_i64];
+        let col = |b: &'static [u8]| {
+            let end: &'static [i64] = Box::leak(vec![b.len() as i64].into_boxed_slice());
+            Strings::new(b, end, "x").unwrap()
+        };
+        let fields = IdFields {
+            parcel: Strings::new(p, &ends, "parcel").unwrap(),
+            kind: col(k),
+            start: col(t),
+            end: col(t),
+            product: col(e),
+            tile: col(e),
+        };
+        let ids = event_ids(&fields).unwrap();
+        let expected = Sha256::digest(b"P1\x1fobservation\x1fT\x1fT\x1f\x1f");
+        let hex: String = expected.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(std::str::from_utf8(&ids).unwrap(), &hex[..ID_HEX_DIGITS]);
+    }
+
+    #[test]
+    fn bad_offsets_are_refused() {
+        assert!(Strings::new(b"ab", &[3], "x").is_err());
+        assert!(Strings::new(b"ab", &[2, 1], "x").is_err());
+        assert!(Strings::new("é".as_bytes(), &[1, 2], "x").is_err());
+    }
+}
