@@ -5,8 +5,6 @@
 //! (shortest round-trip digits), strings with the same escapes. Columns come in as UTF-8
 //! blobs with end offsets, so no per-event Python object is needed to build them.
 
-use std::fmt::Write as _;
-
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -297,43 +295,112 @@ pub fn write_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// A finite float as Python's `repr` writes it: the shortest digits that round-trip, fixed
-/// notation for decimal exponents -4..=15 (with `.0` when integral), otherwise `d.ddde±XX`.
+/// A finite float as Python's `repr` writes it: the shortest digits that round-trip (the
+/// closest to the value, an exact tie to even), fixed notation for decimal exponents
+/// -4..=15 (with `.0` when integral), otherwise `d.ddde±XX`.
 pub fn write_float(out: &mut Vec<u8>, x: f64) {
-    // Rust's `{:e}` gives the same shortest round-trip digits, in scientific form.
-    let mut sci = String::with_capacity(32);
-    let _ = write!(sci, "{:e}", x.abs());
-    let (mantissa, exponent) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let (digits, exponent) = shortest_digits(x.abs());
     if x.is_sign_negative() {
         out.push(b'-');
     }
     let point = exponent + 1; // digits before the decimal point
     if !(-3..=16).contains(&point) {
-        out.extend_from_slice(&digits.as_bytes()[..1]);
+        out.push(digits[0]);
         if digits.len() > 1 {
             out.push(b'.');
-            out.extend_from_slice(&digits.as_bytes()[1..]);
+            out.extend_from_slice(&digits[1..]);
         }
         let sign = if exponent < 0 { '-' } else { '+' };
         out.extend_from_slice(format!("e{sign}{:02}", exponent.abs()).as_bytes());
     } else if point <= 0 {
         out.extend_from_slice(b"0.");
         out.extend(std::iter::repeat_n(b'0', (-point) as usize));
-        out.extend_from_slice(digits.as_bytes());
+        out.extend_from_slice(&digits);
     } else {
         let point = point as usize;
         if point >= digits.len() {
-            out.extend_from_slice(digits.as_bytes());
+            out.extend_from_slice(&digits);
             out.extend(std::iter::repeat_n(b'0', point - digits.len()));
             out.extend_from_slice(b".0");
         } else {
-            out.extend_from_slice(&digits.as_bytes()[..point]);
+            out.extend_from_slice(&digits[..point]);
             out.push(b'.');
-            out.extend_from_slice(&digits.as_bytes()[point..]);
+            out.extend_from_slice(&digits[point..]);
         }
     }
+}
+
+/// Significant digits and decimal exponent of a non-negative finite float, as Python's repr
+/// picks them.
+fn shortest_digits(x: f64) -> (Vec<u8>, i32) {
+    // Rust's `{:e}` gives the shortest round-trip digits, but breaks an exact tie between two
+    // equally close candidates upwards where Python (David Gay's dtoa) goes to even. A tie:
+    // the exact value has one significant digit more than the shortest, and it is a 5.
+    let (digits, exponent) = scientific(&format!("{x:e}"));
+    let Some((exact, power)) = exact_decimal(x) else {
+        return (digits, exponent);
+    };
+    let k = digits.len() as u32;
+    if exact % 10 != 5 || exact.checked_ilog10() != Some(k) {
+        return (digits, exponent);
+    }
+    let mut kept = exact / 10;
+    if kept % 2 == 1 {
+        kept += 1;
+    }
+    let text = kept.to_string();
+    // At a power of two the gap below is half the gap above: the even candidate may not read
+    // back as `x`, and then the other one is the only shortest.
+    if format!("{text}e{}", power + 1).parse::<f64>() != Ok(x) {
+        return (digits, exponent);
+    }
+    let even_exponent = power + text.len() as i32;
+    let mut even = text.into_bytes();
+    while even.len() > 1 && even.last() == Some(&b'0') {
+        even.pop();
+    }
+    (even, even_exponent)
+}
+
+/// `x` as `n * 10^p` with `n` not a multiple of 10, when `n` fits 128 bits; None otherwise
+/// (then `x` has more significant digits than a tie of shortest candidates can have).
+fn exact_decimal(x: f64) -> Option<(u128, i32)> {
+    let bits = x.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    let fraction = bits & ((1_u64 << 52) - 1);
+    let (mut mantissa, mut exp2) = if biased == 0 {
+        (fraction, -1074)
+    } else {
+        (fraction | (1_u64 << 52), biased - 1075)
+    };
+    if mantissa == 0 {
+        return None;
+    }
+    let zeros = mantissa.trailing_zeros();
+    mantissa >>= zeros;
+    exp2 += zeros as i32;
+    if exp2 < 0 {
+        // m / 2^n = m * 5^n / 10^n; past n = 25 that is over 18 significant digits.
+        let n = exp2.unsigned_abs();
+        (n <= 25).then(|| (u128::from(mantissa) * 5_u128.pow(n), exp2))
+    } else if exp2 <= 70 {
+        let mut n = u128::from(mantissa) << exp2;
+        let mut power = 0;
+        while n % 10 == 0 {
+            n /= 10;
+            power += 1;
+        }
+        Some((n, power))
+    } else {
+        None // an integer whose last significant digit is even: never a tie
+    }
+}
+
+/// Digits and exponent of Rust's `{:e}` text of a non-negative float.
+fn scientific(text: &str) -> (Vec<u8>, i32) {
+    let (mantissa, exponent) = text.split_once('e').unwrap_or((text, "0"));
+    let digits = mantissa.bytes().filter(u8::is_ascii_digit).collect();
+    (digits, exponent.parse().unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -362,6 +429,12 @@ mod tests {
             (-2.5e300, "-2.5e+300"),
             (5e-324, "5e-324"),
             (0.10000000149011612, "0.10000000149011612"),
+            // exact ties between two shortest candidates go to even, as in Python
+            (0.83728790283203125, "0.8372879028320312"),
+            (0.5, "0.5"),
+            (2.5e-7, "2.5e-07"),
+            (9.5, "9.5"),
+            (5.960464477539063e-08, "5.960464477539063e-08"), // 2^-24: one candidate reads back
         ];
         for (x, text) in cases {
             assert_eq!(float(x), text, "{x:e}");
