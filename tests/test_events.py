@@ -348,7 +348,7 @@ def test_event_ids_refuse_unknown_types_and_missing_columns() -> None:
             "window_end": ["b"],
         }
     )
-    with pytest.raises(EventError, match="practice.sowing"):
+    with pytest.raises(EventError, match=r"practice\.sowing"):
         event_ids(frame)
     with pytest.raises(EventError, match="product_id"):
         event_ids(frame.with_columns(type=pl.lit("observation")))
@@ -447,7 +447,7 @@ def test_batch_refuses_what_to_json_refuses() -> None:
         EventBatch(good.frame.with_columns(pl.lit(float("inf")).alias("stats.gap"))).records()
     with pytest.raises(EventError, match="confidence"):
         EventBatch(good.frame.with_columns(confidence=pl.lit(float("nan"))))
-    with pytest.raises(EventError, match="practice.sowing"):
+    with pytest.raises(EventError, match=r"practice\.sowing"):
         EventBatch(good.frame.with_columns(type=pl.lit("practice.sowing")))
     with pytest.raises(EventError, match="unexpected"):
         EventBatch(good.frame.with_columns(extra=pl.lit(1)))
