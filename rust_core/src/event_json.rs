@@ -414,6 +414,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::excessive_precision)] // exact values of ties, written out on purpose
     fn floats_read_as_python_repr() {
         let cases = [
             (0.0, "0.0"),
