@@ -11,6 +11,8 @@ __all__ = [
     "LabelRaster",
     "__version__",
     "build_label_raster",
+    "encode_events",
+    "event_ids",
     "pixel_set",
     "practice_decode_peaks",
     "practice_group_keys",
@@ -144,3 +146,34 @@ def practice_nearest_rows(
     event_parcel: npt.NDArray[np.uint32],
     event_micros: npt.NDArray[np.int64],
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+
+_StrColumn = tuple[bytes, npt.NDArray[np.int64]]
+
+def event_ids(
+    parcel: _StrColumn,
+    kind: _StrColumn,
+    start: _StrColumn,
+    end: _StrColumn,
+    product: _StrColumn,
+    tile: _StrColumn,
+) -> list[str]: ...
+def encode_events(
+    event_id: _StrColumn,
+    kind: _StrColumn,
+    parcel: _StrColumn,
+    tile: _StrColumn,
+    time: _StrColumn,
+    detected_at: _StrColumn,
+    model_name: _StrColumn,
+    model_version: _StrColumn,
+    schema_version: _StrColumn,
+    confidence: npt.NDArray[np.float64],
+    products: _StrColumn,
+    product_ends: npt.NDArray[np.int64],
+    window_start: _StrColumn,
+    window_end: _StrColumn,
+    has_window: npt.NDArray[np.bool_],
+    stat_names: list[str],
+    stat_values: npt.NDArray[np.float64],
+    stat_present: npt.NDArray[np.bool_],
+) -> list[tuple[bytes, bytes]]: ...

@@ -435,10 +435,10 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
     for key, value in seconds.items():  # a stage this table does not know yet
         clock.stages.append(Stage(key, value, None))
     with clock.stage("events (serialise)", parcels=len(result.events)):
-        records = [(event.parcel_id.encode(), event.to_json()) for event in result.events]
+        records = result.events.records()
     acquisition_cpu = time.process_time() - cpu
     acquisition_wall = time.perf_counter() - start
-    by_type = Counter(event.type for event in result.events)
+    by_type = Counter(result.events.type_counts())
     del table
 
     kafka = _kafka_stage(config, records, clock) if config.kafka else "not used (--no-kafka)"

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from monitor.events import ParcelEvent, observation_events
+from monitor.events import EventBatch, observation_events
 from monitor.parcels import ParcelSet
 from monitor.stac import Acquisition, HrefPolicy, parse_item
 from monitor.stages import InferenceStage, StageInput
@@ -54,7 +54,7 @@ class AcquisitionResult:
 
     acquisition: Acquisition
     observations: pl.DataFrame
-    events: list[ParcelEvent]
+    events: EventBatch
     stage_seconds: Mapping[str, float]
 
 
@@ -99,17 +99,18 @@ class Engine:
         stamp: datetime | Literal["acquired"] = (
             "acquired" if detected_at == "acquired" else detected_at()
         )
-        events = observation_events(table, stamp)
+        batches = [observation_events(table, stamp)]
         seconds["events"] = time.perf_counter() - start
 
         for stage in self.config.stages:
             start = time.perf_counter()
             data = StageInput(acq, grid, table, observation, self.config.store, stamp)
             output = stage.run(data)
-            events.extend(output.events)
+            batches.append(output.events)
             if output.rows is not None:
                 table = pl.concat([table, output.rows], how="diagonal_relaxed")
             seconds[stage.name] = time.perf_counter() - start
+        events = EventBatch.concat(batches)
         log.info(
             "%s: %d parcels, %d events (%s)",
             acq.product_id,

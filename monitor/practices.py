@@ -44,8 +44,7 @@ import polars as pl
 
 from monitor import __version__, _core
 from monitor.errors import ConfigError, ObservationError
-from monitor.events import ModelRef, ParcelEvent, make_event, rfc3339
-from monitor.events import _event_id as event_id  # the id scheme, fed preformatted windows
+from monitor.events import ModelRef, ParcelEvent, event_ids, make_event, rfc3339
 from monitor.infer import InferenceConfig, Model, load_model
 from monitor.model_io import BIN_DAYS as BIN_DAYS
 from monitor.model_io import CHANNELS as CHANNELS
@@ -277,14 +276,17 @@ def _window_bounds(year: int, window: int) -> tuple[str, str]:
     return rfc3339(start), rfc3339(start + timedelta(WINDOW_DAYS))
 
 
-def _window_ids(events: pl.DataFrame, shift: int = 0) -> list[str]:
+def _window_ids(events: pl.DataFrame, shift: int = 0) -> pl.Series:
     """The event id of each event's window moved by `shift` windows (`event_id_for`'s
     hash, with the window bounds formatted once per window rather than per event)."""
-    rows = events.select("parcel_id", "type", "year", "window").iter_rows()
-    return [
-        event_id(parcel, type_, *_window_bounds(year, window + shift), None, None)
-        for parcel, type_, year, window in rows
-    ]
+    windows = events.select("year", pl.col("window") + shift).unique()
+    bounds = [_window_bounds(year, window) for year, window in windows.iter_rows()]
+    windows = windows.with_columns(
+        pl.Series("window_start", [b[0] for b in bounds], dtype=pl.String),
+        pl.Series("window_end", [b[1] for b in bounds], dtype=pl.String),
+    )
+    keyed = events.select("parcel_id", "type", "year", pl.col("window") + shift)
+    return event_ids(keyed.join(windows, on=["year", "window"], how="left", maintain_order="left"))
 
 
 def _event_frame(keys: pl.DataFrame, peaks: pl.DataFrame, model: ModelRef) -> pl.DataFrame:
@@ -307,7 +309,7 @@ def _event_frame(keys: pl.DataFrame, peaks: pl.DataFrame, model: ModelRef) -> pl
         )
     )
     return events.with_columns(
-        pl.Series("event_id", _window_ids(events), dtype=pl.String),
+        _window_ids(events),
         pl.lit(model.name).alias("model"),
         pl.lit(model.version).alias("model_version"),
     )
@@ -322,7 +324,7 @@ def _already_emitted(events: pl.DataFrame, emitted: set[str]) -> pl.Series:
     if rest.height:
         moved = pl.Series([False] * rest.height)
         for shift in (*range(-MOVED_WINDOWS, 0), *range(1, MOVED_WINDOWS + 1)):
-            moved |= pl.Series(_window_ids(rest, shift), dtype=pl.String).is_in(known.implode())
+            moved |= _window_ids(rest, shift).is_in(known.implode())
         flags = flags.scatter(np.flatnonzero(~flags.to_numpy()), moved)
     return flags.alias("emitted")
 

@@ -44,7 +44,7 @@ from monitor.errors import (
     KernelError,
     StoreError,
 )
-from monitor.events import ParcelEvent
+from monitor.events import EventBatch
 from monitor.pipeline import AcquisitionResult, Engine
 from monitor.stages.defaults import StageOptions
 
@@ -145,14 +145,14 @@ class EventPublisher:
                 f"cannot start a transactional producer on {bootstrap}: {err}"
             ) from err
 
-    def publish(self, events: Sequence[ParcelEvent]) -> None:
+    def publish(self, events: EventBatch) -> None:
         """Send `events` in one transaction; return once it committed."""
         from kafka.errors import KafkaError
 
         from monitor.worker import send_events
 
         # Serialised before the transaction opens, as the worker does.
-        records = [(event.parcel_id.encode("utf-8"), event.to_json()) for event in events]
+        records = events.records()
         try:
             self._producer.begin_transaction()
             send_events(self._producer, self.topic, records)
@@ -351,12 +351,12 @@ def replay_catalog(
             if publisher is not None:
                 publisher.publish(result.events)
             else:
-                journal.events([event.to_json() for event in result.events])
+                journal.events(result.events.values())
             journal.record(key, "done")
             processed += 1
             rows += result.observations.height
             parcels.update(result.observations.get_column("parcel_id").to_list())
-            by_type.update(event.type for event in result.events)
+            by_type.update(result.events.type_counts())
             elapsed = time.perf_counter() - start
             bar.set_postfix_str(f"{rows / max(elapsed, 1e-9):,.0f} parcels/s", refresh=False)
             if on_acquisition is not None:

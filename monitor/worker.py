@@ -586,7 +586,7 @@ class Worker:
                 log.error("%s=%d: exit after the store write", EXIT_AFTER_STORE_ENV, self._stored)
                 os._exit(EXIT_AFTER_STORE_CODE)
             # Serialised before any send, so a failure cannot leave half an acquisition behind.
-            values = [(event.parcel_id.encode(), event.to_json()) for event in result.events]
+            values = result.events.records()
         except MonitorError as exc:
             if not is_message_fault(exc):
                 raise
@@ -620,7 +620,7 @@ class Worker:
     def _tally_result(result: AcquisitionResult, tally: _Tally) -> None:
         tally.sensors[result.acquisition.sensor] += 1
         tally.parcels += result.observations.height
-        tally.events.update(event.type for event in result.events)
+        tally.events.update(result.events.type_counts())
 
     def _dead_letter(self, record: Any, exc: MonitorError) -> None:
         reason = dead_letter_reason(exc)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import random
 import re
+import struct
 from datetime import UTC, datetime, timedelta, timezone
 from importlib.resources import files
 from typing import Any
@@ -15,10 +19,12 @@ import pytest
 from monitor.errors import EventError
 from monitor.events import (
     EVENT_TYPES,
+    EventBatch,
     Evidence,
     ModelRef,
     ParcelEvent,
     event_id_for,
+    event_ids,
     event_schema,
     make_event,
     observation_events,
@@ -270,3 +276,178 @@ def test_schema_ships_as_package_data_and_is_valid_draft_2020_12() -> None:
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(schema)
     assert set(schema["properties"]["type"]["enum"]) == set(EVENT_TYPES)
+
+
+# Parcel ids a country's registers may hold: accents, CJK, emoji, quotes, escapes, controls.
+ODD_IDS = ["é-01", "地块/7", "🌾", 'say "hi"', "back\\slash", "tab\tnew\nline", "\x01\x1f\x7f", ""]
+
+
+def _reference_id(parts: tuple[str, ...]) -> str:
+    """The id scheme written out: SHA-256 of the fields joined by U+001F, 32 hex digits."""
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:32]
+
+
+def test_event_ids_of_columns_equal_the_scheme_one_by_one() -> None:
+    rng = random.Random(7)
+    rows = []
+    for i in range(300):
+        type_ = EVENT_TYPES[i % len(EVENT_TYPES)]
+        start = T0 + timedelta(days=rng.randrange(-400, 400), microseconds=rng.randrange(10**6))
+        rows.append(
+            {
+                "parcel_id": rng.choice(ODD_IDS) + str(i),
+                "type": type_,
+                "window_start": start,
+                "window_end": start + timedelta(days=rng.randrange(0, 30)),
+                "product_id": rng.choice(["S2A_MSIL2A_é", "S1_地"]),
+                "tile": rng.choice(["31UFS", "31TCJ"]),
+            }
+        )
+    frame = pl.DataFrame(rows, schema_overrides={"window_start": pl.Datetime("us", "UTC")})
+    got = event_ids(frame).to_list()
+    per_product = [r["type"] in ("observation", "reconstruction") for r in rows]
+    expected = [
+        _reference_id(
+            (
+                r["parcel_id"],
+                r["type"],
+                rfc3339(r["window_start"]),
+                rfc3339(r["window_end"]),
+                r["product_id"] if p else "",
+                r["tile"] if p else "",
+            )
+        )
+        for r, p in zip(rows, per_product, strict=True)
+    ]
+    assert got == expected
+    one_by_one = [
+        event_id_for(
+            r["parcel_id"],
+            r["type"],
+            r["window_start"],
+            r["window_end"],
+            product_id=r["product_id"] if p else None,
+            tile=r["tile"] if p else None,
+        )
+        for r, p in zip(rows, per_product, strict=True)
+    ]
+    assert got == one_by_one
+    # RFC 3339 text gives the same ids as the datetimes it spells
+    text = frame.with_columns(
+        pl.col("window_start", "window_end").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+    )
+    assert event_ids(text).to_list() == got
+
+
+def test_event_ids_refuse_unknown_types_and_missing_columns() -> None:
+    frame = pl.DataFrame(
+        {
+            "parcel_id": ["P1"],
+            "type": ["practice.sowing"],
+            "window_start": ["a"],
+            "window_end": ["b"],
+        }
+    )
+    with pytest.raises(EventError, match=r"practice\.sowing"):
+        event_ids(frame)
+    with pytest.raises(EventError, match="product_id"):
+        event_ids(frame.with_columns(type=pl.lit("observation")))
+    with pytest.raises(EventError, match="window_end"):
+        event_ids(frame.drop("window_end"))
+
+
+def _random_float(rng: random.Random) -> float:
+    """Floats of every magnitude, including the ones `repr` writes in exponent form."""
+    kind = rng.randrange(4)
+    if kind == 0:
+        bits = rng.getrandbits(64)
+        value = struct.unpack("<d", struct.pack("<Q", bits))[0]
+        return value if math.isfinite(value) else 0.5
+    if kind == 1:
+        return rng.uniform(-1, 1) * 10 ** rng.randrange(-30, 30)
+    if kind == 2:
+        return float(rng.randrange(-(10**17), 10**17))
+    return float(struct.unpack("<f", struct.pack("<f", rng.random()))[0])  # a float32 mean
+
+
+def test_batch_json_is_byte_identical_to_event_to_json() -> None:
+    rng = random.Random(11)
+    events = [mowing()]
+    for i in range(400):
+        type_ = EVENT_TYPES[i % len(EVENT_TYPES)]
+        window = None
+        if type_ not in ("observation", "reconstruction"):
+            window = (T0, T0 + timedelta(days=rng.randrange(1, 20)))
+        names = rng.sample(["NDVI_mean", "B04_mean", "gap_days", "zé", "a b", "Z"], 3)
+        stats = {n: rng.choice([None, float("nan"), _random_float(rng)]) for n in names}
+        products = ["S2_é"] if window is None else [f"S2_{k}" for k in range(rng.randrange(1, 4))]
+        events.append(
+            make_event(
+                type_,
+                rng.choice(ODD_IDS) + str(i),
+                rng.choice(["31UFS", "地"]),
+                T0 + timedelta(seconds=i),
+                CLOCK,
+                rng.choice([0.0, 1.0, rng.random(), 1e-7]),
+                ModelRef(rng.choice(["zonal", "practices ✓"]), "1.2.0"),
+                products,
+                stats,
+                window=window,
+            )
+        )
+    batch = EventBatch.from_events(events)
+    assert batch.values() == [e.to_json() for e in events]
+    assert [k for k, _ in batch.records()] == [e.parcel_id.encode() for e in events]
+    assert list(batch) == events
+    # kinds of events concatenate; a statistic one kind lacks stays absent from its events
+    observed = observation_events(observations("S2_A"), detected_at=CLOCK)
+    both = EventBatch.concat([observed, batch, EventBatch.empty()])
+    assert both.values() == [e.to_json() for e in [*observed.events(), *events]]
+    assert both.type_counts()["observation"] == 5 + sum(e.type == "observation" for e in events)
+
+
+def test_batch_floats_read_as_python_repr() -> None:
+    """Float32 means (exact ties between two shortest digit strings), powers of two (where
+    only one of them reads back), integers and random doubles, as `json` writes them."""
+    rng = random.Random(5)
+    values = [_random_float(rng) for _ in range(20_000)]
+    values += [
+        float(struct.unpack("<f", struct.pack("<f", rng.random()))[0]) for _ in range(20_000)
+    ]
+    values += [2.0**e for e in range(-1074, 1024)] + [0.83728790283203125, -0.0, 1e16, 1e-5]
+    one = EventBatch.from_events([mowing()]).frame
+    frame = one.select(pl.all().gather([0] * len(values))).with_columns(
+        pl.Series("stats.gap", values, dtype=pl.Float64)
+    )
+    texts = [re.search(rb'"gap":([^}]*)}', v) for v in EventBatch(frame).values()]
+    assert [m.group(1).decode() if m else None for m in texts] == [repr(v) for v in values]
+
+
+def test_observation_batch_json_matches_the_object_path() -> None:
+    """Observation events as columns give the JSON the objects give (NaN and null statistics,
+    band statistics only for the band's sensor, unicode parcel ids)."""
+    s2 = observations("S2_A").with_columns(parcel_id=pl.Series(ODD_IDS[:5]))
+    df = pl.concat([s2, observations("S1_é", "S1")], how="diagonal")
+    batch = observation_events(df, detected_at="acquired")
+    values = batch.values()
+    assert values == [e.to_json() for e in batch.events()]
+    assert json.loads(values[0])["evidence"]["stats"] == {
+        "B04_mean": None,
+        "NDVI_mean": None,
+        "valid_fraction": 0.0,
+    }
+    assert "NDVI_mean" not in json.loads(values[7])["evidence"]["stats"]
+    for value in values:
+        validate_event(json.loads(value))
+
+
+def test_batch_refuses_what_to_json_refuses() -> None:
+    good = EventBatch.from_events([mowing()])
+    with pytest.raises(EventError, match="not valid JSON"):
+        EventBatch(good.frame.with_columns(pl.lit(float("inf")).alias("stats.gap"))).records()
+    with pytest.raises(EventError, match="confidence"):
+        EventBatch(good.frame.with_columns(confidence=pl.lit(float("nan"))))
+    with pytest.raises(EventError, match=r"practice\.sowing"):
+        EventBatch(good.frame.with_columns(type=pl.lit("practice.sowing")))
+    with pytest.raises(EventError, match="unexpected"):
+        EventBatch(good.frame.with_columns(extra=pl.lit(1)))

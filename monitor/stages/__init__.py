@@ -12,14 +12,13 @@ emits the same events once. A stage returns the events it wants emitted; a stage
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
 import polars as pl
 
-from monitor.events import ParcelEvent
+from monitor.events import EventBatch
 from monitor.stac import Acquisition
 from monitor.store import ObservationStore
 from monitor.zonal import Observation, ParcelGrid
@@ -48,7 +47,7 @@ class StageInput:
 class StageOutput:
     """A stage's result: events to emit and observation rows it added to the store."""
 
-    events: Sequence[ParcelEvent] = ()
+    events: EventBatch = field(default_factory=EventBatch.empty)
     rows: pl.DataFrame | None = None
 
 

@@ -41,7 +41,7 @@ import polars as pl
 
 from monitor import __version__
 from monitor.errors import ConfigError
-from monitor.events import ModelRef, ParcelEvent, make_event
+from monitor.events import EventBatch, ModelRef, ParcelEvent, make_event
 from monitor.heterogeneity import (
     DECISION_THRESHOLD,
     MIN_DATES,
@@ -242,7 +242,7 @@ class HeterogeneityStage:
         write_state(store, acq, STATE_KIND, state)
         if events:
             log.info("%s: %d heterogeneous parcels", acq.product_id, len(events))
-        return StageOutput(events=events)
+        return StageOutput(events=EventBatch.from_events(events))
 
     def _earlier_dates(
         self, store: ObservationStore, acq: Acquisition, season: int, digest: npt.NDArray[Any]

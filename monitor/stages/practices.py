@@ -37,7 +37,7 @@ from typing import Final
 
 import polars as pl
 
-from monitor.events import ParcelEvent
+from monitor.events import EventBatch
 from monitor.infer import Model
 from monitor.practices import (
     DEFAULT_THRESHOLD,
@@ -116,7 +116,7 @@ class PracticeStage:
             .alias("product_ids")
         )
         stamp = acq.acquired if data.detected_at == "acquired" else data.detected_at
-        events: list[ParcelEvent] = practice_events(found, stamp)
+        events = EventBatch.from_events(practice_events(found, stamp))
         if events:
             log.info("%s: %d practice events", acq.product_id, len(events))
         return StageOutput(events=events)

@@ -55,7 +55,7 @@ from monitor import __version__
 from monitor.acquisition_index import INDEX_DIR, AcquisitionIndex, IndexedAcquisition
 from monitor.cloud_removal import BANDS, MODEL_NAME, POLARISATIONS, reconstruct
 from monitor.errors import ConfigError
-from monitor.events import Evidence, ModelRef, ParcelEvent, observation_events
+from monitor.events import STAT_PREFIX, EventBatch, ModelRef, observation_events
 from monitor.infer import InferenceConfig, Model, load_model
 from monitor.kernels import validity_mask_from_scl, zonal_statistics
 from monitor.observations import validate_observations
@@ -191,7 +191,7 @@ class ReconstructionStage:
 
     def _reconstruct(
         self, data: StageInput, index: AcquisitionIndex
-    ) -> tuple[pl.DataFrame | None, list[ParcelEvent]]:
+    ) -> tuple[pl.DataFrame | None, EventBatch]:
         acq, cfg = data.acquisition, self.config
         table = data.observations.filter(
             (pl.col("source") == "observed") & (pl.col("valid_fraction") < cfg.max_valid_fraction)
@@ -200,17 +200,17 @@ class ReconstructionStage:
         if table.is_empty() or missing:
             if missing:
                 log.info("%s: no %s: not reconstructed", acq.product_id, ", ".join(missing))
-            return None, []
+            return None, EventBatch.empty()
         refs = self.references(acq, index)
         if refs is None:
-            return None, []
+            return None, EventBatch.empty()
         labels = data.grid.labels.labels
         need = np.zeros(data.grid.labels.n_parcels + 1, dtype=bool)  # by label (parcel + 1)
         wanted = table.get_column("parcel_id").to_numpy().astype(str)
         need[1:] = np.isin(data.grid.ids.astype(str), wanted)
         rasters, scl_valid = data.observed.rasters, data.observed.valid
         if scl_valid is None:  # checked by `run`; Sentinel-2 items without SCL are not cloudy
-            return None, []
+            return None, EventBatch.empty()
         observed_valid = scl_valid & _has_data(rasters)
         target = need[labels] & ~observed_valid
         filled = _Filled(rasters, need.size)
@@ -288,7 +288,7 @@ class ReconstructionStage:
         need: BoolArray,
         valid: BoolArray,
         filled: _Filled,
-    ) -> tuple[pl.DataFrame | None, list[ParcelEvent]]:
+    ) -> tuple[pl.DataFrame | None, EventBatch]:
         """Zonal statistics of the filled bands for the parcels with reconstructed pixels."""
         acq = data.acquisition
         stats = zonal_statistics(
@@ -298,7 +298,7 @@ class ReconstructionStage:
         keep = need[index + 1] & (filled.count[index + 1] > 0)
         if not keep.any():
             log.info("%s: no parcel pixel could be reconstructed", acq.product_id)
-            return None, []
+            return None, EventBatch.empty()
         kept = index[keep]
         rows = validate_observations(
             stats.filter(pl.Series(keep))
@@ -316,36 +316,31 @@ class ReconstructionStage:
         confidence = filled.confidence[kept + 1]
         events = observation_events(rows, data.detected_at, model=MODEL, stats=EVIDENCE_STATS)
         observed = data.observations.filter(pl.col("source") == "observed")
-        fractions = dict(
-            zip(
-                observed.get_column("parcel_id").to_list(),
-                observed.get_column("valid_fraction").to_list(),
-                strict=True,
+        fractions = (
+            rows.select(pl.col("parcel_id").cast(pl.String))
+            .join(
+                observed.select(pl.col("parcel_id").cast(pl.String), "valid_fraction"),
+                on="parcel_id",
+                how="left",
+                maintain_order="left",
             )
+            .get_column("valid_fraction")
+            .cast(pl.Float64)
         )
         pixels = rows.get_column("pixel_count").to_numpy()
         gap = (acq.acquired - refs.t0.acquired) / timedelta(days=1)
-        out = []
-        for i, event in enumerate(events):
-            extra: dict[str, float | None] = {
-                "observed_fraction": fractions.get(event.parcel_id),
-                "reconstructed_fraction": float(filled.count[kept[i] + 1] / pixels[i]),
-                "gap_days": gap,
-                **{f"{b}_uncertainty": float(sigma[j, i]) for j, b in enumerate(BANDS)},
-            }
-            observed_share = fractions.get(event.parcel_id) or 0.0
-            score = min(1.0, observed_share + float(confidence[i] / pixels[i]))
-            out.append(
-                dataclasses.replace(
-                    event,
-                    confidence=score,
-                    evidence=Evidence(
-                        (acq.product_id, *(p for p in refs.product_ids if p != acq.product_id)),
-                        {**event.evidence.stats, **extra},
-                    ),
-                )
-            )
-        return rows, out
+        share = fractions.fill_null(0.0).to_numpy() + confidence / pixels
+        products = [acq.product_id, *(p for p in refs.product_ids if p != acq.product_id)]
+        stat = STAT_PREFIX
+        frame = events.frame.with_columns(
+            pl.Series("confidence", np.minimum(1.0, share), dtype=pl.Float64),
+            pl.concat_list([pl.lit(p, pl.String) for p in products]).alias("product_ids"),
+            fractions.fill_null(float("nan")).alias(stat + "observed_fraction"),
+            pl.Series(stat + "reconstructed_fraction", filled.count[kept + 1] / pixels),
+            pl.lit(gap, pl.Float64).alias(stat + "gap_days"),
+            *(pl.Series(f"{stat}{b}_uncertainty", sigma[j]) for j, b in enumerate(BANDS)),
+        )
+        return rows, EventBatch(frame)
 
 
 class _Filled:

@@ -5,6 +5,7 @@
 //! compiled with the `python` feature (maturin turns it on).
 
 pub mod coverage;
+pub mod event_json;
 pub mod grid;
 pub mod kernel_error;
 pub mod label;

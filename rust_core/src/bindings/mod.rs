@@ -5,6 +5,7 @@
 use pyo3::prelude::*;
 
 mod arrays;
+mod events;
 mod interrupt;
 mod label_raster;
 mod mask;
@@ -15,6 +16,7 @@ mod tiling;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    events::register(m)?;
     label_raster::register(m)?;
     mask::register(m)?;
     practices::register(m)?;
