@@ -423,8 +423,8 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
     if config.history_dates:
         dates = history_dates(acq, config.history_dates, store)
         with clock.stage("history (synthetic, not timed)", once=True) as out:
-            rows = fill_history(store, Engine(engine_config).grid(acq), acq, dates)
-            out["note"] = f"{config.history_dates} dates, {rows} rows"
+            written = fill_history(store, Engine(engine_config).grid(acq), acq, dates)
+            out["note"] = f"{config.history_dates} dates, {written} rows"
         acq = dates[-1]
         history_note = (
             f"mid-season: the store held {config.history_dates} earlier acquisitions of the "

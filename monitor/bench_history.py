@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from monitor.errors import ConfigError
@@ -111,7 +112,7 @@ def _s2_rows(
     """The simulated date's rows with a third of the parcels cloudy (valid fraction 0) and the
     others clear, with synthetic band means (the simulated date itself may be cloudy)."""
     n = base.height
-    clear = rng.random(n) >= 1 / 3
+    clear: npt.NDArray[np.bool_] = rng.random(n) >= 1 / 3
     ndvi = rng.uniform(0.2, 0.8, n)
     typical = {"B02_mean": 0.06, "B04_mean": 0.08, "B08_mean": 0.28, "B11_mean": 0.2}
     means = {
@@ -147,7 +148,7 @@ def _shifted(sets: DatePixelSets, date: Acquisition, rng: np.random.Generator) -
     """Synthetic pixel sets at `date`: two thirds of the parcels clear with every sample a
     pixel (random NDVI), the others cloudy (no pixel)."""
     n, samples = sets.ndvi.shape
-    clear = rng.random(n) >= 1 / 3
+    clear: npt.NDArray[np.bool_] = rng.random(n) >= 1 / 3
     mask = np.repeat(clear[:, None], samples, axis=1)
     ndvi = rng.uniform(0.1, 0.9, (n, samples)).astype(np.float32)
     return replace(
