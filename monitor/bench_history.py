@@ -148,7 +148,7 @@ def _shifted(sets: DatePixelSets, date: Acquisition, rng: np.random.Generator) -
     """Synthetic pixel sets at `date`: two thirds of the parcels clear with every sample a
     pixel (random NDVI), the others cloudy (no pixel)."""
     n, samples = sets.ndvi.shape
-    clear: npt.NDArray[np.bool_] = rng.random(n) >= 1 / 3
+    clear: npt.NDArray[np.bool_] = np.asarray(rng.random(n) >= 1 / 3)
     mask = np.repeat(clear[:, None], samples, axis=1)
     ndvi = rng.uniform(0.1, 0.9, (n, samples)).astype(np.float32)
     return replace(
