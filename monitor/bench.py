@@ -36,7 +36,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from monitor.bench_history import STEP, fill_history, history_dates
+from monitor.bench_history import STEP, fill_history, history_dates, warm_up
 from monitor.catalog import read_catalog
 from monitor.errors import BrokerError, ConfigError, ModelError
 from monitor.heterogeneity import MIN_DATES
@@ -423,8 +423,12 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
     if config.history_dates:
         dates = history_dates(acq, config.history_dates, store)
         with clock.stage("history (synthetic, not timed)", once=True) as out:
-            written = fill_history(store, Engine(engine_config).grid(acq), acq, dates)
-            out["note"] = f"{config.history_dates} dates, {written} rows"
+            grid = Engine(engine_config).grid(acq)
+            history = fill_history(store, grid, acq, dates)
+            out["note"] = f"{config.history_dates} dates, {history.rows} rows"
+        with clock.stage("warm-up on the previous date", once=True) as out:
+            ran = warm_up(stages, history, grid, dates[-2])
+            out["note"] = f"not timed: {', '.join(ran) or 'no stage'} as a running worker did"
         acq = dates[-1]
         history_note = (
             f"mid-season: the store held {config.history_dates} earlier acquisitions of the "

@@ -19,7 +19,8 @@ reference and its mid-season cost is not measured.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Final
 
@@ -31,12 +32,12 @@ from monitor.errors import ConfigError
 from monitor.heterogeneity import DatePixelSets
 from monitor.observations import band_stat_columns
 from monitor.stac import Acquisition
-from monitor.stages import StageInput
+from monitor.stages import InferenceStage, StageInput
 from monitor.stages import heterogeneity as het
 from monitor.stages import practices as prac
 from monitor.stages.memory import write_state
 from monitor.store import ObservationStore
-from monitor.zonal import ParcelGrid, observe_with_rasters
+from monitor.zonal import Observation, ParcelGrid, observe_with_rasters
 
 #: Time between two history dates (S2 and S1 alternate).
 STEP: Final = timedelta(hours=36)
@@ -63,11 +64,20 @@ def history_dates(acq: Acquisition, n: int, store: ObservationStore) -> list[Acq
     return [*dates, timed]
 
 
+@dataclass(frozen=True)
+class History:
+    """What `fill_history` wrote, and the observation of the simulated date it came from."""
+
+    store: ObservationStore
+    rows: int
+    observation: Observation
+
+
 def fill_history(
     store: ObservationStore, grid: ParcelGrid, acq: Acquisition, dates: list[Acquisition]
-) -> int:
-    """Write the history `dates` (all but the timed last one) of `acq` into `store`; returns
-    the rows written. Reads `acq`'s rasters once for the rows and pixel sets it derives from."""
+) -> History:
+    """Write the history `dates` (all but the timed last one) of `acq` into `store`. Reads
+    `acq`'s rasters once for the rows and pixel sets it derives from."""
     observation = observe_with_rasters(acq, grid)
     base = observation.table
     data = StageInput(acq, grid, base, observation, store, "acquired")
@@ -95,7 +105,23 @@ def fill_history(
         write_state(store, date, prac.STATE_KIND, empty_practices.drop("acquired"))
         if date.sensor == "S2":
             write_state(store, date, het.STATE_KIND, empty_het.drop("acquired"))
-    return rows
+    return History(store, rows, observation)
+
+
+def warm_up(
+    stages: Sequence[InferenceStage], history: History, grid: ParcelGrid, previous: Acquisition
+) -> list[str]:
+    """Run the practice stage on the `previous` history date, as the worker that processed it
+    did: what it keeps in memory between acquisitions of a tile (`PredictionMemo`) is then
+    what a running worker holds. Returns the names of the stages run."""
+    observed = history.observation
+    data = StageInput(previous, grid, observed.table.clear(), observed, history.store, "acquired")
+    ran = []
+    for stage in stages:
+        if isinstance(stage, prac.PracticeStage):
+            stage.run(data)
+            ran.append(stage.name)
+    return ran
 
 
 def _stamp(table: pl.DataFrame, date: Acquisition) -> pl.DataFrame:
