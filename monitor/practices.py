@@ -74,6 +74,7 @@ DEFAULT_THRESHOLD: Final = 0.5
 # Non-maximum suppression radius per practice, in bins (two mowings are >= ~25 days apart).
 NMS_BINS: Final = {"mowing": 4, "ploughing": 5, "harvest": 6}
 BATCH: Final = 4096  # series per model call
+_MEMO_CHUNK: Final = 1024  # series compared at a time by `PredictionMemo`
 # Row kinds and the missing tile of the grid kernel (rust_core/src/practice_grid.rs).
 _KIND_OTHER, _KIND_S2_CLEAR, _KIND_S2_REBUILT, _KIND_S1 = 0, 1, 2, 3
 _NO_TILE: Final = 2**32 - 1
@@ -426,7 +427,9 @@ class PredictionMemo:
             # Bitwise: NaN equals NaN, -0.0 differs from 0.0 (the model may tell them apart).
             now = values.view(np.uint32).reshape(len(values), -1)
             before = self._values.view(np.uint32).reshape(len(self._values), -1)
-            same[have] = (now[have] == before[old[have]]).all(axis=1)
+            for start in range(0, len(now), _MEMO_CHUNK):  # small temporaries, cache-sized
+                rows = slice(start, start + _MEMO_CHUNK)
+                same[rows] = have[rows] & (now[rows] == before[old[rows]]).all(axis=1)
         probability = np.empty((values.shape[0], len(PRACTICES), N_BINS), dtype=np.float32)
         probability[same] = self._probability[old[same]]
         changed = np.flatnonzero(~same)

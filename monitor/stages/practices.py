@@ -75,13 +75,19 @@ STATE_SCHEMA: Final[dict[str, pl.DataType]] = {
 _COLUMNS: Final = (*REQUIRED_COLUMNS, *S2_FEATURES, *S1_FEATURES, "source", "product_id", "tile")
 
 
-def season_history(store: ObservationStore, acq: Acquisition) -> pl.DataFrame:
-    """The observations of `acq`'s tile and season acquired up to `acq`, with only the columns
-    practice detection reads (a lazy scan: the other band statistics are never decoded)."""
+def season_history(
+    store: ObservationStore, acq: Acquisition, *, observed_only: bool = False
+) -> pl.DataFrame:
+    """The observations of `acq`'s tile and season acquired up to `acq` (observed rows only, if
+    asked), with only the columns practice detection reads (a lazy scan: the other band
+    statistics are never decoded, the rows left out never copied)."""
     season = store.season_of(acq.acquired)
     scan = store.scan(acq.tile, season)
     present = [c for c in dict.fromkeys(_COLUMNS) if c in scan.collect_schema()]
-    return scan.filter(pl.col("acquired") <= acq.acquired).select(present).collect()
+    keep = pl.col("acquired") <= acq.acquired
+    if observed_only:
+        keep &= pl.col("source") == "observed"
+    return scan.filter(keep).select(present).collect()
 
 
 class PracticeStage:
@@ -114,9 +120,7 @@ class PracticeStage:
 
     def run(self, data: StageInput) -> StageOutput:
         acq, store = data.acquisition, data.store
-        history = season_history(store, acq)
-        if not self.use_reconstructed:
-            history = history.filter(pl.col("source") == "observed")
+        history = season_history(store, acq, observed_only=not self.use_reconstructed)
         emitted = set(state_before(store, acq, STATE_KIND, STATE_SCHEMA)["event_id"].to_list())
         memo = self._memo(acq.tile, store.season_of(acq.acquired))
         found = detect_practices(
