@@ -14,6 +14,11 @@ store, events, one row per model stage); the events go to Kafka the way the work
 (`monitor/artifacts/*.onnx`) is also timed apart on random inputs of its shapes, one batch item
 per parcel: reference rows, out of the total, that show what a full run over every parcel costs
 (a one-date bench gives the model stages little to do).
+
+`--history-dates N` times a mid-season acquisition instead: the store first gets N earlier
+acquisitions of the tile (synthetic, `monitor.bench_history`: only their size is realistic),
+the practice stage runs on the last of them as the worker that processed it did (its memory
+of model outputs warm), and the acquisition timed comes after them.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from monitor.bench_history import STEP, fill_history, history_dates, warm_up
 from monitor.catalog import read_catalog
 from monitor.errors import BrokerError, ConfigError, ModelError
 from monitor.heterogeneity import MIN_DATES
@@ -84,6 +90,9 @@ class BenchConfig:
     #: An existing broker; None starts a local one for the run when `kafka` is True.
     bootstrap: str | None = None
     kafka: bool = True
+    #: Earlier acquisitions of the tile put in the store first (`monitor.bench_history`): the
+    #: timed acquisition is then a mid-season one.
+    history_dates: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.tile_size <= FULL_TILE_PX:
@@ -96,6 +105,8 @@ class BenchConfig:
             raise ConfigError("--parcels goes with --catalog (a simulated tile has its own)")
         if self.bootstrap is not None and not self.kafka:
             raise ConfigError("--bootstrap and --no-kafka exclude each other")
+        if self.history_dates < 0:
+            raise ConfigError(f"--history-dates {self.history_dates}: must be 0 or more")
 
 
 @dataclass(frozen=True)
@@ -413,6 +424,25 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
     engine_config = EngineConfig(parcels, store, label_cache=cache)
     with clock.stage("labels (first build)", pixels=pixels, once=True) as out:
         out["parcels"] = Engine(engine_config).grid(acq).labels.n_parcels
+    history_note = ""
+    if config.history_dates:
+        dates = history_dates(acq, config.history_dates, store)
+        with clock.stage("history (synthetic, not timed)", once=True) as out:
+            grid = Engine(engine_config).grid(acq)
+            history = fill_history(store, grid, acq, dates)
+            out["note"] = f"{config.history_dates} dates, {history.rows} rows"
+        with clock.stage("warm-up on the previous date", once=True) as out:
+            ran = warm_up(stages, history, grid, dates[-2])
+            out["note"] = f"not timed: {', '.join(ran) or 'no stage'} as a running worker did"
+        del history  # its rasters: not in the timed acquisition's memory peak
+        acq = dates[-1]
+        history_note = (
+            f"mid-season: the store held {config.history_dates} earlier acquisitions of the "
+            f"tile (S2 and S1 alternating every {STEP.total_seconds() / 3600:g} h, synthetic: "
+            "the simulated date's parcels with shifted times, random clear values on two thirds "
+            "of them, no event emitted before, no cloud-removal reference); only their size is "
+            "realistic"
+        )
 
     # The acquisition's path is `Engine.process` itself; its per-stage clocks fill the table.
     engine = Engine(replace(engine_config, stages=stages))
@@ -444,11 +474,15 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
     kafka = _kafka_stage(config, records, clock) if config.kafka else "not used (--no-kafka)"
     models = shipped_models() if config.models is None else list(config.models)
     notes = _inference_stages(models, config.inference, n, clock)
-    notes.append(
-        "model stages run on this acquisition's season so far: with one date, practices see a "
-        "one-date series and heterogeneity only stores pixel sets (it needs "
-        f"{MIN_DATES} dates); the 'model throughput' rows give a full run's cost"
-    )
+    if history_note:
+        notes.append(history_note)
+    else:
+        notes.append(
+            "model stages run on this acquisition's season so far: with one date, practices "
+            "see a one-date series and heterogeneity only stores pixel sets (it needs "
+            f"{MIN_DATES} dates; --history-dates N times a mid-season acquisition); the "
+            "'model throughput' rows give a full run's cost"
+        )
     notes.append(f"events by type: {', '.join(f'{t} {c}' for t, c in sorted(by_type.items()))}")
     notes.append(
         f"engine path measured as a whole: {acquisition_wall:.2f} s, {acquisition_cpu:.2f} CPU s"

@@ -77,6 +77,7 @@ DEFAULT_THRESHOLD: Final = 0.5
 # Non-maximum suppression radius per practice, in bins (two mowings are >= ~25 days apart).
 NMS_BINS: Final = {"mowing": 4, "ploughing": 5, "harvest": 6}
 BATCH: Final = 4096  # series per model call
+_MEMO_CHUNK: Final = 1024  # series compared at a time by `PredictionMemo`
 # Row kinds and the missing tile of the grid kernel (rust_core/src/practice_grid.rs).
 _KIND_OTHER, _KIND_S2_CLEAR, _KIND_S2_REBUILT, _KIND_S1 = 0, 1, 2, 3
 _NO_TILE: Final = 2**32 - 1
@@ -386,6 +387,66 @@ def predict(model: Model, values: F32) -> F32:
     return out
 
 
+class PredictionMemo:
+    """The model outputs of the series a `detect_practices` call predicted last, reused by the
+    next call for every series whose input is bitwise the same (same parcel, year and tile).
+
+    Between two acquisitions of a tile most series do not change (a parcel under clouds on an
+    S2 date gets no clear row), so re-detecting the season after each acquisition runs the
+    model on the changed series only. The answer is the same as without the memo as long as a
+    series' output does not depend on the other series of its batch: true of ONNX Runtime on
+    CPU (checked bitwise in the tests), not promised by TensorRT, so only `onnxruntime` models
+    use it. A memo serves one model (another model starts it afresh) and holds about
+    ((channels + practices) x bins x 4) bytes per series: ~70 MB for a full tile.
+    """
+
+    def __init__(self) -> None:
+        self._model: Model | None = None
+        self._keys = pl.DataFrame()
+        self._values: F32 = np.empty((0, len(CHANNELS), N_BINS), dtype=np.float32)
+        self._probability: F32 = np.empty((0, len(PRACTICES), N_BINS), dtype=np.float32)
+        #: Series predicted by the last call (the others came from the memo).
+        self.predicted = 0
+
+    def predict(self, model: Model, tensor: SeriesTensor) -> F32:
+        """`predict(model, tensor.values)`, running the model only on new or changed series."""
+        if model.backend != "onnxruntime":
+            self.predicted = tensor.values.shape[0]
+            return predict(model, tensor.values)
+        values = np.ascontiguousarray(tensor.values, dtype=np.float32)
+        same = np.zeros(values.shape[0], dtype=bool)
+        old = np.zeros(values.shape[0], dtype=np.int64)
+        if model is self._model and self._keys.height:
+            found = (
+                tensor.keys.join(
+                    self._keys.with_row_index("old"),
+                    on=["parcel_id", "year", "tile"],
+                    how="left",
+                    nulls_equal=True,
+                    maintain_order="left",
+                )
+                .get_column("old")
+                .cast(pl.Int64)
+            )
+            have = found.is_not_null().to_numpy()
+            old = found.fill_null(0).to_numpy()
+            # Bitwise: NaN equals NaN, -0.0 differs from 0.0 (the model may tell them apart).
+            now = values.view(np.uint32).reshape(len(values), -1)
+            before = self._values.view(np.uint32).reshape(len(self._values), -1)
+            for start in range(0, len(now), _MEMO_CHUNK):  # small temporaries, cache-sized
+                rows = slice(start, start + _MEMO_CHUNK)
+                same[rows] = have[rows] & (now[rows] == before[old[rows]]).all(axis=1)
+        probability = np.empty((values.shape[0], len(PRACTICES), N_BINS), dtype=np.float32)
+        probability[same] = self._probability[old[same]]
+        changed = np.flatnonzero(~same)
+        if len(changed):
+            probability[changed] = predict(model, np.ascontiguousarray(values[changed]))
+        self._model, self._keys = model, tensor.keys
+        self._values, self._probability = values, probability
+        self.predicted = len(changed)
+        return probability
+
+
 EVENT_COLUMNS: Final = (
     "event_id",
     "parcel_id",
@@ -410,11 +471,13 @@ def detect_practices(
     model: Model | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     emitted: set[str] | None = None,
+    memo: PredictionMemo | None = None,
 ) -> pl.DataFrame:
     """Practice events of every parcel of an observation table, one row each (`EVENT_COLUMNS`),
     sorted by parcel and date. Events whose id (or the same practice's id up to
     `MOVED_WINDOWS` windows away) is in `emitted` are left out: they were emitted from an
-    earlier, shorter series."""
+    earlier, shorter series. With a `memo`, series unchanged since the memo's last call reuse
+    its model outputs."""
     if not 0.0 < threshold < 1.0:
         raise ConfigError(f"threshold {threshold} is not in (0, 1)")
     model = model or _shipped_model()
@@ -423,7 +486,8 @@ def detect_practices(
     tensor, parcel_rank = _series_tensor(observations, rows)
     if tensor.keys.is_empty():
         return _empty_events()
-    peaks = decode_peaks(predict(model, tensor.values), threshold)
+    probability = predict(model, tensor.values) if memo is None else memo.predict(model, tensor)
+    peaks = decode_peaks(probability, threshold)
     peaks = peaks.with_columns(pl.Series("parcel_rank", parcel_rank)[peaks.get_column("series")])
     events = _event_frame(tensor.keys, peaks, ModelRef(model.name, __version__))
     if emitted:

@@ -10,6 +10,7 @@ import pytest
 from monitor.bench import BenchConfig, CountryAssumptions, CountrySizing, run_bench
 from monitor.cli import main
 from monitor.errors import ConfigError
+from monitor.store import ObservationStore
 
 STAGES = (
     "parcels (load)",
@@ -166,3 +167,27 @@ def test_bench_sends_the_events_to_kafka(
     out = capsys.readouterr().out
     assert re.search(r"^Kafka send \+ commit\s+\d+\.\d\d", out, re.MULTILINE)
     assert f"Kafka: broker {kafka_bootstrap}" in out
+
+
+def test_history_dates_time_a_mid_season_acquisition(tmp_path: Path) -> None:
+    work = tmp_path / "history"
+    config = BenchConfig(work=work, tile_size=256, n_parcels=40, kafka=False, history_dates=6)
+    report = run_bench(config)
+    assert report.product_id.endswith("-T6")
+    history = next(s for s in report.stages if s.name.startswith("history"))
+    assert history.once
+    assert "6 dates" in history.note
+    assert any("mid-season" in note for note in report.notes)
+    store = ObservationStore(work / "store")
+    products = {p.product_id for p in store.products()}
+    assert len(products) == 7
+    assert report.product_id in products
+    sensors = store.scan().select("sensor").unique().collect().get_column("sensor").to_list()
+    assert sorted(sensors) == ["S1", "S2"]
+    # The S2 history dates and the timed one left pixel sets for heterogeneity.
+    assert len(store.state_files("31UFS", 2025, "pixelsets")) == 4
+
+
+def test_negative_history_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--history-dates -1"):
+        BenchConfig(work=tmp_path, history_dates=-1)

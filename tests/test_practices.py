@@ -26,9 +26,11 @@ from monitor.practices import (
     OUTPUT_NAME,
     PRACTICES,
     WINDOW_DAYS,
+    PredictionMemo,
     detect_practices,
     ndvi_rule_events,
     practice_events,
+    predict,
     series_tensor,
 )
 from monitor.store import ObservationStore
@@ -373,3 +375,46 @@ def test_detect_command_degrades_without_sentinel1_and_refuses_without_ndvi(
 
 def test_shipped_artifact_is_small() -> None:
     assert artifact_path("practices").stat().st_size < 5_000_000
+
+
+def test_model_outputs_do_not_depend_on_the_rest_of_the_batch() -> None:
+    """What `PredictionMemo` relies on: a series predicted alone, or among others, gets the
+    same bits from ONNX Runtime on CPU."""
+    model = load_model("practices", InferenceConfig())
+    values = np.random.default_rng(3).standard_normal((700, len(CHANNELS), N_BINS))
+    values = values.astype(np.float32)
+    full = predict(model, values)
+    for rows in (np.arange(1), np.arange(5, 90), np.arange(699, 0, -7)):
+        assert np.array_equal(predict(model, np.ascontiguousarray(values[rows])), full[rows])
+
+
+def test_memo_reuses_unchanged_series_and_gives_the_same_events(
+    season: tuple[Path, pl.DataFrame, pl.DataFrame],
+) -> None:
+    _, observations, _ = season
+    memo = PredictionMemo()
+    day = datetime(SEASON, 7, 15, tzinfo=UTC)
+    table = observations.filter(pl.col("acquired") <= day)
+    assert detect_practices(table, memo=memo).equals(detect_practices(table))
+    assert memo.predicted == series_tensor(table).keys.height  # an empty memo predicts all
+
+    # A next S2 date that only half of the parcels see clear: only their series change.
+    latest = table.filter(pl.col("sensor") == "S2").get_column("acquired").max()
+    parcels = table.get_column("parcel_id").unique().sort()
+    seen = parcels.head(len(parcels) // 2)
+    extra = table.filter(pl.col("acquired") == latest, pl.col("parcel_id").is_in(seen))
+    extra = extra.with_columns(
+        pl.col("acquired") + timedelta(days=1),
+        pl.col("product_id") + "-next",
+        pl.lit(1.0).alias("valid_fraction"),
+        pl.col("NDVI_mean").fill_null(0.5),
+    )
+    grown = pl.concat([table, extra])
+    assert detect_practices(grown, memo=memo).equals(detect_practices(grown))
+    assert 0 < memo.predicted <= len(seen)
+
+    # A month more of both sensors, then the same table again: nothing left to predict.
+    later = observations.filter(pl.col("acquired") <= day + timedelta(days=30))
+    assert detect_practices(later, memo=memo).equals(detect_practices(later))
+    assert detect_practices(later, memo=memo).equals(detect_practices(later))
+    assert memo.predicted == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from rasterio.windows import Window
 from sample_data import sample_dir
 
 from monitor.errors import AssetError, ConfigError, CrsMismatch
-from monitor.raster import read_acquisition
+from monitor.raster import Band, read_acquisition
 from monitor.stac import Acquisition, read_item
 
 ITEMS = sorted(sample_dir().glob("*/s[12]/*/item.json"))
@@ -324,3 +325,13 @@ def test_unknown_band() -> None:
 )
 def test_window_off_the_grid(window: Window) -> None:
     refused(MOL_S2, ConfigError, "window", window=window)
+
+
+@pytest.mark.parametrize(("dtype", "nodata"), [(np.uint16, 0.0), (np.float32, math.nan)])
+def test_has_valid_finds_a_single_pixel_in_the_last_block(dtype: type, nodata: float) -> None:
+    data = np.full((3000, 1000), nodata, dtype=dtype)
+    band = Band("B04", data, 1e-4, 0.0, nodata, None, 1)
+    assert not band.has_valid()
+    data[-1, -1] = 7
+    assert band.has_valid()
+    assert band.has_valid() == band.valid_mask().any()

@@ -60,6 +60,14 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
     parser.add_argument(
+        "--history-dates",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first fill the store with N earlier (synthetic) acquisitions of the tile and time "
+        "a mid-season one: the model stages' real cost (default 0)",
+    )
+    parser.add_argument(
         "--backend",
         choices=("onnxruntime", "tensorrt"),
         default="onnxruntime",
@@ -98,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         stages=args.models,
         bootstrap=args.bootstrap,
         kafka=args.kafka,
+        history_dates=args.history_dates,
     )
 
     def progress(message: str) -> None:

@@ -5,6 +5,11 @@ season's observations of that tile from the store, as of this acquisition (rows 
 it, only the columns the model reads), runs `monitor.practices.detect_practices` over every
 parcel and emits the `practice.*` events not emitted before.
 
+The model runs only on the series that changed since the stage's previous detection over the
+tile and season (`monitor.practices.PredictionMemo`, in memory): the others reuse its outputs,
+which are the same bits the model would give again, so events do not depend on what the memo
+held (a redo in a fresh worker gives the same bytes).
+
 "Not emitted before" is remembered in the store, per product: the ids this product emitted go
 to `<product>.practices.parquet` beside its observations. The memory an acquisition consults is
 the union of those files of the *other* products of the tile and season acquired before it.
@@ -44,6 +49,7 @@ from monitor.practices import (
     REQUIRED_COLUMNS,
     S1_FEATURES,
     S2_FEATURES,
+    PredictionMemo,
     detect_practices,
     practice_events,
 )
@@ -55,6 +61,8 @@ from monitor.store import ObservationStore
 log = logging.getLogger(__name__)
 
 STATE_KIND: Final = "practices"
+#: Tiles (and seasons) whose model outputs a stage keeps in memory (~70 MB a full tile).
+MEMO_TILES: Final = 4
 #: Days of series an event's date needs after it before it is emitted.
 DEFAULT_CONFIRM_DAYS: Final = 12
 #: The state file of a product: the practice events it emitted.
@@ -67,13 +75,19 @@ STATE_SCHEMA: Final[dict[str, pl.DataType]] = {
 _COLUMNS: Final = (*REQUIRED_COLUMNS, *S2_FEATURES, *S1_FEATURES, "source", "product_id", "tile")
 
 
-def season_history(store: ObservationStore, acq: Acquisition) -> pl.DataFrame:
-    """The observations of `acq`'s tile and season acquired up to `acq`, with only the columns
-    practice detection reads (a lazy scan: the other band statistics are never decoded)."""
+def season_history(
+    store: ObservationStore, acq: Acquisition, *, observed_only: bool = False
+) -> pl.DataFrame:
+    """The observations of `acq`'s tile and season acquired up to `acq` (observed rows only, if
+    asked), with only the columns practice detection reads (a lazy scan: the other band
+    statistics are never decoded, the rows left out never copied)."""
     season = store.season_of(acq.acquired)
     scan = store.scan(acq.tile, season)
     present = [c for c in dict.fromkeys(_COLUMNS) if c in scan.collect_schema()]
-    return scan.filter(pl.col("acquired") <= acq.acquired).select(present).collect()
+    keep = pl.col("acquired") <= acq.acquired
+    if observed_only:
+        keep &= pl.col("source") == "observed"
+    return scan.filter(keep).select(present).collect()
 
 
 class PracticeStage:
@@ -93,15 +107,24 @@ class PracticeStage:
         self.threshold = threshold
         self.confirm_days = confirm_days
         self.use_reconstructed = use_reconstructed
+        # Model outputs of the last detection per (tile, season), most recent last: a worker
+        # handles a few tiles, each acquisition changes few series (`PredictionMemo`).
+        self._memos: dict[tuple[str, int], PredictionMemo] = {}
+
+    def _memo(self, tile: str, season: int) -> PredictionMemo:
+        memo = self._memos.pop((tile, season), None) or PredictionMemo()
+        self._memos[(tile, season)] = memo
+        while len(self._memos) > MEMO_TILES:
+            del self._memos[next(iter(self._memos))]
+        return memo
 
     def run(self, data: StageInput) -> StageOutput:
         acq, store = data.acquisition, data.store
-        history = season_history(store, acq)
-        if not self.use_reconstructed:
-            history = history.filter(pl.col("source") == "observed")
+        history = season_history(store, acq, observed_only=not self.use_reconstructed)
         emitted = set(state_before(store, acq, STATE_KIND, STATE_SCHEMA)["event_id"].to_list())
+        memo = self._memo(acq.tile, store.season_of(acq.acquired))
         found = detect_practices(
-            history, model=self.model, threshold=self.threshold, emitted=emitted
+            history, model=self.model, threshold=self.threshold, emitted=emitted, memo=memo
         )
         # Unconfirmed events stay unsaid (and unrecorded): the next acquisitions decide them.
         confirmed_by = acq.acquired - timedelta(days=self.confirm_days)
