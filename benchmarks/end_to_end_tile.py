@@ -26,6 +26,7 @@ from pathlib import Path
 
 from monitor.bench import GOAL_SECONDS, BenchConfig, run_bench
 from monitor.infer import InferenceConfig
+from monitor.stages.defaults import StageOptions
 
 EVENTS_GOAL_PER_S = 50_000
 
@@ -40,11 +41,13 @@ def main() -> None:
     kafka.add_argument("--bootstrap", help="an existing broker (default: start one)")
     kafka.add_argument("--no-kafka", dest="kafka", action="store_false")
     args = parser.parse_args()
+    inference = InferenceConfig(backend=args.backend)
     config = BenchConfig(
         work=args.work,
         tile_size=args.tile_size,
         n_parcels=args.n_parcels,
-        inference=InferenceConfig(backend=args.backend),
+        inference=inference,
+        stages=StageOptions(inference=inference),
         bootstrap=args.bootstrap,
         kafka=args.kafka,
     )

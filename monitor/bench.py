@@ -85,8 +85,8 @@ class BenchConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     #: ONNX models to time on random inputs; None: the shipped ones (`shipped_models()`).
     models: tuple[Path, ...] | None = None
-    #: Run the default model stages in the engine (`--no-models`: observations only).
-    stages: bool = True
+    #: The default model stages the engine runs (None, `--no-models`: observations only).
+    stages: StageOptions | None = field(default_factory=StageOptions)
     #: An existing broker; None starts a local one for the run when `kafka` is True.
     bootstrap: str | None = None
     kafka: bool = True
@@ -412,7 +412,7 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
         parcels = load_parcels(parcels_path, id_column=id_column)
         out["parcels"] = len(parcels)
     with clock.stage("models (load)", once=True) as out:
-        stages = default_stages(StageOptions(config.inference)) if config.stages else []
+        stages = [] if config.stages is None else default_stages(config.stages)
         out["note"] = ", ".join(stage.name for stage in stages) or "none (--no-models)"
     # Two engines over one fresh label cache: the first builds the label raster, the second
     # loads it as a restarted worker or one taking over the tile would.

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from monitor.commands.model_flags import add_model_arguments, stage_options
+
 if TYPE_CHECKING:
     from monitor.commands import Subparsers
 
@@ -67,18 +69,7 @@ def register(subparsers: Subparsers) -> None:
         help="first fill the store with N earlier (synthetic) acquisitions of the tile and time "
         "a mid-season one: the model stages' real cost (default 0)",
     )
-    parser.add_argument(
-        "--backend",
-        choices=("onnxruntime", "tensorrt"),
-        default="onnxruntime",
-        help="inference backend (default onnxruntime; tensorrt on a GPU node)",
-    )
-    parser.add_argument(
-        "--no-models",
-        dest="models",
-        action="store_false",
-        help="run the engine without its model stages (practices, heterogeneity)",
-    )
+    add_model_arguments(parser)
     kafka = parser.add_mutually_exclusive_group()
     kafka.add_argument("--bootstrap", metavar="HOST:PORT", help="send the events to this broker")
     kafka.add_argument(
@@ -103,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         parcels=args.parcels,
         id_column=args.id_column,
         inference=InferenceConfig(backend=args.backend),
-        stages=args.models,
+        stages=stage_options(args),
         bootstrap=args.bootstrap,
         kafka=args.kafka,
         history_dates=args.history_dates,

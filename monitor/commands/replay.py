@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from monitor.commands.model_flags import add_model_arguments, stage_options
 from monitor.commands.publish import add_time_range_arguments
-from monitor.commands.run import add_model_arguments, stage_options
 
 if TYPE_CHECKING:
     from monitor.commands import Subparsers
@@ -21,8 +21,8 @@ def register(subparsers: Subparsers) -> None:
         help="run a season's STAC catalog through the engine, in acquisition order, resumably",
         description=(
             "Processes every STAC Item of CATALOG_DIR in acquisition order with the engine of "
-            "the live worker: parcel statistics into the store, the models' events (practices, "
-            "heterogeneity) with the observation events into a JSON Lines file "
+            "the live worker: parcel statistics into the store, the models' events (cloud "
+            "removal, heterogeneity, practices) with the observation events into a JSON Lines file "
             "or a Kafka topic. Deterministic (detected_at = acquisition time) and resumable: "
             "rerun the same command after an interruption. Bad items become dead letters "
             "(dead-letters.jsonl beside the events) and the replay goes on."

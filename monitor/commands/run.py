@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from monitor.commands.model_flags import add_model_arguments, stage_options
+
 if TYPE_CHECKING:
     from monitor.commands import Subparsers
-    from monitor.stages.defaults import StageOptions
 
 
 def register(subparsers: Subparsers) -> None:
@@ -20,8 +21,8 @@ def register(subparsers: Subparsers) -> None:
         help="process acquisitions from Kafka into parcel events, exactly once",
         description=(
             "Consume STAC Items from the `acquisitions` topic as a member of a consumer group, "
-            "observe the parcels, write the store, run the models (practices, heterogeneity) and "
-            "produce parcel events to `parcel-events` "
+            "observe the parcels, write the store, run the models (cloud removal, "
+            "heterogeneity, practices) and produce parcel events to `parcel-events` "
             "in Kafka transactions (events and offsets commit together). Bad messages go to "
             "`acquisitions.dlq` with a `reason` header. SIGTERM or Ctrl-C stops it cleanly."
         ),
@@ -86,43 +87,6 @@ def register(subparsers: Subparsers) -> None:
     )
     add_model_arguments(parser)
     parser.set_defaults(func=_run)
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--no-models`, `--backend`, `--heterogeneity-every-days` (read by `stage_options`)."""
-    group = parser.add_argument_group("models (practices, heterogeneity)")
-    group.add_argument(
-        "--no-models",
-        dest="models",
-        action="store_false",
-        help="emit observation events only (no practice or heterogeneity model)",
-    )
-    group.add_argument(
-        "--backend",
-        choices=("onnxruntime", "tensorrt"),
-        default="onnxruntime",
-        help="inference backend (default onnxruntime; tensorrt on a GPU node)",
-    )
-    group.add_argument(
-        "--heterogeneity-every-days",
-        type=int,
-        default=30,
-        metavar="DAYS",
-        help="score each parcel's heterogeneity at most once every DAYS days (default 30)",
-    )
-
-
-def stage_options(args: argparse.Namespace) -> StageOptions | None:
-    """The models the command's flags ask for; None with --no-models."""
-    from monitor.infer import InferenceConfig
-    from monitor.stages.defaults import StageOptions
-
-    if not args.models:
-        return None
-    return StageOptions(
-        inference=InferenceConfig(backend=args.backend),
-        heterogeneity_every_days=args.heterogeneity_every_days,
-    )
 
 
 def _run(args: argparse.Namespace) -> int:

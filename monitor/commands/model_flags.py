@@ -1,0 +1,46 @@
+"""The model flags shared by `run`, `replay` and `bench`: which stages run, on which backend."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from monitor.stages.defaults import StageOptions
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--no-models`, `--backend`, `--heterogeneity-every-days` (read by `stage_options`)."""
+    group = parser.add_argument_group("models (cloud removal, heterogeneity, practices)")
+    group.add_argument(
+        "--no-models",
+        dest="models",
+        action="store_false",
+        help="observations only: no cloud removal, heterogeneity or practice model",
+    )
+    group.add_argument(
+        "--backend",
+        choices=("onnxruntime", "tensorrt"),
+        default="onnxruntime",
+        help="inference backend (default onnxruntime; tensorrt on a GPU node)",
+    )
+    group.add_argument(
+        "--heterogeneity-every-days",
+        type=int,
+        default=30,
+        metavar="DAYS",
+        help="score each parcel's heterogeneity at most once every DAYS days (default 30)",
+    )
+
+
+def stage_options(args: argparse.Namespace) -> StageOptions | None:
+    """The models the command's flags ask for; None with --no-models."""
+    from monitor.infer import InferenceConfig
+    from monitor.stages.defaults import StageOptions
+
+    if not args.models:
+        return None
+    return StageOptions(
+        inference=InferenceConfig(backend=args.backend),
+        heterogeneity_every_days=args.heterogeneity_every_days,
+    )
