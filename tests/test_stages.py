@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from monitor.catalog import read_catalog
-from monitor.events import ParcelEvent, rfc3339
+from monitor.events import EVENT_TYPES, ParcelEvent, rfc3339
 from monitor.parcels import load_parcels
 from monitor.pipeline import AcquisitionResult, Engine, EngineConfig
 from monitor.replay import ReplayJob, ReplaySummary, run_replay
@@ -26,13 +26,7 @@ from monitor.store import ObservationStore
 
 TILE_PX = 256
 N_PARCELS = 100
-MODEL_TYPES = (
-    "reconstruction",
-    "heterogeneity",
-    "practice.mowing",
-    "practice.ploughing",
-    "practice.harvest",
-)
+MODEL_TYPES = tuple(t for t in EVENT_TYPES if t != "observation")
 
 
 class Interrupted(Exception):

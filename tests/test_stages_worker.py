@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 from kafka_records import consume
 
 from monitor.broker import create_topics
-from monitor.events import ParcelEvent, rfc3339
+from monitor.events import EVENT_TYPES, ParcelEvent, rfc3339
 from monitor.parcels import load_parcels
 from monitor.pipeline import Engine, EngineConfig
 from monitor.replay import ReplayJob, run_replay
@@ -30,13 +30,7 @@ from tests.sample_data import sample_dir, sample_path
 
 MOL = sample_path("mol-2023")
 PARCELS = MOL / "segments.gpkg"
-MODEL_TYPES = (
-    "reconstruction",
-    "heterogeneity",
-    "practice.mowing",
-    "practice.ploughing",
-    "practice.harvest",
-)
+MODEL_TYPES = tuple(t for t in EVENT_TYPES if t != "observation")
 
 
 class FailsOnceAfter:
