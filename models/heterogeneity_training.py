@@ -3,7 +3,8 @@
 Data: simulated seasons (`monitor.simulate`, 1024 px, 1200 parcels, S2 only) under
 `DATA/heterogeneity/seed-N/`, turned into NDVI pixel sets by the runtime's own code
 (`monitor.heterogeneity.season_pixel_sets`) and cached next to each season. Seeds `TRAIN_SEEDS`
-train, `HELD_OUT_SEEDS` are only evaluated on.
+train, `VALIDATION_SEEDS` choose the thresholds, `HELD_OUT_SEEDS` are only evaluated on. A
+season is simulated once: delete `DATA/heterogeneity/` after a simulator change.
 
 Only ~5 % of simulated parcels are heterogeneous, so each batch is balanced: a third truth
 heterogeneous parcels, a third homogeneous ones, and a third synthetic positives made by mixing
