@@ -3,7 +3,8 @@
 Data: simulated seasons (`monitor.simulate`, 1024 px, 1200 parcels, S2 only) under
 `DATA/heterogeneity/seed-N/`, turned into NDVI pixel sets by the runtime's own code
 (`monitor.heterogeneity.season_pixel_sets`) and cached next to each season. Seeds `TRAIN_SEEDS`
-train, `HELD_OUT_SEEDS` are only evaluated on.
+train, `VALIDATION_SEEDS` choose the thresholds, `HELD_OUT_SEEDS` are only evaluated on. A
+season is simulated once: delete `DATA/heterogeneity/` after a simulator change.
 
 Only ~5 % of simulated parcels are heterogeneous, so each batch is balanced: a third truth
 heterogeneous parcels, a third homogeneous ones, and a third synthetic positives made by mixing
@@ -15,9 +16,11 @@ far", at least 6 dates), dropped dates, residual clouds and haze the SCL missed 
 pulled towards cloud NDVI), NDVI gain/offset jitter per series and per date, pixel noise, sets of
 few pixels (small parcels), day-of-year shifts (other latitudes and years).
 
-Evaluation (`evaluate`): F1 and ROC AUC of the model and of the within-parcel std rule, both
-with thresholds chosen for best F1 on training seeds, on held-out seeds (end of season and
-season so far at 1 July), and on real Slovenian NDVI with merged adjacent land-use parcels.
+Evaluation (`evaluate`): F1 and ROC AUC of the model and of the within-parcel std rule on
+held-out seeds (end of season, season so far at 1 July, and as the engine flags: scored every
+`CHECK_EVERY_DAYS` over the season, flagged once when any score reaches the threshold) and on
+real Slovenian NDVI with merged adjacent land-use parcels. The thresholds of both methods are
+chosen for best F1 as the engine flags, on `VALIDATION_SEEDS` (neither trained nor tested on).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import logging
 import math
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -57,14 +61,17 @@ from monitor.infer import load_model
 from monitor.labels import build_label_raster
 from monitor.parcels import load_parcels
 from monitor.simulate import simulate_season
+from monitor.stages.heterogeneity import DEFAULT_EVERY_DAYS
 
 log = logging.getLogger(__name__)
 
 NAME = "heterogeneity"
 TRAIN_SEEDS = tuple(range(16))
 HELD_OUT_SEEDS = (1000, 1001, 1002, 1003)
-#: Training seeds whose (unaugmented) seasons choose the decision thresholds.
-THRESHOLD_SEEDS = TRAIN_SEEDS[:6]
+#: Seeds never trained on whose seasons choose the decision thresholds.
+VALIDATION_SEEDS = (500, 501, 502, 503)
+#: The engine scores a parcel about once a month (`monitor.stages.heterogeneity`).
+CHECK_EVERY_DAYS = DEFAULT_EVERY_DAYS
 TILE_SIZE = 1024
 N_PARCELS = 1200
 DEFAULT_EPOCHS = 8
@@ -381,13 +388,29 @@ def _rows(
     return rows
 
 
+def _checked(series: PixelSetSeries, onnx_path: Path) -> tuple[F64, F64]:
+    """Scores as the engine flags: the highest of the scores of the season so far, taken
+    every `CHECK_EVERY_DAYS` from the first date (NaN where never scored)."""
+    days = series.day_of_year
+    cuts = np.arange(days[0] + CHECK_EVERY_DAYS, days[-1] + CHECK_EVERY_DAYS, CHECK_EVERY_DAYS)
+    scored = [_scores(_until(series, int(cut)), onnx_path) for cut in cuts]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: never enough dates
+        model = np.nanmax(np.vstack([p for p, _ in scored]), axis=0)
+        rule = np.nanmax(np.vstack([r for _, r in scored]), axis=0)
+    return model, rule
+
+
 def _pooled(
-    seasons: list[Season], onnx_path: Path, until: int | None = None
+    seasons: list[Season], onnx_path: Path, until: int | None = None, *, checked: bool = False
 ) -> tuple[npt.NDArray[np.bool_], dict[str, F64]]:
     labels, model, rule = [], [], []
     for season in seasons:
-        series = season.series if until is None else _until(season.series, until)
-        p, r = _scores(series, onnx_path)
+        if checked:
+            p, r = _checked(season.series, onnx_path)
+        else:
+            series = season.series if until is None else _until(season.series, until)
+            p, r = _scores(series, onnx_path)
         ok = ~np.isnan(p) & ~np.isnan(r)
         labels.append(season.heterogeneous[ok])
         model.append(p[ok])
@@ -399,17 +422,21 @@ def _pooled(
 
 
 def evaluate(onnx_path: Path, data_dir: Path) -> list[EvaluationRow]:
-    """Held-out F1/AUC of the model and of the std rule (thresholds from training seeds)."""
+    """Held-out F1/AUC of the model and of the std rule (thresholds from validation seeds)."""
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise ModelError(f"no model {onnx_path}: run parcel-monitor export {NAME}")
-    fit_labels, fit_scores = _pooled([load_season(data_dir, s) for s in THRESHOLD_SEEDS], onnx_path)
+    validation = [load_season(data_dir, s) for s in VALIDATION_SEEDS]
+    fit_labels, fit_scores = _pooled(validation, onnx_path, checked=True)
     thresholds = {m: best_f1_threshold(fit_labels, s) for m, s in fit_scores.items()}
     rows = [
-        EvaluationRow(NAME, "sim-train (thresholds)", m, "threshold", t)
+        EvaluationRow(NAME, "sim-validation (thresholds)", m, "threshold", t)
         for m, t in thresholds.items()
     ]
     held_out = [load_season(data_dir, s) for s in HELD_OUT_SEEDS]
+    rows += _rows(
+        "sim-held-out-monthly-checks", *_pooled(held_out, onnx_path, checked=True), thresholds
+    )
     rows += _rows("sim-held-out", *_pooled(held_out, onnx_path), thresholds)
     rows += _rows(
         "sim-held-out-to-1-July", *_pooled(held_out, onnx_path, MID_SEASON_DOY), thresholds
