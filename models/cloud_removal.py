@@ -114,10 +114,16 @@ class CloudRemovalNet(nn.Module):
         return reflectance, scale * math.sqrt(2.0)
 
 
-def laplace_nll(reflectance: Tensor, uncertainty: Tensor, target: Tensor) -> Tensor:
-    """Mean negative log-likelihood of `target` under Laplace(reflectance, uncertainty / √2)."""
+def laplace_nll(
+    reflectance: Tensor, uncertainty: Tensor, target: Tensor, weight: Tensor | None = None
+) -> Tensor:
+    """Mean negative log-likelihood of `target` under Laplace(reflectance, uncertainty / √2),
+    weighted per element by `weight` (default: all 1)."""
     scale = uncertainty / math.sqrt(2.0)
-    return ((target - reflectance).abs() / scale + torch.log(scale)).mean()
+    nll = (target - reflectance).abs() / scale + torch.log(scale)
+    if weight is None:
+        return nll.mean()
+    return (nll * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 def from_onnx(onnx_path: str) -> CloudRemovalNet:

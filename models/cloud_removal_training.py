@@ -35,17 +35,21 @@ from models.cloud_removal import INPUT_NAMES, OUTPUT_NAMES, CloudRemovalNet, lap
 from models.registry import EvaluationRow
 from monitor.cloud_removal import BANDS
 from monitor.errors import ModelError
+from monitor.kernels import validity_mask_from_scl
 from monitor.simulate import simulate_season
 
 NAME = "cloud_removal"
-TRAIN_SEEDS = (1, 2, 3, 4, 5, 6)
-HELD_OUT_SEEDS = (101, 102)
+TRAIN_SEEDS = (1, 2, 3, 4, 5, 6, 7, 8)
+HELD_OUT_SEEDS = (101, 102, 103, 104)
 TILE_SIZE, N_PARCELS = 512, 300
 MAX_GAP_DAYS = 30
 MAX_S1_OFFSET_DAYS = 4
-CLEAR_SHARE = 0.05  # a simulated date is "clear" (a usable t0) below this true cloud share
+T0_CLEAR_FRACTION = 0.9  # a date serves as t0 when the SCL passes this share (the engine's)
+# Training also takes hazier t0 (masked pixels carry no loss): twice the date pairs.
+TRAIN_T0_FRACTION = 0.5
 CLOUDY_SHARE = 0.3  # an evaluation target is a date at least this cloudy
 CROP = 64
+BLOCK = 16  # about a small parcel (the engine test's are ~25 px across)
 TILE = 128  # the shipped model's tile, `monitor.cloud_removal.reconstruct`'s default
 BATCH = 16
 STEPS_PER_EPOCH = 100
@@ -59,18 +63,25 @@ Array = npt.NDArray[Any]
 
 @dataclass(frozen=True)
 class Season:
-    """One simulated season in memory: clear-sky S2 `[D, 3, H, W]` and S1 `[E, 2, H, W]`."""
+    """One simulated season in memory: S2 `[D, 3, H, W]` (clear-sky truth and as observed) and
+    S1 `[E, 2, H, W]`; days are fractional days of the year (S1 and S2 pass at other hours)."""
 
-    s2_days: Array  # day of year of each S2 date
-    s2: Array  # float32 reflectance
+    s2_days: Array
+    s2: Array  # float32 clear-sky reflectance (the target)
+    observed: Array  # float32 reflectance as delivered, 0 where the SCL rejects the pixel
+    valid: Array  # bool [D, H, W]: what the SCL lets through (the engine's default mask)
+    clear_fraction: Array  # share of valid pixels per date (the engine's t0 criterion)
     cloud_share: Array
     s1_days: Array
     s1: Array  # float32 dB
 
 
-def _day(value: Any) -> int:
-    d = value.date() if hasattr(value, "date") else value
-    return int((d - date(d.year, 1, 1)).days)
+def _day(value: Any) -> float:
+    """Fractional day of the year (1 January 00:00 = 0) of a date or datetime."""
+    if not hasattr(value, "hour"):
+        return float((value - date(value.year, 1, 1)).days)
+    midnight = int((value.date() - date(value.year, 1, 1)).days)
+    return midnight + float((value.hour * 3600 + value.minute * 60 + value.second) / 86400.0)
 
 
 def _read_stack(folder: Path, names: tuple[str, ...], shape: tuple[int, int]) -> Array:
@@ -87,32 +98,41 @@ def _read_stack(folder: Path, names: tuple[str, ...], shape: tuple[int, int]) ->
 
 
 def load_season(folder: Path) -> Season:
-    """Reads the clear-sky B04/B08/B11 of every S2 date and VV/VH of every S1 date."""
+    """Reads B04/B08/B11 of every S2 date (clear-sky truth, and as observed with its SCL) and
+    VV/VH of every S1 date."""
     dates = pl.read_parquet(folder / "truth" / "s2_dates.parquet").sort("datetime")
     s1_dates = pl.read_parquet(folder / "truth" / "s1_dates.parquet").sort("datetime")
     shape = (TILE_SIZE, TILE_SIZE)
-    s2 = np.stack(
-        [
-            _read_stack(
-                folder / "truth" / "s2_clear" / pid if clear else folder / "s2" / pid,
-                BANDS,
-                shape,
-            )
-            for pid, clear in zip(dates["id"], dates["clear_truth"], strict=True)
-        ]
-    )
+    n = dates.height
+    clear = np.empty((n, len(BANDS), *shape), np.float32)
+    observed = np.empty_like(clear)
+    valid = np.empty((n, *shape), bool)
+    for d, (pid, has_truth) in enumerate(zip(dates["id"], dates["clear_truth"], strict=True)):
+        bands = _read_stack(folder / "s2" / pid, (*BANDS, "SCL"), shape)
+        truth = folder / "truth" / "s2_clear" / pid
+        clear[d] = _read_stack(truth, BANDS, shape) if has_truth else bands[: len(BANDS)]
+        scl = bands[-1].astype(np.uint8)
+        valid[d] = validity_mask_from_scl(scl) & (bands[: len(BANDS)] > 0).all(axis=0)
+        valid[d] &= (bands[: len(BANDS)] < 65535).all(axis=0)
+        observed[d] = np.where(valid[d], bands[: len(BANDS)], 0.0)
     s1 = np.stack([_read_stack(folder / "s1" / pid, ("VV", "VH"), shape) for pid in s1_dates["id"]])
     return Season(
         s2_days=np.array([_day(d) for d in dates["datetime"]]),
-        s2=s2 * np.float32(1e-4),
+        s2=clear * np.float32(1e-4),
+        observed=observed * np.float32(1e-4),
+        valid=valid,
+        clear_fraction=valid.mean(axis=(1, 2)),
         cloud_share=dates["cloud_share"].to_numpy(),
         s1_days=np.array([_day(d) for d in s1_dates["datetime"]]),
         s1=s1,
     )
 
 
-def _nearest_s1(season: Season, day: int) -> int | None:
+def _nearest_s1(season: Season, day: float, not_after: float) -> int | None:
+    """The S1 the engine picks: nearest to `day` within `MAX_S1_OFFSET_DAYS`, none after
+    `not_after` (t: the live engine never waits for a later radar); ties to the earlier."""
     offsets = np.abs(season.s1_days - day)
+    offsets[season.s1_days > not_after] = np.inf
     k = int(np.argmin(offsets))
     return k if offsets[k] <= MAX_S1_OFFSET_DAYS else None
 
@@ -125,16 +145,22 @@ def _season_dir(data_dir: Path, seed: int) -> Path:
     return folder
 
 
+def _usable_t0(season: Season, fraction: float = T0_CLEAR_FRACTION) -> Array:
+    """Dates clear enough (SCL) to serve as t0: in the engine by default."""
+    return np.flatnonzero(season.clear_fraction >= fraction)
+
+
 def training_pairs(season: Season) -> list[tuple[int, int, int, int]]:
     """(t0 index, t index, S1 index at t0, S1 index at t) for every usable date pair."""
     pairs = []
-    for i, d0 in enumerate(season.s2_days):
+    for i in _usable_t0(season, TRAIN_T0_FRACTION):
+        d0 = season.s2_days[i]
         for j, d in enumerate(season.s2_days):
             if not 0 < d - d0 <= MAX_GAP_DAYS:
                 continue
-            k0, k = _nearest_s1(season, int(d0)), _nearest_s1(season, int(d))
+            k0, k = _nearest_s1(season, d0, d), _nearest_s1(season, d, d)
             if k0 is not None and k is not None:
-                pairs.append((i, j, k0, k))
+                pairs.append((int(i), j, k0, k))
     return pairs
 
 
@@ -144,6 +170,7 @@ def _batch(
     s2_t0 = np.empty((BATCH, len(BANDS), CROP, CROP), np.float32)
     s2_next = np.zeros_like(s2_t0)
     target = np.empty_like(s2_t0)
+    weight = np.empty_like(s2_t0)
     s1_t = np.empty((BATCH, 2, CROP, CROP), np.float32)
     s1_t0 = np.empty_like(s1_t)
     timing = np.zeros((BATCH, 3), np.float32)
@@ -153,16 +180,22 @@ def _batch(
         i, j, k0, k = pairs[s][int(rng.integers(len(pairs[s])))]
         r, c = rng.integers(0, TILE_SIZE - CROP, size=2)
         window = np.s_[:, r : r + CROP, c : c + CROP]
+        pixels = np.s_[r : r + CROP, c : c + CROP]
         gain = rng.uniform(0.85, 1.15, size=(len(BANDS), 1, 1))
         offset = rng.uniform(-0.01, 0.01, size=(len(BANDS), 1, 1))
-        s2_t0[b] = season.s2[i][window] * gain + offset
+        # t0 as the engine gives it: observed (residual haze included), 0 where masked; the
+        # masked pixels come out NaN at run time, so they carry no loss.
+        s2_t0[b] = (season.observed[i][window] * gain + offset) * season.valid[i][pixels]
+        weight[b] = season.valid[i][pixels]
         target[b] = season.s2[j][window] * gain + offset
         day = season.s2_days[j]
-        timing[b, 0], timing[b, 2] = day - season.s2_days[i], day
-        after = np.flatnonzero((season.s2_days > day) & (season.s2_days - day <= MAX_GAP_DAYS))
+        timing[b, 0], timing[b, 2] = day - season.s2_days[i], int(day)
+        usable = _usable_t0(season, TRAIN_T0_FRACTION)
+        ahead = season.s2_days[usable] - day
+        after = usable[(ahead > 0) & (ahead <= MAX_GAP_DAYS)]
         if len(after) and rng.random() < 0.5:  # half the examples in reprocessing mode
             n = int(rng.choice(after))
-            s2_next[b] = season.s2[n][window] * gain + offset
+            s2_next[b] = (season.observed[n][window] * gain + offset) * season.valid[n][pixels]
             timing[b, 1] = season.s2_days[n] - day
         shared = rng.uniform(-2.0, 2.0, size=(2, 1, 1))
         speckle = rng.uniform(0.0, 1.2)
@@ -171,14 +204,25 @@ def _batch(
             out[b] = season.s1[idx][window] + shared + rng.uniform(-1.5, 1.5, (2, 1, 1)) + noise
         flips = rng.integers(0, 2, size=2)
         turns = int(rng.integers(4))
-        for arr in (s2_t0, s2_next, target, s1_t, s1_t0):
+        for arr in (s2_t0, s2_next, target, weight, s1_t, s1_t0):
             tile = arr[b]
             if flips[0]:
                 tile = tile[:, ::-1]
             if flips[1]:
                 tile = tile[:, :, ::-1]
             arr[b] = np.rot90(tile, turns, axes=(1, 2))
-    return tuple(torch.from_numpy(a) for a in (s2_t0, s2_next, s1_t, s1_t0, timing, target))
+    return tuple(torch.from_numpy(a) for a in (s2_t0, s2_next, s1_t, s1_t0, timing, target, weight))
+
+
+def _block_mean_error(
+    reflectance: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """Mean absolute error of `BLOCK`-px block means: the engine reports parcel means, where
+    pixel noise averages out but a bias does not."""
+    pooled = torch.nn.functional.avg_pool2d
+    mass = pooled(weight, BLOCK)
+    error = pooled((reflectance - target) * weight, BLOCK) / mass.clamp(min=1e-3)
+    return (error.abs() * mass).sum() / mass.sum().clamp(min=1e-3)
 
 
 def train(data_dir: Path, out_dir: Path, *, seed: int, epochs: int | None) -> Path:
@@ -195,11 +239,14 @@ def train(data_dir: Path, out_dir: Path, *, seed: int, epochs: int | None) -> Pa
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=steps)
     start, running = time.monotonic(), 0.0
     for step in range(1, steps + 1):
-        *inputs, target = _batch(seasons, pairs, rng)
+        *inputs, target, weight = _batch(seasons, pairs, rng)
         reflectance, uncertainty = model(*inputs)
         # NLL trains both heads; the L1 term keeps the mean honest where the scale is large.
-        loss = laplace_nll(reflectance, uncertainty, target) + 10.0 * (
-            (reflectance - target).abs().mean()
+        # Pixels masked at t0 get no prediction at run time: no loss either.
+        loss = (
+            laplace_nll(reflectance, uncertainty, target, weight)
+            + 10.0 * ((reflectance - target).abs() * weight).sum() / weight.sum().clamp(min=1.0)
+            + 20.0 * _block_mean_error(reflectance, target, weight)
         )
         optimiser.zero_grad()
         loss.backward()
@@ -207,7 +254,7 @@ def train(data_dir: Path, out_dir: Path, *, seed: int, epochs: int | None) -> Pa
         schedule.step()
         running += loss.item()
         if step % STEPS_PER_EPOCH == 0:
-            mae = (reflectance - target).abs().mean().item()
+            mae = (((reflectance - target).abs() * weight).sum() / weight.sum()).item()
             print(
                 f"step {step}/{steps} loss {running / STEPS_PER_EPOCH:.4f} batch MAE {mae:.4f} "
                 f"({time.monotonic() - start:.0f} s)",
@@ -318,8 +365,12 @@ def spectral_angle(pred: Array, truth: Array) -> float:
 METRICS = {"MAE": mae, "PSNR_dB": psnr, "SSIM": ssim, "SAM_deg": spectral_angle}
 
 
-def _scores(pred: Array, truth: Array) -> dict[str, float]:
-    return {name: fn(pred, truth) for name, fn in METRICS.items()}
+def _scores(pred: Array, truth: Array, keep: Array) -> dict[str, float]:
+    """Metrics on the pixels `keep` (SSIM: on the whole image)."""
+    return {
+        name: fn(pred, truth) if name == "SSIM" else fn(pred[:, keep], truth[:, keep])
+        for name, fn in METRICS.items()
+    }
 
 
 def _predict(
@@ -354,34 +405,44 @@ def _predict(
 
 
 def evaluate_simulated(onnx_path: Path, data_dir: Path) -> dict[str, dict[str, list[float]]]:
-    """Scores per method on every cloudy date of the held-out seasons with clear dates around."""
+    """Scores per method on every cloudy date of the held-out seasons with clear dates around.
+
+    As in the engine: t0 is the last date before t that the SCL calls clear enough, given as
+    observed (residual haze included, NaN where masked); the S1 are picked by the engine's
+    rule. Scores on the pixels valid at t0 and at the next clear date (SSIM over the whole
+    image, the other pixels set to the truth for every method alike).
+    """
     scores: dict[str, dict[str, list[float]]] = {}
     for seed in HELD_OUT_SEEDS:
         season = load_season(_season_dir(data_dir, seed))
-        clear = np.flatnonzero(season.cloud_share < CLEAR_SHARE)
+        usable = _usable_t0(season)
         for j in np.flatnonzero(season.cloud_share >= CLOUDY_SHARE):
             day = season.s2_days[j]
-            before = [i for i in clear if 0 < day - season.s2_days[i] <= MAX_GAP_DAYS]
-            after = [i for i in clear if 0 < season.s2_days[i] - day <= MAX_GAP_DAYS]
-            k = _nearest_s1(season, int(day))
-            k0 = _nearest_s1(season, int(season.s2_days[before[-1]])) if before else None
-            if not after or k is None or k0 is None:
+            before = [i for i in usable if 0 < day - season.s2_days[i] <= MAX_GAP_DAYS]
+            after = [i for i in usable if 0 < season.s2_days[i] - day <= MAX_GAP_DAYS]
+            if not before or not after:
                 continue
             i0, i1 = before[-1], after[0]
             d0, d1 = season.s2_days[i0], season.s2_days[i1]
+            k, k0 = _nearest_s1(season, day, day), _nearest_s1(season, d0, day)
+            if k is None or k0 is None:
+                continue
             weight = (day - d0) / (d1 - d0)
             truth = season.s2[j]
-            args = (onnx_path, season.s2[i0], season.s1[k], season.s1[k0])
+            keep = season.valid[i0] & season.valid[i1]
+            t0 = np.where(season.valid[i0], season.observed[i0], np.nan)
+            t1 = np.where(season.valid[i1], season.observed[i1], np.nan)
+            args = (onnx_path, t0, season.s1[k], season.s1[k0])
             predictions = {
                 "model (t0 only)": _predict(*args, (float(day - d0), 0.0, int(day))),
-                "copy_last_clear": season.s2[i0],
+                "copy_last_clear": t0,
                 "model (t0 + next clear)": _predict(
-                    *args, (float(day - d0), float(d1 - day), int(day)), season.s2[i1]
+                    *args, (float(day - d0), float(d1 - day), int(day)), t1
                 ),
-                "linear_interpolation": (1 - weight) * season.s2[i0] + weight * season.s2[i1],
+                "linear_interpolation": (1 - weight) * t0 + weight * t1,
             }
             for method, pred in predictions.items():
-                for metric, value in _scores(pred, truth).items():
+                for metric, value in _scores(np.where(keep, pred, truth), truth, keep).items():
                     scores.setdefault(method, {}).setdefault(metric, []).append(value)
     return scores
 

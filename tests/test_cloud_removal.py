@@ -19,11 +19,13 @@ torch = pytest.importorskip("torch")
 from models.cloud_removal import INPUT_NAMES, OUTPUT_NAMES, CloudRemovalNet, from_onnx  # noqa: E402
 from models.cloud_removal_training import (  # noqa: E402
     MOL_DAY,
+    Season,
     export_model,
     mae,
     mol_pair,
     spectral_angle,
     ssim,
+    training_pairs,
 )
 
 Array = npt.NDArray[Any]
@@ -202,6 +204,37 @@ def test_tiled_run_has_no_seams(tmp_path: Path) -> None:
 
     # ...and no seam, where windows butted without overlap do show one.
     assert seam(tiled) < 0.0004 < seam(butted)
+
+
+def test_training_pairs_pick_t0_and_radar_as_the_engine_does() -> None:
+    """t0 only where the SCL passes enough pixels; S1 within 4 days and never after t."""
+    s2_days = np.array([100.45, 105.45, 110.45, 115.45])
+    valid = np.ones((4, 8, 8), bool)
+    valid[1] = False  # 105: fully cloudy, never a t0
+    season = Season(
+        s2_days=s2_days,
+        s2=np.zeros((4, 3, 8, 8), np.float32),
+        observed=np.zeros((4, 3, 8, 8), np.float32),
+        valid=valid,
+        clear_fraction=valid.mean(axis=(1, 2)),
+        cloud_share=1.0 - valid.mean(axis=(1, 2)),
+        # 99.2 (before 100), 106.7 (after 105: too late for t = 105), 109.2, 116.7.
+        s1_days=np.array([99.24, 106.73, 109.24, 116.73]),
+        s1=np.zeros((4, 2, 8, 8), np.float32),
+    )
+    pairs = training_pairs(season)
+    assert all(i != 1 for i, *_ in pairs)
+    by_dates = {(i, j): (k0, k) for i, j, k0, k in pairs}
+    # t = 105.45: the 106.7 radar is nearer but later: the engine takes 99.2 (6.2 days: too
+    # far), so no pair ends at 105.
+    assert not any(j == 1 for _, j in by_dates)
+    # t0 = 100.45, t = 110.45: S1 at t0 = 99.24, at t = 109.24 (106.73 is further).
+    assert by_dates[(0, 2)] == (0, 2)
+    # t = 115.45: 116.73 is after t; 109.24 is 6.2 days before: no radar.
+    assert not any(j == 3 for _, j in by_dates)
+    for _, j, k0, k in pairs:
+        assert season.s1_days[k] <= s2_days[j]
+        assert season.s1_days[k0] <= s2_days[j]
 
 
 def test_metrics_behave() -> None:
