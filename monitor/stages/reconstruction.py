@@ -216,7 +216,9 @@ class ReconstructionStage:
         filled = _Filled(rasters, need.size)
         for rows, cols in _blocks(target, cfg.block_rows, cfg.tile, cfg.overlap):
             self._fill_block(acq, refs, rows, cols, target, labels, filled)
-        return self._rows(data, refs, need, observed_valid | target, filled)
+        # Only the pixels actually rebuilt join the clear ones: a target pixel with no clear t0
+        # (masked at t0 too) keeps its cloudy value and must stay out of the statistics.
+        return self._rows(data, refs, need, observed_valid | filled.done, filled)
 
     def _fill_block(
         self,
@@ -350,6 +352,7 @@ class _Filled:
     def __init__(self, rasters: AcquisitionRasters, n_labels: int) -> None:
         self.rasters = rasters
         self.bands = list(_reflectance(rasters, slice(None), slice(None)))
+        self.done = np.zeros(rasters.shape, dtype=bool)
         self.count = np.zeros(n_labels, dtype=np.float64)
         self.sigma_sum = np.zeros((len(BANDS), n_labels), dtype=np.float64)
         self.confidence = np.zeros(n_labels, dtype=np.float64)
@@ -365,6 +368,7 @@ class _Filled:
         done = target & np.isfinite(reflectance).all(axis=0) & np.isfinite(sigma).all(axis=0)
         for band, values in zip(self.bands, reflectance, strict=True):
             band[span][done] = values[done]
+        self.done[span] |= done
         where = labels[done]
         n = self.count.size
         self.count += np.bincount(where, minlength=n)
