@@ -24,7 +24,7 @@ is NDVI only), and the within-parcel spread of cover shows in it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,7 @@ from monitor.kernels import (
     zonal_statistics,
 )
 from monitor.parcels import ParcelSet
-from monitor.raster import read_acquisition
+from monitor.raster import Band, read_acquisition
 from monitor.stac import Acquisition
 from monitor.zonal import MaskConfig, ParcelGrid, grid_key, parcel_grid
 
@@ -149,6 +149,34 @@ def ndvi_pixel_sets(
     )
 
 
+def ndvi_sample(
+    labels: LabelRaster,
+    bands: Mapping[str, Band],
+    valid: Bool,
+    acq: Acquisition,
+    *,
+    n_samples: int = N_PIXELS,
+) -> tuple[F32, Bool]:
+    """NDVI of `n_samples` valid pixels per parcel from the B04 and B08 `bands` already read,
+    and which samples hold a pixel. The draw is seeded by the acquisition day, so re-running
+    (or the engine's stage, from the rasters it read) gives the same sets."""
+    sets = pixel_sets(
+        labels,
+        {n: b.data for n, b in bands.items()},
+        valid,
+        n_samples=n_samples,
+        seed=acq.acquired.toordinal(),
+        scales={n: b.scale for n, b in bands.items()},
+        offsets={n: b.offset for n, b in bands.items()},
+        nodata={n: b.nodata for n, b in bands.items()},
+    )
+    red, nir = sets.values[..., 0], sets.values[..., 1]
+    total = red + nir
+    keep = sets.mask & (total > 0)  # NDVI is undefined there, as in the zonal statistics
+    ndvi = np.where(keep, (nir - red) / np.where(keep, total, 1.0), 0.0).astype(np.float32)
+    return ndvi, keep
+
+
 def s2_pixel_sets(
     acq: Acquisition,
     grid: ParcelGrid,
@@ -166,20 +194,16 @@ def s2_pixel_sets(
     rasters = read_acquisition(acq, ["B04", "B08", "SCL"])
     valid = validity_mask_from_scl(rasters.bands["SCL"].data, mask.invalid_classes, mask.dilation)
     bands = {name: rasters.bands[name] for name in ("B04", "B08")}
-    scaling: dict[str, Any] = {
-        "scales": {n: b.scale for n, b in bands.items()},
-        "offsets": {n: b.offset for n, b in bands.items()},
-        "nodata": {n: b.nodata for n, b in bands.items()},
-    }
-    arrays = {n: b.data for n, b in bands.items()}
-    stats = zonal_statistics(grid.labels, arrays, valid, ndvi=("B04", "B08"), **scaling)
-    sets = pixel_sets(
-        grid.labels, arrays, valid, n_samples=n_samples, seed=acq.acquired.toordinal(), **scaling
+    stats = zonal_statistics(
+        grid.labels,
+        {n: b.data for n, b in bands.items()},
+        valid,
+        ndvi=("B04", "B08"),
+        scales={n: b.scale for n, b in bands.items()},
+        offsets={n: b.offset for n, b in bands.items()},
+        nodata={n: b.nodata for n, b in bands.items()},
     )
-    red, nir = sets.values[..., 0], sets.values[..., 1]
-    total = red + nir
-    keep = sets.mask & (total > 0)  # NDVI is undefined there, as in the zonal statistics
-    ndvi = np.where(keep, (nir - red) / np.where(keep, total, 1.0), 0.0).astype(np.float32)
+    ndvi, keep = ndvi_sample(grid.labels, bands, valid, acq, n_samples=n_samples)
     return DatePixelSets(
         day_of_year=float(acq.acquired.timetuple().tm_yday),
         ndvi=ndvi,

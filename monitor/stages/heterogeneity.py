@@ -4,8 +4,8 @@ Per Sentinel-2 acquisition, `HeterogeneityStage`:
 
 1. draws the NDVI pixel sets of every parcel of the grid from the rasters and SCL mask the
    engine already read (`pixel_sets_of`, the same draw as `monitor.heterogeneity.s2_pixel_sets`
-   without reading the assets again; the valid fraction and NDVI spread come from the
-   acquisition's observation rows);
+   through `ndvi_sample`, without reading the assets again; the valid fraction and NDVI
+   spread come from the acquisition's observation rows);
 2. stores them in the store as `<product>.pixelsets.npz` (NDVI as int16 x 10⁴ with a padding
    sentinel, fractions as float16: ~13 MB for 200 000 parcels). Every later step reads the
    stored, quantised values, also for this date, so a redo or a replay gives the same bytes;
@@ -49,10 +49,10 @@ from monitor.heterogeneity import (
     DatePixelSets,
     PixelSetSeries,
     heterogeneity_probability,
+    ndvi_sample,
     std_rule_score,
 )
 from monitor.infer import Model
-from monitor.kernels import pixel_sets
 from monitor.stac import Acquisition
 from monitor.stages import StageInput, StageOutput
 from monitor.stages.memory import state_before, write_state
@@ -99,20 +99,7 @@ def pixel_sets_of(data: StageInput, n_samples: int = N_PIXELS) -> DatePixelSets 
     if acq.sensor != "S2" or observed.valid is None or not set(_BANDS) <= bands.keys():
         return None
     chosen = {name: bands[name] for name in _BANDS}
-    sets = pixel_sets(
-        data.grid.labels,
-        {n: b.data for n, b in chosen.items()},
-        observed.valid,
-        n_samples=n_samples,
-        seed=acq.acquired.toordinal(),  # as s2_pixel_sets: re-running draws the same sets
-        scales={n: b.scale for n, b in chosen.items()},
-        offsets={n: b.offset for n, b in chosen.items()},
-        nodata={n: b.nodata for n, b in chosen.items()},
-    )
-    red, nir = sets.values[..., 0], sets.values[..., 1]
-    total = red + nir
-    keep = sets.mask & (total > 0)  # NDVI is undefined there, as in the zonal statistics
-    ndvi = np.where(keep, (nir - red) / np.where(keep, total, 1.0), 0.0).astype(np.float32)
+    ndvi, keep = ndvi_sample(data.grid.labels, chosen, observed.valid, acq, n_samples=n_samples)
     # Valid fraction and NDVI spread per parcel: the observation rows (parcels with pixels).
     rows = data.observations.filter(
         (pl.col("source") == "observed") & (pl.col("product_id") == acq.product_id)
