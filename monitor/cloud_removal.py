@@ -23,6 +23,7 @@ replay, pass the next clear composite too (`next_clear`, `next_gap_days`) for a 
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -52,26 +53,38 @@ class Reconstruction(NamedTuple):
     """True where the pixel comes from the model."""
 
 
-def s2_reflectance(rasters: AcquisitionRasters, bands: tuple[str, ...] = BANDS) -> Float32Array:
-    """`[B, H, W]` reflectance (scale and offset applied) of `bands`, NaN where nodata."""
-    return np.stack([_physical(rasters, name) for name in bands])
+#: Rows and columns of the rasters to convert (default: all of them).
+Window = tuple[slice, slice]
+_ALL: Window = (slice(None), slice(None))
+
+
+def s2_reflectance(
+    rasters: AcquisitionRasters, bands: tuple[str, ...] = BANDS, window: Window = _ALL
+) -> Float32Array:
+    """`[B, H, W]` reflectance (scale and offset applied) of `bands` over `window` of the
+    rasters, NaN where nodata."""
+    return np.stack([_physical(rasters, name, window) for name in bands])
 
 
 def s1_stack(rasters: AcquisitionRasters) -> Float32Array:
     """`[2, H, W]` VV, VH backscatter in dB (the reader converts linear items), NaN where
     nodata."""
-    return np.stack([_physical(rasters, name) for name in POLARISATIONS])
+    return np.stack([_physical(rasters, name, _ALL) for name in POLARISATIONS])
 
 
-def _physical(rasters: AcquisitionRasters, name: str) -> Float32Array:
+def _physical(rasters: AcquisitionRasters, name: str, window: Window) -> Float32Array:
     band = rasters.bands.get(name)
     if band is None:
         have = ", ".join(rasters.bands)
         raise ModelError(
             f"cloud removal needs band {name} of {rasters.acquisition.product_id!r} (read: {have})"
         )
-    values = band.data.astype(np.float32) * np.float32(band.scale) + np.float32(band.offset)
-    values[~band.valid_mask()] = np.nan
+    raw = band.data[window]
+    values = raw.astype(np.float32) * np.float32(band.scale) + np.float32(band.offset)
+    invalid = np.isnan(values)  # NaN data stays NaN through scale and offset
+    if band.nodata is not None and not math.isnan(band.nodata):
+        invalid |= raw == band.nodata
+    values[invalid] = np.nan
     return values
 
 

@@ -53,13 +53,20 @@ from rasterio.windows import Window
 
 from monitor import __version__
 from monitor.acquisition_index import INDEX_DIR, AcquisitionIndex, IndexedAcquisition
-from monitor.cloud_removal import BANDS, MODEL_NAME, POLARISATIONS, reconstruct
+from monitor.cloud_removal import (
+    BANDS,
+    MODEL_NAME,
+    POLARISATIONS,
+    reconstruct,
+    s1_stack,
+    s2_reflectance,
+)
 from monitor.errors import ConfigError
 from monitor.events import STAT_PREFIX, EventBatch, ModelRef, observation_events
 from monitor.infer import InferenceConfig, Model, load_model
 from monitor.kernels import validity_mask_from_scl, zonal_statistics
 from monitor.observations import validate_observations
-from monitor.raster import AcquisitionRasters, Band, read_acquisition
+from monitor.raster import AcquisitionRasters, read_acquisition
 from monitor.stac import Acquisition
 from monitor.stages import StageInput, StageOutput
 from monitor.zonal import MaskConfig
@@ -236,13 +243,13 @@ class ReconstructionStage:
         c0, c1 = cols
         window = Window(c0, ctx0, c1 - c0, ctx1 - ctx0)
         t0 = read_acquisition(refs.t0.acquisition(), _with_scl(refs.t0), window)
-        clear_t0 = _reflectance(t0, slice(None), slice(None))
+        clear_t0 = s2_reflectance(t0)
         if "SCL" in t0.bands:
             clear_t0[
                 :, ~validity_mask_from_scl(t0.bands["SCL"].data, self.config.mask.invalid_classes)
             ] = np.nan
-        s1_t = _radar(read_acquisition(refs.s1_t.acquisition(), POLARISATIONS, window))
-        s1_t0 = _radar(read_acquisition(refs.s1_t0.acquisition(), POLARISATIONS, window))
+        s1_t = s1_stack(read_acquisition(refs.s1_t.acquisition(), POLARISATIONS, window))
+        s1_t0 = s1_stack(read_acquisition(refs.s1_t0.acquisition(), POLARISATIONS, window))
         empty = [
             e.product_id
             for e, s1 in ((refs.s1_t, s1_t), (refs.s1_t0, s1_t0))
@@ -259,7 +266,7 @@ class ReconstructionStage:
             )
             return
         span = (slice(ctx0, ctx1), slice(c0, c1))
-        observed = _reflectance(filled.rasters, *span)
+        observed = s2_reflectance(filled.rasters, window=span)
         gap = (acq.acquired - refs.t0.acquired) / timedelta(days=1)
         out = reconstruct(
             observed,
@@ -351,7 +358,7 @@ class _Filled:
 
     def __init__(self, rasters: AcquisitionRasters, n_labels: int) -> None:
         self.rasters = rasters
-        self.bands = list(_reflectance(rasters, slice(None), slice(None)))
+        self.bands = list(s2_reflectance(rasters))
         self.done = np.zeros(rasters.shape, dtype=bool)
         self.count = np.zeros(n_labels, dtype=np.float64)
         self.sigma_sum = np.zeros((len(BANDS), n_labels), dtype=np.float64)
@@ -394,25 +401,6 @@ def _has_data(rasters: AcquisitionRasters) -> BoolArray:
     for name in BANDS:
         valid &= rasters.bands[name].valid_mask()
     return valid
-
-
-def _physical(band: Band, rows: slice, cols: slice) -> Float32Array:
-    raw = band.data[rows, cols]
-    values = raw.astype(np.float32) * np.float32(band.scale) + np.float32(band.offset)
-    invalid = np.isnan(values)
-    if band.nodata is not None and not math.isnan(band.nodata):
-        invalid |= raw == band.nodata
-    values[invalid] = np.nan
-    return values
-
-
-def _reflectance(rasters: AcquisitionRasters, rows: slice, cols: slice) -> Float32Array:
-    """`[3, h, w]` reflectance of `BANDS` over a part of the rasters, NaN where nodata."""
-    return np.stack([_physical(rasters.bands[b], rows, cols) for b in BANDS])
-
-
-def _radar(rasters: AcquisitionRasters) -> Float32Array:
-    return np.stack([_physical(rasters.bands[p], slice(None), slice(None)) for p in POLARISATIONS])
 
 
 def _with_scl(entry: IndexedAcquisition) -> tuple[str, ...]:
