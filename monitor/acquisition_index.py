@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,10 +30,10 @@ from typing import Any, Final
 from monitor.errors import StoreError
 from monitor.files import atomic_write
 from monitor.stac import Acquisition, Asset, Sensor, Transform
+from monitor.store import check_product_id, check_tile
 
 INDEX_DIR: Final = "_acquisitions"
 FORMAT_VERSION: Final = 1
-_SAFE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -183,12 +182,6 @@ def _asset_from(key: str, raw: Mapping[str, Any]) -> Asset:
     )
 
 
-def _safe(value: str, what: str) -> str:
-    if not _SAFE.match(value):
-        raise StoreError(f"{what} {value!r} is not a safe file name")
-    return value
-
-
 class AcquisitionIndex:
     """Per tile and season, the acquisitions recorded so far (files under `root`).
 
@@ -204,14 +197,14 @@ class AcquisitionIndex:
         self._listed: dict[tuple[str, int], list[IndexedAcquisition]] = {}
 
     def _folder(self, tile: str, season: int) -> Path:
-        return self.root / f"tile={_safe(tile, 'tile id')}" / f"season={int(season)}"
+        return self.root / f"tile={check_tile(tile)}" / f"season={int(season)}"
 
     def record(self, entry: IndexedAcquisition) -> Path:
         """Write (or replace) the entry of one product, atomically; return its path."""
         season = self.season_of(entry.acquired)
         self._listed.pop((entry.tile, season), None)
         folder = self._folder(entry.tile, season)
-        path = folder / f"{_safe(entry.product_id, 'product id')}.json"
+        path = folder / f"{check_product_id(entry.product_id)}.json"
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

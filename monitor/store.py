@@ -106,13 +106,15 @@ def _check_kind(kind: str, kinds: tuple[str, ...]) -> str:
     return kind
 
 
-def _check_tile(tile: str) -> str:
+def check_tile(tile: str) -> str:
+    """`tile`, refused with `StoreError` unless it is a safe directory name (no path tricks)."""
     if not _SAFE_TILE.match(tile):
         raise StoreError(f"tile id {tile!r} is not a safe directory name")
     return tile
 
 
-def _check_product_id(product_id: str) -> str:
+def check_product_id(product_id: str) -> str:
+    """`product_id`, refused with `StoreError` unless it is a safe file name."""
     if not _SAFE_NAME.match(product_id):
         raise StoreError(f"product id {product_id!r} is not a safe file name")
     return product_id
@@ -194,10 +196,10 @@ class ObservationStore:
         return (year + late).cast(pl.Int32)
 
     def _partition(self, tile: str, season: int) -> Path:
-        return self.root / f"tile={_check_tile(tile)}" / f"season={season}"
+        return self.root / f"tile={check_tile(tile)}" / f"season={season}"
 
     def _path(self, product_id: str, tile: str, season: int, source: str) -> Path:
-        name = f"{_check_product_id(product_id)}.{source}.parquet"
+        name = f"{check_product_id(product_id)}.{source}.parquet"
         return self._partition(tile, season) / name
 
     # -- writing ---------------------------------------------------------------------------
@@ -217,7 +219,7 @@ class ObservationStore:
             raise StoreError(
                 f"write_acquisition takes one product id per call, got {len(products)}"
             )
-        product_id = _check_product_id(str(products[0]))
+        product_id = check_product_id(str(products[0]))
         df = df.with_columns(self._season_expr().alias("season"))
         files: list[StoredProduct] = []
         replaced = 0
@@ -260,7 +262,7 @@ class ObservationStore:
 
     def products(self, tile: str | None = None, season: int | None = None) -> list[StoredProduct]:
         """The files of the store, optionally of one tile and/or season, in path order."""
-        tile_dir = "tile=*" if tile is None else f"tile={_check_tile(tile)}"
+        tile_dir = "tile=*" if tile is None else f"tile={check_tile(tile)}"
         season_dir = "season=*" if season is None else f"season={int(season)}"
         found = []
         for path in sorted(self.root.glob(f"{tile_dir}/{season_dir}/*.parquet")):
@@ -331,7 +333,7 @@ class ObservationStore:
     # -- stage state -----------------------------------------------------------------------
 
     def _state_path(self, product_id: str, tile: str, season: int, kind: str, suffix: str) -> Path:
-        path = self._partition(tile, season) / f"{_check_product_id(product_id)}.{kind}{suffix}"
+        path = self._partition(tile, season) / f"{check_product_id(product_id)}.{kind}{suffix}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -42,6 +42,11 @@ class StageInput:
     store: ObservationStore
     detected_at: datetime | Literal["acquired"]
 
+    @property
+    def detected_time(self) -> datetime:
+        """`detected_at` as a time: the acquisition's in replay mode, else the clock's."""
+        return self.acquisition.acquired if self.detected_at == "acquired" else self.detected_at
+
 
 @dataclass(frozen=True)
 class StageOutput:

@@ -219,7 +219,7 @@ class HeterogeneityStage:
         ids = data.grid.ids.astype(str)
         candidates = np.flatnonzero(due & ~np.isin(ids, flagged.to_numpy()))
         found = self._score([*earlier, current], candidates, ids, acq)
-        stamp = acq.acquired if data.detected_at == "acquired" else data.detected_at
+        stamp = data.detected_time
         events = self._events(found, acq, store.season_window(season), stamp)
         state = found.select(
             pl.Series("event_id", [e.event_id for e in events], dtype=pl.String),

@@ -138,7 +138,7 @@ class PracticeStage:
             .otherwise(pl.concat_list(pl.lit(acq.product_id, dtype=pl.String)))
             .alias("product_ids")
         )
-        stamp = acq.acquired if data.detected_at == "acquired" else data.detected_at
+        stamp = data.detected_time
         events = EventBatch.from_events(practice_events(found, stamp))
         if events:
             log.info("%s: %d practice events", acq.product_id, len(events))
