@@ -96,7 +96,10 @@ cover of every pixel; unit 0 is the land between fields (hedges, verges, roads).
 
 `s1_dates.parquet`, one row per S1 item: `id`, `datetime`, `soil_moisture` (regional,
 m³/m³), `orbit_state` (`ascending`/`descending`), `relative_orbit` (int), `incidence_deg`
-(mean incidence over the window, degrees; it grows ~7° across a full tile towards far range).
+(mean incidence over the window, degrees; it grows ~7° across a full tile towards far range),
+`snow_share` (true share of the tile under snow, fraction-weighted) and `wet_snow` (bool: the
+pack is melting, γ⁰ lowered by up to 5 dB in VV and 3.5 dB in VH under it; dry snow leaves γ⁰
+as it is).
 
 `s2_clear/<S2 id>/` for every date with clouds, shadows, cirrus, haze patches or snow: the same
 ten bands as the item (same grids and encoding) without atmosphere, i.e. the clear-sky

@@ -33,8 +33,8 @@ from monitor.simulate.grid import TileGrid
 from monitor.simulate.noise import F32
 
 SKY_RES = 60
-_HAZE = np.array([1.0, 0.75, 0.6, 0.33, 0.5, 0.42, 0.38, 0.3, 0.1, 0.05])  # ∝ λ^-1.3
-_CIRRUS = np.array([1.1, 1.05, 1.0, 0.95, 1.0, 0.97, 0.96, 0.95, 0.6, 0.4])
+HAZE_SPECTRUM = np.array([1.0, 0.75, 0.6, 0.33, 0.5, 0.42, 0.38, 0.3, 0.1, 0.05])  # ∝ λ^-1.3
+CIRRUS_SPECTRUM = np.array([1.1, 1.05, 1.0, 0.95, 1.0, 0.97, 0.96, 0.95, 0.6, 0.4])
 _SCALES_M = (6000.0, 3000.0, 1500.0, 700.0, 350.0, 180.0)
 
 # blue reflectance at which the L1C detector saturates (blue has the most sunlight)
@@ -124,35 +124,10 @@ def draw_sky(grid: TileGrid, cover: float, rng: np.random.Generator) -> Sky:
         cirrus=cirrus,
         patches=patches,
         cloud_spectrum=cloud_spectrum,
-        haze=rng.uniform(0.0, 0.006) * _HAZE,
+        haze=rng.uniform(0.0, 0.006) * HAZE_SPECTRUM,
         medium_threshold=0.08 * jitter,
         high_threshold=0.35 * jitter,
     )
-
-
-def observe(
-    reflectance: F32,
-    band: int,
-    sky: Sky,
-    transmission: F32 | None,
-    opacity: F32 | None,
-    cirrus: F32 | None,
-    patches: F32 | None,
-    work: F32,
-) -> None:
-    """Surface → top-of-canopy reflectance of band index `band`, in place (`work`: scratch)."""
-    if transmission is not None:
-        reflectance *= transmission
-    if opacity is not None:
-        np.multiply(opacity, np.float32(sky.cloud_spectrum[band]), out=work)
-        reflectance += work
-    if cirrus is not None:
-        np.multiply(cirrus, np.float32(_CIRRUS[band]), out=work)
-        reflectance += work
-    if patches is not None:
-        np.multiply(patches, np.float32(_HAZE[band]), out=work)
-        reflectance += work
-    reflectance += np.float32(sky.haze[band])
 
 
 def transmission(opacity: F32 | None, shadow: F32 | None) -> F32 | None:

@@ -117,11 +117,3 @@ def quantile_noise(rng: np.random.Generator, shape: tuple[int, int], table: F32)
 def normal(rng: np.random.Generator, shape: tuple[int, int]) -> F32:
     """Standard normal per-pixel noise (float32)."""
     return quantile_noise(rng, shape, _normal_table())
-
-
-def uniform_into(rng: np.random.Generator, out: F32) -> None:
-    """Fill `out` with zero-mean, unit-variance uniform noise (sensor noise; the fastest draw
-    numpy can write in place)."""
-    rng.random(out=out, dtype=np.float32)
-    out -= np.float32(0.5)
-    out *= np.float32(np.sqrt(12.0))

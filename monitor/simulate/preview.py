@@ -25,7 +25,7 @@ def window_for(size: int) -> slice:
 def write_preview(
     path: Path,
     rgb: NDArray[np.uint16],  # (3, h, w) B04 B03 B02 at the preview's scale
-    labels: NDArray[np.intp],  # (h, w) parcel units at the same scale
+    labels: NDArray[np.int32],  # (h, w) parcel units at the same scale
     scl: NDArray[np.uint8],  # (h, w) SCL at the same scale
 ) -> None:
     """RGB stretched to 0-0.25 reflectance; parcel edges in yellow; SCL clouds tinted cyan,

@@ -21,9 +21,9 @@ def rasterize_convex(
     values: NDArray[np.int32],
     shape: tuple[int, int],
     transform: Affine,
-) -> NDArray[np.intp]:
+) -> NDArray[np.int32]:
     """Burn `values[i]` into the pixels whose centre lies inside convex `polygons[i]` (0 else),
-    as intp (the index type numpy's `take` wants).
+    as int32 (the render kernels' label type).
 
     `transform` must be north-up with square pixels; polygons must not overlap.
     """
@@ -56,5 +56,5 @@ def rasterize_convex(
     value[east[edge]] *= -1
     marks = np.zeros((height, width + 1), dtype=np.int32)
     np.add.at(marks, (row, column), value)
-    labels: NDArray[np.intp] = np.cumsum(marks[:, :width], axis=1, dtype=np.intp)
+    labels: NDArray[np.int32] = np.cumsum(marks[:, :width], axis=1, dtype=np.int32)
     return labels

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from monitor.simulate import clouds, noise, sar, writer
+from monitor import _core
+from monitor.simulate import clouds, sar, writer
 from monitor.simulate.fields import Layout
 from monitor.simulate.grid import TileGrid
 from monitor.simulate.noise import F32
@@ -30,6 +31,7 @@ from monitor.simulate.weather import Weather
 RED, NIR = BANDS.index("B04"), BANDS.index("B08")
 SATURATED_VALUE = 65535  # what L2A products write where the detector saturated
 RAMP_DB_PER_DEGREE = -0.15
+TEXTURE_DB = 0.5  # dB of backscatter per unit of within-field texture
 
 
 @dataclass
@@ -40,9 +42,9 @@ class Landscape:
     layout: Layout
     calendar: Calendar
     weather: Weather
-    # unit of each pixel; intp, because numpy converts any other index type on every take
-    label10: NDArray[np.intp]
-    label20: NDArray[np.intp]
+    # unit of each pixel (int32: the render kernels' label type, half of intp's memory)
+    label10: NDArray[np.int32]
+    label20: NDArray[np.int32]
     texture10: F32  # within-field texture, ~N(0, 1)
     texture20: F32
     water20: NDArray[np.bool_]
@@ -134,23 +136,30 @@ class S2Result:
     residual_share: float  # share of the tile the SCL calls clear under cloud, cirrus or haze
     snow_share: float  # true share of the tile under snow (fraction-weighted)
     saturated_share: float  # share of SCL 1
-    preview: tuple[NDArray[np.uint16], NDArray[np.intp], NDArray[np.uint8]] | None
+    preview: tuple[NDArray[np.uint16], NDArray[np.int32], NDArray[np.uint8]] | None
 
 
 @dataclass(frozen=True)
 class SkyView:
-    """The sky fields one band needs, on one grid."""
+    """The sky fields of one date on the 20 m grid (the kernels interpolate them to 10 m)."""
 
     through: F32 | None  # surface signal that reaches the sensor
     opacity: F32 | None
     cirrus: F32 | None
     patches: F32 | None
 
-    def doubled(self, shape: tuple[int, int]) -> SkyView:
-        """The same sky on the grid twice as fine (the sky is smooth: doubling is enough)."""
-        return SkyView(
-            *(None if f is None else noise.upsample2(f, shape) for f in vars(self).values())
-        )
+    def band(self, sky: clouds.Sky, b: int) -> dict[str, Any]:
+        """The sky keyword arguments of `_core.sim_render_optical` for band index `b`."""
+        return {
+            "through": self.through,
+            "opacity": self.opacity,
+            "cloud": float(sky.cloud_spectrum[b]),
+            "cirrus": self.cirrus,
+            "cirrus_factor": float(clouds.CIRRUS_SPECTRUM[b]),
+            "patches": self.patches,
+            "haze_factor": float(clouds.HAZE_SPECTRUM[b]),
+            "haze": float(sky.haze[b]),
+        }
 
 
 _CLEAR_CLASSES = (clouds.DARK, clouds.VEGETATION, clouds.NOT_VEGETATED, clouds.WATER)
@@ -192,11 +201,11 @@ def render_s2(
     snow20 = None if snow is None else snow.fraction(grid, 20, land.label20, land.snow_visible)
     sky20 = SkyView(through, opacity, cirrus, patches)
     red, nir, work = land.scratch(20)
-    _observed(land, mean32, slope32, RED, snow, snow20, sky, sky20, red, work)
-    _observed(land, mean32, slope32, NIR, snow, snow20, sky, sky20, nir, work)
+    _observed(land, mean32, slope32, RED, snow, snow20, sky, sky20, red)
+    _observed(land, mean32, slope32, NIR, snow, snow20, sky, sky20, nir)
     saturated = None
     if opacity is not None:  # only cloud cores are bright enough
-        blue = _observed(land, mean32, slope32, 0, snow, snow20, sky, sky20, work, None)
+        blue = _observed(land, mean32, slope32, 0, snow, snow20, sky, sky20, work)
         saturated = blue >= np.float32(clouds.SATURATION)
         if not saturated.any():
             saturated = None
@@ -220,31 +229,34 @@ def render_s2(
         (10, BANDS_10M, land.label10, land.texture10),
         (20, BANDS_20M, land.label20, land.texture20),
     ):
-        surface, work, spare = land.scratch(resolution)
-        view_sky = sky20.doubled(grid.shape(10)) if resolution == 10 else sky20
         fraction = snow20
         if snow is not None and resolution == 10:
             fraction = snow.fraction(grid, 10, labels, land.snow_visible)
         for band in bands:
             b = BANDS.index(band)
-            _surface(mean32[:, b], slope32[:, b], labels, texture, rng, surface, work, spare)
-            if snow is not None:
-                assert fraction is not None
-                _under_snow(surface, fraction, snow.spectrum[b], work)
-            if write_truth:
+            shape = labels.shape
+            truth = queue.array(shape, np.uint16) if write_truth else None
+            observed = queue.array(shape, np.uint16)
+            _core.sim_render_optical(
+                labels,
+                mean32[:, b],
+                slope32[:, b],
+                texture,
+                observed,
+                noise_seed=int(rng.integers(0, 2**63)),
+                snow=fraction,
+                snow_value=0.0 if snow is None else float(snow.spectrum[b]),
+                surface_out=truth,
+                saturated=saturated if band == "B02" else None,
+                **sky20.band(sky, b),
+            )
+            if truth is not None:
                 assert truth_folder is not None
-                truth = _to_uint16(surface, work, queue.array(surface.shape, np.uint16))
                 queue.put(truth_folder / f"{band}.tif", truth, grid, resolution, 0, overviews=False)
-            _atmosphere(surface, b, sky, view_sky, work)
-            observed = _to_uint16(surface, work, queue.array(surface.shape, np.uint16))
-            if band == "B02" and saturated is not None:
-                observed[np.repeat(np.repeat(saturated, 2, 0), 2, 1)[: grid.size, : grid.size]] = (
-                    SATURATED_VALUE
-                )
             queue.put(folder / f"{band}.tif", observed, grid, resolution, 0)
             if want_preview and band in ("B02", "B03", "B04"):
                 preview_rgb[band] = observed[view, view].copy()
-        del view_sky, fraction
+        del fraction
     counts = np.bincount(scl.ravel(), minlength=256) / scl.size
     eo_cloud_cover = float(counts[list(clouds.CLOUDY_CLASSES)].sum() * 100.0)
     preview = None
@@ -274,28 +286,19 @@ def _observed(
     sky: clouds.Sky,
     view: SkyView,
     out: F32,
-    work: F32 | None,
 ) -> F32:
     """Noise-free top-of-atmosphere reflectance of band `b` at 20 m into `out`."""
-    scratch = work if work is not None else np.empty_like(out)
-    _surface(mean32[:, b], slope32[:, b], land.label20, land.texture20, None, out, scratch, scratch)
-    if snow is not None:
-        assert fraction is not None
-        _under_snow(out, fraction, snow.spectrum[b], scratch)
-    _atmosphere(out, b, sky, view, scratch)
+    _core.sim_render_optical(
+        land.label20,
+        mean32[:, b],
+        slope32[:, b],
+        land.texture20,
+        out,
+        snow=fraction,
+        snow_value=0.0 if snow is None else float(snow.spectrum[b]),
+        **view.band(sky, b),
+    )
     return out
-
-
-def _atmosphere(reflectance: F32, b: int, sky: clouds.Sky, view: SkyView, work: F32) -> None:
-    clouds.observe(reflectance, b, sky, view.through, view.opacity, view.cirrus, view.patches, work)
-
-
-def _under_snow(surface: F32, fraction: F32, snow: float, work: F32) -> None:
-    """Mix the surface with snow: `surface·(1 - f) + f·snow`, in place."""
-    np.multiply(surface, fraction, out=work)
-    surface -= work
-    np.multiply(fraction, np.float32(snow), out=work)
-    surface += work
 
 
 def _sky_present(
@@ -310,6 +313,14 @@ def _sky_present(
     return present
 
 
+@dataclass(frozen=True)
+class S1Result:
+    soil_moisture: float  # regional, m³/m³
+    incidence_deg: float  # mean over the window
+    snow_share: float  # true share of the tile under snow (fraction-weighted)
+    wet_snow: bool  # the snow pack is wet (melting): it lowers γ⁰
+
+
 def render_s1(
     land: Landscape,
     day: float,
@@ -317,14 +328,20 @@ def render_s1(
     rng: np.random.Generator,
     folder: Path,
     queue: WriteQueue,
-) -> tuple[float, float]:
-    """Write one Sentinel-1 GRD acquisition (VV, VH in dB) seen from `orbit`; returns the
-    regional moisture and the mean incidence angle over the window."""
+) -> S1Result:
+    """Write one Sentinel-1 GRD acquisition (VV, VH in dB) seen from `orbit`."""
     grid, layout = land.grid, land.layout
     state = surface_state(layout.unit_cover, land.calendar, day)
     regional = land.weather.soil_moisture(day)
     moisture = regional * land.moisture_factor
-    _, work, _ = land.scratch(10)
+    snow = draw_snow(grid, land.weather.snow_cover(day), rng)
+    wet = snow is not None and land.weather.snow_wet(day)
+    # wet snow absorbs: γ⁰ drops in proportion to the pixel's snow cover (radar sees the snow
+    # under a canopy about as much as the optical sensors do); dry snow is transparent
+    fraction = None
+    if snow is not None and wet:
+        fraction = snow.fraction(grid, 10, land.label10, land.snow_visible)
+    snow_share = 0.0 if snow is None else float(snow.field.mean())
     # units are seen at the window's mean incidence; across it the incidence drifts from
     # near to far range, ~0.15 dB less per degree
     incidence = orbit.incidence_deg(grid.size)
@@ -335,54 +352,22 @@ def render_s1(
             layout.unit_cover, state, moisture, land.sar_offset[pol], pol, mean_incidence
         )
         image = queue.array(grid.shape(10), np.float32)
-        np.take(db.astype(np.float32), land.label10, out=image, mode="clip")
-        np.multiply(land.texture10, np.float32(0.5), out=work)
-        image += work
-        image += ramp
-        speckle = noise.quantile_noise(rng, grid.shape(20), sar.speckle_table())
-        image += noise.upsample2(speckle, grid.shape(10))
-        # 1/64 dB steps (far below the 2 dB speckle) let deflate halve the file
-        image *= np.float32(64.0)
-        np.round(image, out=image)
-        image *= np.float32(1 / 64)
+        extra = None if fraction is None else fraction * np.float32(sar.WET_SNOW_DB[pol])
+        _core.sim_render_radar(
+            land.label10,
+            db.astype(np.float32),
+            land.texture10,
+            TEXTURE_DB,
+            ramp,
+            sar.speckle_table(),
+            int(rng.integers(0, 2**63)),
+            image,
+            extra_db=extra,
+            quantum=64.0,  # 1/64 dB steps (far below the 2 dB speckle) let deflate halve the file
+        )
         queue.put(folder / f"{pol}.tif", image, grid, 10, None)
-    return regional, mean_incidence
-
-
-def _surface(
-    mean: F32,
-    slope: F32,
-    labels: NDArray[np.intp],
-    texture: F32,
-    rng: np.random.Generator | None,
-    out: F32,
-    work: F32,
-    spare: F32,
-) -> None:
-    """Surface reflectance of one band into `out`: unit mean + texture along the unit's mixing
-    line, plus sensor noise (0.002 + 1 % of the signal) when `rng` is given."""
-    np.take(
-        mean, labels, out=out, mode="clip"
-    )  # labels are valid unit ids; clip is the cheapest mode
-    np.take(slope, labels, out=work, mode="clip")
-    work *= texture
-    out += work
-    if rng is not None:
-        noise.uniform_into(rng, work)
-        np.multiply(out, np.float32(0.01), out=spare)
-        spare += np.float32(0.002)
-        work *= spare
-        out += work
-    np.maximum(out, np.float32(0.0005), out=out)
-
-
-def _to_uint16(reflectance: F32, work: F32, out: NDArray[np.uint16]) -> NDArray[np.uint16]:
-    """Reflectance → uint16 x 10⁴ into `out` (0 is nodata, so the floor is 1)."""
-    np.multiply(reflectance, np.float32(10000.0), out=work)
-    np.clip(work, 1.0, 65535.0, out=work)
-    np.rint(work, out=work)
-    out[...] = work
-    return out
+        del extra
+    return S1Result(regional, mean_incidence, snow_share, wet)
 
 
 def _sky_truth(

@@ -37,8 +37,7 @@ from monitor.simulate.weather import cloud_cover_target, draw_weather
 S2_REVISIT_DAYS = 5  # one track, two satellites alternating
 S2_PLATFORMS = ("sentinel-2a", "sentinel-2b")
 S2_TIME = time(10, 50)
-S1_CYCLE_DAYS = 12  # one satellite's repeat cycle ...
-S1_ORBIT_DAYS = (0, 5)  # ... in which each orbit of `sar.ORBITS` passes once: gaps of 5 and 7
+S1_CYCLE_DAYS = 12  # one satellite's repeat cycle, in which each orbit of `sar.ORBITS` passes once
 S1_PLATFORM = "sentinel-1a"
 # real archives lose acquisitions: single ones (processing failures, a satellite manoeuvre)
 # and, now and then, a run of them (an anomaly, a ground-segment outage)
@@ -109,7 +108,7 @@ def plan_acquisitions(
     max_dates: int | None,
 ) -> list[PlannedAcquisition]:
     """The season's acquisitions in time order: S2 every 5 days (two satellites alternating)
-    and S1 from two orbits (descending, then ascending 5 days later, every 12 days), with
+    and S1 from four orbits (days 0, 2, 5 and 9 of a 12-day cycle, as over Mol), with
     missing acquisitions and outages as in real archives."""
     plans: list[PlannedAcquisition] = []
     rng = _rng(seed, _PLAN)
@@ -129,10 +128,10 @@ def plan_acquisitions(
         cycle0 = start - timedelta(days=int(rng.integers(0, S1_CYCLE_DAYS)))
         s1_days = sorted(
             (
-                (cycle0 + timedelta(days=c + o), orbit)
+                (cycle0 + timedelta(days=c + orbit.cycle_day), orbit)
                 for c in range(0, (end - cycle0).days + 1, S1_CYCLE_DAYS)
-                for o, orbit in zip(S1_ORBIT_DAYS, ORBITS, strict=True)
-                if start <= cycle0 + timedelta(days=c + o) <= end
+                for orbit in ORBITS
+                if start <= cycle0 + timedelta(days=c + orbit.cycle_day) <= end
             ),
             key=lambda pair: pair[0],
         )
@@ -251,17 +250,19 @@ def simulate_season(
                 folder = out / "s1" / plan.item_id
                 rng = _rng(seed, _S1, plan.day.toordinal())
                 assert plan.orbit is not None
-                moisture, incidence = render_s1(land, plan.doy, plan.orbit, rng, folder, queue)
+                radar = render_s1(land, plan.doy, plan.orbit, rng, folder, queue)
                 item = writer.s1_item(
-                    plan.item_id, when, grid, plan.platform, plan.orbit, incidence
+                    plan.item_id, when, grid, plan.platform, plan.orbit, radar.incidence_deg
                 )
                 row = {
                     "id": plan.item_id,
                     "datetime": when,
-                    "soil_moisture": moisture,
+                    "soil_moisture": radar.soil_moisture,
                     "orbit_state": plan.orbit.state,
                     "relative_orbit": plan.orbit.relative_orbit,
-                    "incidence_deg": round(incidence, 2),
+                    "incidence_deg": round(radar.incidence_deg, 2),
+                    "snow_share": radar.snow_share,
+                    "wet_snow": radar.wet_snow,
                 }
                 for key, value in row.items():
                     s1_rows[key].append(value)
@@ -363,7 +364,7 @@ def _build_landscape(
 
 
 def _texture(
-    layout: Layout, grid: TileGrid, label10: NDArray[np.intp], rng: np.random.Generator
+    layout: Layout, grid: TileGrid, label10: NDArray[np.int32], rng: np.random.Generator
 ) -> F32:
     """Within-field texture (~N(0, 1) for a typical field): smooth patches (drawn at 20 m,
     cheaper) and per-pixel grain, each scaled per unit by its cover's amplitudes and the
@@ -382,7 +383,7 @@ def _texture(
     return texture
 
 
-def _rasterize(layout: Layout, grid: TileGrid, resolution: int) -> NDArray[np.intp]:
+def _rasterize(layout: Layout, grid: TileGrid, resolution: int) -> NDArray[np.int32]:
     units = np.arange(layout.n_units, dtype=np.int32)
     return rasterize_convex(
         layout.unit_geometry[1:], units[1:], grid.shape(resolution), grid.transform(resolution)
@@ -421,9 +422,8 @@ def _write_static(
         folder / "practices.parquet", layout, land.calendar, land.weather, season, first, last
     )
     truth.write_units(folder / "units.parquet", layout)
-    # written (as int32) while the first date renders
-    units = land.label10.astype(np.int32)
-    queue.put(folder / "units.tif", units, grid, 10, None, reuse=False, overviews=False)
+    # written while the first date renders
+    queue.put(folder / "units.tif", land.label10, grid, 10, None, reuse=False, overviews=False)
     return [
         parcels,
         folder / "parcels.parquet",

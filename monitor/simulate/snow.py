@@ -31,7 +31,7 @@ class Snow:
     spectrum: NDArray[np.float64]  # reflectance of the snow pack per band (ageing darkens it)
 
     def fraction(
-        self, grid: TileGrid, resolution: int, labels: NDArray[np.intp], visible: F32
+        self, grid: TileGrid, resolution: int, labels: NDArray[np.int32], visible: F32
     ) -> F32:
         """Share of each pixel under visible snow at `resolution` metres (`visible`: per unit,
         from `visible_share`)."""

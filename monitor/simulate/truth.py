@@ -35,6 +35,8 @@ S1_DATE_COLUMNS = (
     "orbit_state",
     "relative_orbit",
     "incidence_deg",
+    "snow_share",
+    "wet_snow",
 )
 
 

@@ -27,6 +27,11 @@ class Weather:
     def snow_cover(self, day: float) -> float:
         return float(self.snow[self._index(day)])
 
+    def snow_wet(self, day: float) -> bool:
+        """Whether the snow pack is wet: it is melting (smaller than the day before)."""
+        i = self._index(day)
+        return i > 0 and bool(self.snow[i] < self.snow[i - 1])
+
     def _index(self, day: float) -> int:
         return int(np.clip(round(day) - self.first_day, 0, len(self.moisture) - 1))
 

@@ -10,6 +10,7 @@ mod interrupt;
 mod label_raster;
 mod mask;
 mod practices;
+mod sim_render;
 mod stats;
 mod tiling;
 
@@ -20,6 +21,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     label_raster::register(m)?;
     mask::register(m)?;
     practices::register(m)?;
+    sim_render::register(m)?;
     stats::register(m)?;
     tiling::register(m)?;
     Ok(())

@@ -1,0 +1,182 @@
+//! The simulator's fused band renderers: numpy inputs borrowed without copying, the output
+//! array written in place (the caller recycles its buffers), the GIL released meanwhile.
+
+use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+
+use super::interrupt::{input_err, to_py_err};
+use crate::sim_render::{
+    render_optical, render_radar, Coarse, Output, RadarInputs, SkyBand, SurfaceInputs,
+};
+
+fn slice2<'a, T: numpy::Element>(
+    array: &'a PyReadonlyArray2<'_, T>,
+    what: &str,
+) -> PyResult<&'a [T]> {
+    array
+        .as_slice()
+        .map_err(|_| input_err(format!("{what} is not C-contiguous")))
+}
+
+fn slice1<'a, T: numpy::Element>(
+    array: &'a PyReadonlyArray1<'_, T>,
+    what: &str,
+) -> PyResult<&'a [T]> {
+    array
+        .as_slice()
+        .map_err(|_| input_err(format!("{what} is not contiguous")))
+}
+
+fn coarse<'a>(array: &'a PyReadonlyArray2<'_, f32>, what: &str) -> PyResult<Coarse<'a>> {
+    let shape = array.shape();
+    Ok(Coarse {
+        data: slice2(array, what)?,
+        height: shape[0],
+        width: shape[1],
+    })
+}
+
+/// Renders one simulated Sentinel-2 band into `out` (float32 reflectance, or uint16 x 10⁴
+/// with `surface_out` the clear-sky surface and `saturated` pixels set to 65535).
+#[pyfunction]
+#[pyo3(signature = (
+    labels, mean, slope, texture, out, *, noise_seed=None, snow=None, snow_value=0.0,
+    through=None, opacity=None, cloud=0.0, cirrus=None, cirrus_factor=0.0, patches=None,
+    haze_factor=0.0, haze=0.0, surface_out=None, saturated=None
+))]
+#[allow(clippy::too_many_arguments)]
+fn sim_render_optical<'py>(
+    py: Python<'py>,
+    labels: PyReadonlyArray2<'py, i32>,
+    mean: PyReadonlyArray1<'py, f32>,
+    slope: PyReadonlyArray1<'py, f32>,
+    texture: PyReadonlyArray2<'py, f32>,
+    out: Bound<'py, PyAny>,
+    noise_seed: Option<u64>,
+    snow: Option<PyReadonlyArray2<'py, f32>>,
+    snow_value: f32,
+    through: Option<PyReadonlyArray2<'py, f32>>,
+    opacity: Option<PyReadonlyArray2<'py, f32>>,
+    cloud: f32,
+    cirrus: Option<PyReadonlyArray2<'py, f32>>,
+    cirrus_factor: f32,
+    patches: Option<PyReadonlyArray2<'py, f32>>,
+    haze_factor: f32,
+    haze: f32,
+    surface_out: Option<PyReadwriteArray2<'py, u16>>,
+    saturated: Option<PyReadonlyArray2<'py, bool>>,
+) -> PyResult<()> {
+    let shape = labels.shape();
+    let (height, width) = (shape[0], shape[1]);
+    let inputs = SurfaceInputs {
+        labels: slice2(&labels, "labels")?,
+        height,
+        width,
+        mean: slice1(&mean, "mean")?,
+        slope: slice1(&slope, "slope")?,
+        texture: slice2(&texture, "texture")?,
+        noise_seed,
+        snow: match &snow {
+            Some(s) => Some((slice2(s, "snow")?, snow_value)),
+            None => None,
+        },
+    };
+    let sky = SkyBand {
+        through: through.as_ref().map(|a| coarse(a, "through")).transpose()?,
+        opacity: match &opacity {
+            Some(a) => Some((coarse(a, "opacity")?, cloud)),
+            None => None,
+        },
+        cirrus: match &cirrus {
+            Some(a) => Some((coarse(a, "cirrus")?, cirrus_factor)),
+            None => None,
+        },
+        patches: match &patches {
+            Some(a) => Some((coarse(a, "patches")?, haze_factor)),
+            None => None,
+        },
+        haze,
+    };
+    if let Ok(mut reflectance) = out.extract::<PyReadwriteArray2<'py, f32>>() {
+        let out = reflectance
+            .as_slice_mut()
+            .map_err(|_| input_err("out is not C-contiguous"))?;
+        return py
+            .detach(|| render_optical(&inputs, &sky, Output::Reflectance(out)))
+            .map_err(to_py_err);
+    }
+    let mut digital = out
+        .extract::<PyReadwriteArray2<'py, u16>>()
+        .map_err(|_| input_err("out must be a writable 2-D float32 or uint16 array"))?;
+    let observed = digital
+        .as_slice_mut()
+        .map_err(|_| input_err("out is not C-contiguous"))?;
+    let mut surface_out = surface_out;
+    let surface = match surface_out.as_mut() {
+        Some(s) => Some(
+            s.as_slice_mut()
+                .map_err(|_| input_err("surface_out is not C-contiguous"))?,
+        ),
+        None => None,
+    };
+    let saturated = match &saturated {
+        Some(mask) => Some((slice2(mask, "saturated")?, mask.shape()[0], mask.shape()[1])),
+        None => None,
+    };
+    let output = Output::Digital {
+        observed,
+        surface,
+        saturated,
+    };
+    py.detach(|| render_optical(&inputs, &sky, output))
+        .map_err(to_py_err)
+}
+
+/// Renders one simulated Sentinel-1 polarisation (γ⁰ dB, float32) into `out`.
+#[pyfunction]
+#[pyo3(signature = (
+    labels, db, texture, texture_db, ramp, speckle_table, seed, out, *, extra_db=None,
+    quantum=64.0
+))]
+#[allow(clippy::too_many_arguments)]
+fn sim_render_radar<'py>(
+    py: Python<'py>,
+    labels: PyReadonlyArray2<'py, i32>,
+    db: PyReadonlyArray1<'py, f32>,
+    texture: PyReadonlyArray2<'py, f32>,
+    texture_db: f32,
+    ramp: PyReadonlyArray1<'py, f32>,
+    speckle_table: PyReadonlyArray1<'py, f32>,
+    seed: u64,
+    mut out: PyReadwriteArray2<'py, f32>,
+    extra_db: Option<PyReadonlyArray2<'py, f32>>,
+    quantum: f32,
+) -> PyResult<()> {
+    let shape = labels.shape();
+    let inputs = RadarInputs {
+        labels: slice2(&labels, "labels")?,
+        height: shape[0],
+        width: shape[1],
+        db: slice1(&db, "db")?,
+        texture: slice2(&texture, "texture")?,
+        texture_db,
+        ramp: slice1(&ramp, "ramp")?,
+        speckle_table: slice1(&speckle_table, "speckle_table")?,
+        seed,
+        extra_db: extra_db
+            .as_ref()
+            .map(|a| slice2(a, "extra_db"))
+            .transpose()?,
+        quantum,
+    };
+    let out = out
+        .as_slice_mut()
+        .map_err(|_| input_err("out is not C-contiguous"))?;
+    py.detach(|| render_radar(&inputs, out)).map_err(to_py_err)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(sim_render_optical, m)?)?;
+    m.add_function(wrap_pyfunction!(sim_render_radar, m)?)?;
+    Ok(())
+}
