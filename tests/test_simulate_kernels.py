@@ -63,7 +63,8 @@ def test_digital_band_is_deterministic_per_seed_and_keeps_the_surface_truth() ->
         return observed, surface
 
     (obs1, sur1), (obs2, sur2), (obs3, _) = render(5), render(5), render(6)
-    assert np.array_equal(obs1, obs2) and np.array_equal(sur1, sur2)
+    assert np.array_equal(obs1, obs2)
+    assert np.array_equal(sur1, sur2)
     assert not np.array_equal(obs1, obs3)
     assert (obs1[6:8, 8:10] == 65535).all()
     clean = np.ones(shape, bool)
@@ -93,7 +94,8 @@ def test_radar_band_adds_texture_ramp_and_centred_speckle() -> None:
         return out
 
     first, again, other = render(9), render(9), render(10)
-    assert np.array_equal(first, again) and not np.array_equal(first, other)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
     speckle = first - (db[a["labels"]] + 0.5 * a["texture"] + ramp)
     assert abs(float(speckle.mean())) < 0.1
     assert 1.5 < float(speckle.std()) < 2.6  # ~2 dB within a field, as on the real Mol γ⁰
@@ -104,9 +106,9 @@ def test_radar_band_adds_texture_ramp_and_centred_speckle() -> None:
 def test_kernels_refuse_labels_without_a_spectrum_and_mismatched_shapes() -> None:
     a = _inputs((8, 8))
     out = np.empty((8, 8), np.float32)
+    bad = a["labels"].copy()
+    bad[0, 0] = 7
     with pytest.raises(KernelError, match="label 7"):
-        bad = a["labels"].copy()
-        bad[0, 0] = 7
         _core.sim_render_optical(bad, a["mean"], a["slope"], a["texture"], out)
     with pytest.raises(KernelError, match="opacity"):
         _core.sim_render_optical(

@@ -14,7 +14,8 @@ Geometry: the tile is seen from four relative orbits of one satellite's 12-day c
 ascending in the evening and two descending in the morning, as the real Mol stack shows (its
 ten dates fall on days 0, 2, 5 and 9 of the cycle: orbits 88, 110, 161 and 37). Two tracks of
 one direction see the tile from either side of their overlap: ~8° apart in incidence (tracks
-~140 km apart at 51° N, 0.066°/km across the IW swath; every pixel stays within IW's 29-46°). The incidence enters the vegetation
+~140 km apart at 51° N, 0.066°/km across the IW swath; every pixel stays within IW's
+29-46°). The incidence enters the vegetation
 attenuation (1/cos θ) and the soil term, which falls by ~0.25 dB per degree (bare soil, C
 band), so the geometries differ by up to ~2 dB over soil and much less under a dense canopy.
 Across the tile the incidence grows by ~7° towards far range (east when ascending, west when
