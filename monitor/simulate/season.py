@@ -371,8 +371,8 @@ def _texture(
     parcel's own draw (a lognormal factor: some fields are even, some patchy)."""
     amplitudes = np.array([c.texture for c in COVERS], dtype=np.float64)[layout.unit_cover]
     n = layout.n_units
-    patchy = (amplitudes[:, 0] * rng.lognormal(0.7, 0.6, n)).astype(np.float32)
-    grainy = (amplitudes[:, 1] * rng.lognormal(0.0, 0.3, n)).astype(np.float32)
+    patchy = (amplitudes[:, 0] * rng.lognormal(0.0, 0.3, n)).astype(np.float32)
+    grainy = (amplitudes[:, 1] * rng.lognormal(0.0, 0.2, n)).astype(np.float32)
     patches = noise.fractal(rng, grid.shape(20), 20.0, (300.0, 80.0, 40.0), decay=0.8)
     texture = noise.upsample2(patches, grid.shape(10))
     del patches
