@@ -184,3 +184,25 @@ def test_an_interrupted_and_resumed_replay_writes_the_same_bytes(
     assert any(e.type in MODEL_TYPES for e in _events(tmp_path / "events.jsonl"))
     assert full.startswith(part)
     assert len(part) < len(full)
+
+
+def test_a_season_that_opens_with_a_radar_date_runs_every_stage(
+    season: Path, tmp_path: Path
+) -> None:
+    """A worker whose first acquisition of a tile is Sentinel-1 (no optical column in the store
+    yet) runs the model stages instead of failing on the missing NDVI column."""
+    entries = read_catalog(season).entries
+    radar = next(e for e in entries if e.acquisition.sensor == "S1")
+    optical = next(e for e in entries if e.acquisition.sensor == "S2")
+    engine = Engine(
+        EngineConfig(
+            load_parcels(season / "parcels.parquet"),
+            ObservationStore(tmp_path / "store"),
+            tmp_path / "labels",
+            stages=default_stages(),
+        )
+    )
+    first = engine.process(radar.acquisition)
+    assert set(first.events.type_counts()) == {"observation"}
+    assert first.observations.height > 0
+    assert engine.process(optical.acquisition).observations.height > 0

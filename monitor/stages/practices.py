@@ -83,11 +83,18 @@ def season_history(
     statistics are never decoded, the rows left out never copied)."""
     season = store.season_of(acq.acquired)
     scan = store.scan(acq.tile, season)
-    present = [c for c in dict.fromkeys(_COLUMNS) if c in scan.collect_schema()]
+    schema = scan.collect_schema()
+    # A season may open with radar-only dates (an S1 pass before the first S2): the optical
+    # columns are then absent from the store, and are null until a Sentinel-2 date arrives.
+    columns = [
+        pl.col(c) if c in schema else pl.lit(None, dtype=pl.Float64).alias(c)
+        for c in dict.fromkeys(_COLUMNS)
+        if c in schema or c in (*S2_FEATURES, *S1_FEATURES)
+    ]
     keep = pl.col("acquired") <= acq.acquired
     if observed_only:
         keep &= pl.col("source") == "observed"
-    return scan.filter(keep).select(present).collect()
+    return scan.filter(keep).select(columns).collect()
 
 
 class PracticeStage:
