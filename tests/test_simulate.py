@@ -105,11 +105,12 @@ def test_s1_items_carry_db_backscatter(season: SimulationSummary) -> None:
     states = set()
     for item in items:
         props, truth = item["properties"], dates[item["id"]]
-        # two tracks: a morning descending pass and an evening ascending one, as over Belgium
-        expected = {"descending": ("05:50", 37), "ascending": ("17:30", 88)}[
+        # four tracks: two descending in the morning, two ascending in the evening, as over Mol
+        time, orbits = {"descending": ("05:50", (37, 110)), "ascending": ("17:30", (88, 161))}[
             props["sat:orbit_state"]
         ]
-        assert (props["datetime"][11:16], props["sat:relative_orbit"]) == expected
+        assert props["datetime"][11:16] == time
+        assert props["sat:relative_orbit"] in orbits
         assert props["platform"] == "sentinel-1a"
         assert truth["orbit_state"] == props["sat:orbit_state"]
         assert truth["incidence_deg"] == props["view:incidence_angle"]
@@ -546,6 +547,6 @@ def test_incidence_changes_backscatter_over_soil_more_than_under_a_canopy() -> N
     assert 0.8 < soil < 2.0  # bare soil: ~0.25 dB per degree
     assert abs(canopy) < soil / 2
     # far range is east on an ascending pass, west on a descending one
-    descending, ascending = ORBITS
+    ascending, descending = ORBITS[:2]
     assert ascending.incidence_deg(10980)[-1] > ascending.incidence_deg(10980)[0]
     assert descending.incidence_deg(10980)[-1] < descending.incidence_deg(10980)[0]

@@ -10,14 +10,16 @@ blurred by ~2 dB of speckle (the within-field spread of the real Mol γ⁰).
 Calibrated on the real Mol April 2023 scenes (grassland and winter crops): VV median ≈ -12 dB
 (5 %: -16, 95 %: -6), VH median ≈ -18.5 dB (5 %: -24, 95 %: -14).
 
-Geometry: the tile is seen from two relative orbits, one descending in the morning and one
-ascending in the evening, each at its own incidence angle. The incidence enters the vegetation
+Geometry: the tile is seen from four relative orbits of one satellite's 12-day cycle, two
+ascending in the evening and two descending in the morning, as the real Mol stack shows (its
+ten dates fall on days 0, 2, 5 and 9 of the cycle: orbits 88, 110, 161 and 37). Two tracks of
+one direction see the tile from either side of their overlap: ~8° apart in incidence (tracks
+~140 km apart at 51° N, 0.066°/km across the IW swath; every pixel stays within IW's
+29-46°). The incidence enters the vegetation
 attenuation (1/cos θ) and the soil term, which falls by ~0.25 dB per degree (bare soil, C
-band), so the two geometries differ by ~1 dB over soil and less under a dense canopy. Across
-the tile the incidence grows by ~7° towards far range (east when ascending, west when
-descending). The real Mol stack shows four orbits (days 0, 2, 5 and 9 of the cycle: 88, 110,
-161, 37); the engine's practice stage cannot yet start a season on a radar-only history, which
-a morning pass before the first Sentinel-2 date produces, so two are simulated for now.
+band), so the geometries differ by up to ~2 dB over soil and much less under a dense canopy.
+Across the tile the incidence grows by ~7° towards far range (east when ascending, west when
+descending).
 
 Snow: dry snow is nearly transparent at C band (backscatter barely changes); wet snow absorbs
 and lowers γ⁰ by several dB (Nagler & Rott 2000: the wet-snow threshold is -3 dB against a
@@ -62,11 +64,13 @@ class Orbit:
         return out
 
 
-# the two tracks over 31UFS (Mol): five days apart in the 12-day cycle; in the tile's west
-# (where smaller windows lie) they look at ~36° (ascending) and ~41° (descending)
+# the four tracks over 31UFS (Mol), in the order of the cycle; the real stack's dates fall on
+# days 0, 2, 5 and 9 of it (relative orbit numbers advance ~14.6 a day: 88 → 110 takes 1.5 days)
 ORBITS = (
-    Orbit(37, "descending", 37.4, time(5, 50), 0),
-    Orbit(88, "ascending", 39.6, time(17, 30), 5),
+    Orbit(88, "ascending", 41.0, time(17, 30), 0),
+    Orbit(110, "descending", 42.0, time(5, 50), 2),
+    Orbit(161, "ascending", 33.0, time(17, 30), 5),
+    Orbit(37, "descending", 34.0, time(5, 50), 9),
 )
 # wet snow's drop of γ⁰ (dB) where the ground is fully under snow; dry snow: none
 WET_SNOW_DB = {"VV": -5.0, "VH": -3.5}

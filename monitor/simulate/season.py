@@ -108,7 +108,7 @@ def plan_acquisitions(
     max_dates: int | None,
 ) -> list[PlannedAcquisition]:
     """The season's acquisitions in time order: S2 every 5 days (two satellites alternating)
-    and S1 from two orbits (descending, then ascending 5 days later, every 12 days), with
+    and S1 from four orbits (days 0, 2, 5 and 9 of a 12-day cycle, as over Mol), with
     missing acquisitions and outages as in real archives."""
     plans: list[PlannedAcquisition] = []
     rng = _rng(seed, _PLAN)
