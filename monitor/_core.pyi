@@ -12,12 +12,14 @@ __all__ = [
     "__version__",
     "build_label_raster",
     "encode_events",
+    "encode_record_batches",
     "event_ids",
     "pixel_set",
     "practice_decode_peaks",
     "practice_group_keys",
     "practice_nearest_rows",
     "practice_series_grid",
+    "seal_record_batch",
     "tiling_extract",
     "tiling_stitch",
     "tiling_windows",
@@ -177,3 +179,17 @@ def encode_events(
     stat_values: npt.NDArray[np.float64],
     stat_present: npt.NDArray[np.bool_],
 ) -> list[tuple[bytes, bytes]]: ...
+def encode_record_batches(
+    records: list[tuple[bytes, bytes]],
+    partitions: npt.NDArray[np.int64],
+    n_partitions: int,
+    max_batch_bytes: int,
+    timestamp_ms: int,
+) -> list[tuple[int, int, bytes]]: ...
+def seal_record_batch(
+    batch: bytes,
+    producer_id: int,
+    producer_epoch: int,
+    base_sequence: int,
+    transactional: bool,
+) -> bytearray: ...
