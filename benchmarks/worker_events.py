@@ -8,12 +8,13 @@ sample (22 acquisitions x 42 parcels), repeated to `--events`. Reported, in even
 * plain: `KafkaProducer(acks="all")` with the worker's batching, `send(topic, key, value)` in
   a loop, one flush: the plain kafka-python producer loop;
 * transactional: the same producer with a `transactional_id`, sending as the worker does
-  (`monitor.worker.send_events`: partitions of all keys hashed at once), one transaction per
+  (`monitor.event_sender.send_events`: whole record batches encoded in Rust), one transaction per
   full-tile acquisition (all events), per 32 or per 1 sample acquisitions (42 events each),
   offsets added to each transaction as the worker does;
 * worker: `Worker.run` end to end on the sample published `--copies` times, each copy with
   its own product ids (the worker skips a product already processed), so every message is
-  real work (read, zonal statistics, store, events, commit); with the seconds per acquisition.
+  real work (read, zonal statistics, store, events, commit); with the seconds per acquisition
+  and, of those, the Kafka send stage's (events and ledger record handed to the producer).
 
 Rates are wall-clock; the CPU seconds per event of this process (all threads) are printed too,
 as the broker and other work share the machine's cores.
@@ -110,9 +111,9 @@ def transactional(
     return n / seconds, cpu / n * 1e6
 
 
-def worker(bootstrap: str, copies: int, store: Path) -> tuple[float, float, int]:
+def worker(bootstrap: str, copies: int, store: Path) -> tuple[float, float, float, int]:
     """Committed events/s (from partition assignment to the last commit) of `Worker.run` on
-    the sample x `copies`, and its seconds per acquisition from parse to send."""
+    the sample x `copies`, its seconds per acquisition from parse to send, and of the send."""
     suffix = uuid.uuid4().hex[:8]
     source, events, dlq, done = (f"{t}-{suffix}" for t in ("acq", "events", "dlq", "done"))
     create_topics(bootstrap, {source: 6, events: 6, dlq: 1, done: 1})
@@ -148,7 +149,8 @@ def worker(bootstrap: str, copies: int, store: Path) -> tuple[float, float, int]
     n = run.summary.acquisitions
     if n != total or run.summary.duplicates:
         raise SystemExit(f"worker: {n} of {total} acquisitions, {run.summary.duplicates} skipped")
-    return run.summary.events / seconds, busy / n, n
+    send = samples("parcel_monitor_stage_seconds_sum", {"stage": "send"}) or 0.0
+    return run.summary.events / seconds, busy / n, send / n, n
 
 
 def main() -> None:
@@ -185,10 +187,12 @@ def main() -> None:
                     f"transactional, {label}: {rate:10.0f} events/s "
                     f"({rate / rate_plain:.2f}x plain, {cpu:.1f} CPU us/event)"
                 )
-            rate, per_acquisition, done = worker(bootstrap, args.copies, Path(tmp) / "store2")
+            store2 = Path(tmp) / "store2"
+            rate, per_acquisition, send, done = worker(bootstrap, args.copies, store2)
             print(
                 f"worker end to end: {done} acquisitions, {per_acquisition * 1000:.1f} ms per "
-                f"acquisition (parse to send), {rate:.0f} committed events/s"
+                f"acquisition (parse to send; the send {send * 1000:.2f} ms), "
+                f"{rate:.0f} committed events/s"
             )
         finally:
             if args.bootstrap is None:

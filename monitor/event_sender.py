@@ -174,14 +174,14 @@ def send_events(producer: Any, topic: str, records: Sequence[tuple[bytes, bytes]
     if not records:
         return
     accumulator = _accumulator(producer)
+    if producer._closed:
+        raise IllegalStateError("KafkaProducer already closed!")
     partitions = sorted(producer.partitions_for(topic))
     chosen = key_partitions([key for key, _ in records], len(partitions))
     if accumulator.config["compression_attrs"] or accumulator.config["message_version"] != _MAGIC:
         for (key, value), index in zip(records, chosen.tolist(), strict=True):
             producer.send(topic, key=key, value=value, partition=partitions[index])
         return
-    if producer._closed:
-        raise IllegalStateError("KafkaProducer already closed!")
     _check_record_sizes(records, producer.config["max_request_size"])
     max_bytes = min(producer.config["batch_size"], producer.config["max_request_size"])
     batches = _core.encode_record_batches(

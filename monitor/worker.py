@@ -3,9 +3,9 @@
 One worker is one member of a Kafka consumer group reading the `acquisitions` topic (key = MGRS
 tile, so a tile's acquisitions come in order from one partition). For each poll it opens a
 Kafka transaction, runs every message through the `Engine`, sends the parcel events (key =
-parcel id) and, for messages that are at fault, a dead letter; then it adds the consumed offsets
-to the transaction and commits. Events, dead letters and offsets become visible together to
-`read_committed` consumers, or not at all.
+parcel id, in whole record batches: `monitor.event_sender`) and, for messages that are at
+fault, a dead letter; then it adds the consumed offsets to the transaction and commits. Events,
+dead letters and offsets become visible together to `read_committed` consumers, or not at all.
 
 What is the message's fault (dead-lettered, the worker goes on): any `MonitorError` except the
 infrastructure ones, i.e. a malformed or non-STAC item, a missing or unreadable asset, an href

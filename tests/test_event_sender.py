@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import IllegalStateError
+from kafka.errors import IllegalStateError, MessageSizeTooLargeError
 from kafka.record.default_records import DefaultRecordBatch
 
 from monitor import _core
@@ -183,15 +183,24 @@ def test_an_aborted_transaction_is_invisible_to_read_committed(kafka_bootstrap: 
 
 
 @pytest.mark.kafka
-def test_send_outside_a_transaction_is_refused_as_send_refuses_it(kafka_bootstrap: str) -> None:
+def test_send_events_refuses_what_send_refuses(kafka_bootstrap: str) -> None:
     topic = f"sender-{uuid.uuid4().hex[:8]}"
     create_topics(kafka_bootstrap, {topic: 2})
-    producer = _transactional(kafka_bootstrap)
+    producer = _transactional(kafka_bootstrap, max_request_size=4000)
     try:
         with pytest.raises(IllegalStateError, match="Cannot call send in state READY"):
             send_events(producer, topic, _records(5))
+        producer.begin_transaction()
+        too_large = [*_records(5), (b"big", b"x" * 4000)]
+        with pytest.raises(MessageSizeTooLargeError, match="4089 bytes"):
+            send_events(producer, topic, too_large)
+        with pytest.raises(MessageSizeTooLargeError, match="4089 bytes"):
+            producer.send(topic, key=b"big", value=b"x" * 4000)
+        producer.abort_transaction()
     finally:
         producer.close()
+    with pytest.raises(IllegalStateError, match="closed"):
+        send_events(producer, topic, _records(5))
 
 
 @pytest.mark.kafka
