@@ -14,6 +14,7 @@ __all__ = [
     "encode_events",
     "encode_record_batches",
     "event_ids",
+    "key_partitions",
     "pixel_set",
     "practice_decode_peaks",
     "practice_group_keys",
@@ -186,6 +187,7 @@ def encode_record_batches(
     max_batch_bytes: int,
     timestamp_ms: int,
 ) -> list[tuple[int, int, bytes]]: ...
+def key_partitions(keys: list[bytes], n_partitions: int) -> npt.NDArray[np.int64]: ...
 def seal_record_batch(
     batch: bytes,
     producer_id: int,

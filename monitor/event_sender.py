@@ -15,9 +15,10 @@ hands the batches to the producer's accumulator the way `send` hands its own:
   offsets in the transaction and commit or abort all stay kafka-python's.
 
 So records land where `send(topic, key=key, value=value)` puts them, in the same order within
-a partition, with the same bytes (no headers, one create timestamp per call). With compression
-configured, the records go through `send` one by one instead (kafka-python compresses when
-it closes a batch, which an encoded batch does not do).
+a partition, with the same bytes (no headers, one create timestamp per call). A partition that
+gets fewer than `FEW_RECORDS` records in a call, or every partition when compression is
+configured (kafka-python compresses when it closes a batch, which an encoded batch skips),
+has its records go through `send` one by one instead.
 
 This relies on private parts of kafka-python 3 (pinned `>=3.0.12,<4`); `check_kafka_internals`
 runs at import and `send_events` checks the producer, each failing with one `BrokerError` line
@@ -47,13 +48,17 @@ from monitor.errors import BrokerError
 
 __all__ = ["check_kafka_internals", "key_partitions", "send_events"]
 
-_MURMUR2_SEED, _MURMUR2_M = 0x9747B28C, 0x5BD1E995
 #: Record batch format v2 ("magic 2"), the only one encoded here.
 _MAGIC = 2
 #: Bytes of a v2 batch header, and the most a record adds besides its key and value when it
 #: is alone in a batch (kafka-python's `estimate_size_in_bytes`, checked against max_request_size).
 _BATCH_HEADER = DefaultRecordBatchBuilder.HEADER_STRUCT.size
 _RECORD_OVERHEAD = DefaultRecordBatchBuilder.MAX_RECORD_OVERHEAD
+#: A partition getting fewer records in one call has them sent one by one: `send` packs them
+#: into the partition's open batch, where a batch of their own would cost the producer's sender
+#: more (per batch) than it saves (per record), as when a transaction holds many small
+#: acquisitions.
+FEW_RECORDS = 32
 _PRODUCER_ATTRIBUTES = ("_accumulator", "_sender", "_transaction_manager", "_closed", "config")
 _ACCUMULATOR_ATTRIBUTES = ("_batches", "_incomplete", "_appends_in_progress", "_closed", "config")
 
@@ -62,38 +67,10 @@ def key_partitions(keys: Sequence[bytes], n_partitions: int) -> npt.NDArray[np.i
     """The partition index Kafka's default partitioner (Java's and kafka-python's) gives each
     key: murmur2 of the key bytes, sign bit cleared, modulo the partition count.
 
-    Vectorised over all keys: kafka-python hashes each key in pure Python inside `send`, about
-    a quarter of its CPU time per message.
+    Hashed in Rust for all keys at once: kafka-python hashes each key in pure Python inside
+    `send`, about a quarter of its CPU time per message.
     """
-    n = len(keys)
-    lengths = np.fromiter(map(len, keys), dtype=np.int64, count=n)
-    width = max(4, -(-int(lengths.max(initial=0)) // 4) * 4)
-    data = np.zeros((n, width), dtype=np.uint8)
-    rows = np.repeat(np.arange(n), lengths)
-    cols = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    data[rows, cols] = np.frombuffer(b"".join(keys), dtype=np.uint8)
-    # uint32 arrays wrap on overflow as Java's int arithmetic does.
-    m = np.full(n, _MURMUR2_M, dtype=np.uint32)
-    h = np.full(n, _MURMUR2_SEED, dtype=np.uint32) ^ lengths.astype(np.uint32)
-    blocks = lengths // 4
-    for j, word in enumerate(data.view("<u4").T):
-        k = word * m
-        k ^= k >> 24
-        k *= m
-        h = np.where(blocks > j, (h * m) ^ k, h)
-    tail, at = lengths % 4, blocks * 4
-    row = np.arange(n)
-
-    def byte(offset: int) -> npt.NDArray[np.uint32]:
-        return data[row, np.minimum(at + offset, width - 1)].astype(np.uint32)
-
-    h = np.where(tail >= 3, h ^ (byte(2) << 16), h)
-    h = np.where(tail >= 2, h ^ (byte(1) << 8), h)
-    h = np.where(tail >= 1, (h ^ byte(0)) * m, h)
-    h ^= h >> 13
-    h *= m
-    h ^= h >> 15
-    return (h & 0x7FFFFFFF).astype(np.int64) % n_partitions
+    return _core.key_partitions(list(keys), n_partitions)
 
 
 def check_kafka_internals() -> None:
@@ -177,11 +154,20 @@ def send_events(producer: Any, topic: str, records: Sequence[tuple[bytes, bytes]
     if producer._closed:
         raise IllegalStateError("KafkaProducer already closed!")
     partitions = sorted(producer.partitions_for(topic))
-    chosen = key_partitions([key for key, _ in records], len(partitions))
+    chosen = _core.key_partitions([key for key, _ in records], len(partitions))
     if accumulator.config["compression_attrs"] or accumulator.config["message_version"] != _MAGIC:
-        for (key, value), index in zip(records, chosen.tolist(), strict=True):
-            producer.send(topic, key=key, value=value, partition=partitions[index])
-        return
+        one_by_one = np.ones(len(records), dtype=bool)
+    else:
+        counts = np.bincount(chosen, minlength=len(partitions))
+        one_by_one = (counts < FEW_RECORDS)[chosen]
+    if one_by_one.any():
+        for row in np.flatnonzero(one_by_one).tolist():
+            key, value = records[row]
+            producer.send(topic, key=key, value=value, partition=partitions[chosen[row]])
+        if one_by_one.all():
+            return
+        rows = np.flatnonzero(~one_by_one)
+        records, chosen = [records[row] for row in rows.tolist()], chosen[rows]
     _check_record_sizes(records, producer.config["max_request_size"])
     max_bytes = min(producer.config["batch_size"], producer.config["max_request_size"])
     batches = _core.encode_record_batches(

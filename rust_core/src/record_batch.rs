@@ -12,6 +12,9 @@
 //!          | KeyLength varint | Key | ValueLength varint | Value | HeaderCount varint
 //! ```
 //!
+//! `key_partition` is Kafka's default partitioner for keyed records (murmur2, Java's and
+//! kafka-python's), so a batch's partition is the one `send` would pick.
+//!
 //! Integers are big-endian, varints zigzag-encoded; the CRC-32C covers everything from the
 //! attributes on. A batch leaves here without a producer (id, epoch and sequence -1, not
 //! transactional); `seal` fills them in when the producer drains the batch, as kafka-python
@@ -29,6 +32,40 @@ const PRODUCER_EPOCH_AT: usize = 51;
 const BASE_SEQUENCE_AT: usize = 53;
 const TRANSACTIONAL: i16 = 0x10;
 const MAGIC: i8 = 2;
+
+/// The partition Kafka's default partitioner gives `key` among `n_partitions` (> 0): murmur2
+/// of the key, sign bit cleared, modulo the count.
+pub fn key_partition(key: &[u8], n_partitions: u32) -> u32 {
+    (murmur2(key) & 0x7fff_ffff) % n_partitions
+}
+
+/// Kafka's murmur2 (seed 0x9747b28c), with Java's wrapping int arithmetic.
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut blocks = data.chunks_exact(4);
+    for block in &mut blocks {
+        let mut k = u32::from_le_bytes([block[0], block[1], block[2], block[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let tail = blocks.remainder();
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
 
 /// One encoded batch: its partition index, record count and bytes.
 #[derive(Debug)]
@@ -252,6 +289,21 @@ mod tests {
         for v in [0, 1, 63, 64, 8191, 8192, 1 << 40, -5] {
             assert_eq!(varints(&[v]).len(), varint_len(v));
         }
+    }
+
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Values of Kafka's own tests (UtilsTest.testMurmur2), as signed Java ints.
+        let cases: [(&[u8], i32); 4] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(murmur2(key) as i32, expected);
+        }
+        assert_eq!(key_partition(b"21", 6), (-973_932_308_i32 & 0x7fff_ffff) as u32 % 6);
     }
 
     #[test]

@@ -1,12 +1,31 @@
 //! Kafka record batches of whole record lists (`crate::record_batch`): encoded once per send,
 //! sealed with the producer's id, epoch and sequence when the producer drains them.
 
-use numpy::PyReadonlyArray1;
+use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes};
 
 use super::interrupt::{input_err, to_py_err};
 use crate::record_batch::{self, ProducerState};
+
+/// The partition index Kafka's default partitioner gives each key among `n_partitions`.
+#[pyfunction]
+fn key_partitions<'py>(
+    py: Python<'py>,
+    keys: Vec<Bound<'py, PyBytes>>,
+    n_partitions: u32,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    if n_partitions == 0 {
+        return Err(input_err("key partitions: a topic has at least one partition"));
+    }
+    let keys: Vec<&[u8]> = keys.iter().map(|key| key.as_bytes()).collect();
+    let partitions: Vec<i64> = py.detach(|| {
+        keys.iter()
+            .map(|key| i64::from(record_batch::key_partition(key, n_partitions)))
+            .collect()
+    });
+    Ok(PyArray1::from_vec(py, partitions))
+}
 
 /// `(partition index, record count, batch bytes)` for each v2 record batch of `records`
 /// (`(key, value)` pairs), record `i` going to partition index `partitions[i]`.
@@ -68,6 +87,7 @@ fn seal_record_batch<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(key_partitions, m)?)?;
     m.add_function(wrap_pyfunction!(encode_record_batches, m)?)?;
     m.add_function(wrap_pyfunction!(seal_record_batch, m)?)?;
     Ok(())
