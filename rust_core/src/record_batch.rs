@@ -285,7 +285,10 @@ mod tests {
 
     #[test]
     fn varints_are_zigzag_encoded() {
-        assert_eq!(varints(&[0, -1, 1, 63, 64, 300]), [0, 1, 2, 126, 128, 1, 216, 4]);
+        assert_eq!(
+            varints(&[0, -1, 1, 63, 64, 300]),
+            [0, 1, 2, 126, 128, 1, 216, 4]
+        );
         for v in [0, 1, 63, 64, 8191, 8192, 1 << 40, -5] {
             assert_eq!(varints(&[v]).len(), varint_len(v));
         }
@@ -303,7 +306,10 @@ mod tests {
         for (key, expected) in cases {
             assert_eq!(murmur2(key) as i32, expected);
         }
-        assert_eq!(key_partition(b"21", 6), (-973_932_308_i32 & 0x7fff_ffff) as u32 % 6);
+        assert_eq!(
+            key_partition(b"21", 6),
+            (-973_932_308_i32 & 0x7fff_ffff) as u32 % 6
+        );
     }
 
     #[test]
@@ -318,8 +324,14 @@ mod tests {
         assert_eq!(batches.len(), 1);
         let b = &batches[0].bytes;
         // length 9, attrs, ts delta, offset delta, key len 1, "k", value len 2, "vv", headers
-        assert_eq!(&b[HEADER_BYTES..], &[18, 0, 0, 0, 2, b'k', 4, b'v', b'v', 0]);
-        assert_eq!(b.len() - 12, i32::from_be_bytes(b[8..12].try_into().unwrap()) as usize);
+        assert_eq!(
+            &b[HEADER_BYTES..],
+            &[18, 0, 0, 0, 2, b'k', 4, b'v', b'v', 0]
+        );
+        assert_eq!(
+            b.len() - 12,
+            i32::from_be_bytes(b[8..12].try_into().unwrap()) as usize
+        );
         assert_eq!(&b[43..51], &(-1_i64).to_be_bytes());
         assert_eq!(&b[27..35], &1_000_i64.to_be_bytes());
         let crc = u32::from_be_bytes(b[17..21].try_into().unwrap());
@@ -335,7 +347,9 @@ mod tests {
         let parts: Vec<i64> = (0..50).map(|i| i % 3).collect();
         let batches = encode_batches(&k, &v, &parts, 4, 300, 7).unwrap();
         assert!(batches.len() > 3);
-        assert!(batches.iter().all(|b| b.bytes.len() <= 300 && b.partition < 3));
+        assert!(batches
+            .iter()
+            .all(|b| b.bytes.len() <= 300 && b.partition < 3));
         assert!(batches.windows(2).all(|w| w[0].partition <= w[1].partition));
         let total: usize = batches.iter().map(|b| b.records).sum();
         assert_eq!(total, 50);

@@ -16,7 +16,9 @@ fn key_partitions<'py>(
     n_partitions: u32,
 ) -> PyResult<Bound<'py, PyArray1<i64>>> {
     if n_partitions == 0 {
-        return Err(input_err("key partitions: a topic has at least one partition"));
+        return Err(input_err(
+            "key partitions: a topic has at least one partition",
+        ));
     }
     let keys: Vec<&[u8]> = keys.iter().map(|key| key.as_bytes()).collect();
     let partitions: Vec<i64> = py.detach(|| {
