@@ -19,10 +19,12 @@ sample (22 acquisitions x 42 parcels), repeated to `--events`. Reported, in even
 Rates are wall-clock; the CPU seconds per event of this process (all threads) are printed too,
 as the broker and other work share the machine's cores.
 
-Measured with `--events 100000 --copies 5` (2 shared cores, broker on them): plain 28 600
-events/s (20.6 CPU us/event), transactional 31 600 (one full-tile transaction, 18.4 CPU
-us/event), 15 200 (32 sample acquisitions/txn), 1 900 (1/txn). Before the C CRC32C and the bulk
-key hashing (load ~5): plain 9 100, 32/txn 4 700, 1/txn 800.
+Measured with `--events 100000 --copies 5` (2 shared cores, broker on them, load ~11):
+plain 14 500 events/s (22.3 CPU us/event), transactional 160 700 (one full-tile transaction in
+record batches, 1.2 CPU us/event), 11 200 (32 sample acquisitions/txn: 7 events per partition
+go through `send`), 1 400 (1/txn); the worker 32.3 ms per sample acquisition, 2.3 ms of it the
+send. Before record batches (per-record `send`, load ~2): plain 28 600, full-tile transaction
+31 600 (18.4 CPU us/event), 32/txn 15 200, 1/txn 1 900.
 """
 
 from __future__ import annotations
