@@ -80,13 +80,9 @@ def check_kafka_internals() -> None:
         for name in ("_builder", "_next_offset", "_batch_size")
         if name not in MemoryRecordsBuilder.__slots__
     ]
-    if list(inspect.signature(ProducerBatch.__init__).parameters) != [
-        "self",
-        "tp",
-        "records",
-        "now",
-    ]:
-        problems.append("ProducerBatch(tp, records, now)")
+    parameters = list(inspect.signature(ProducerBatch.__init__).parameters)
+    if parameters[:3] != ["self", "tp", "records"]:
+        problems.append("ProducerBatch(tp, records)")
     for owner, names in (
         (RecordAccumulator, ("_tp_lock",)),
         (TransactionManager, ("maybe_add_partition_to_transaction", "is_transactional")),
@@ -153,6 +149,7 @@ def send_events(producer: Any, topic: str, records: Sequence[tuple[bytes, bytes]
     accumulator = _accumulator(producer)
     if producer._closed:
         raise IllegalStateError("KafkaProducer already closed!")
+    _check_record_sizes(records, producer.config["max_request_size"])
     partitions = sorted(producer.partitions_for(topic))
     chosen = _core.key_partitions([key for key, _ in records], len(partitions))
     if accumulator.config["compression_attrs"] or accumulator.config["message_version"] != _MAGIC:
@@ -168,7 +165,6 @@ def send_events(producer: Any, topic: str, records: Sequence[tuple[bytes, bytes]
             return
         rows = np.flatnonzero(~one_by_one)
         records, chosen = [records[row] for row in rows.tolist()], chosen[rows]
-    _check_record_sizes(records, producer.config["max_request_size"])
     max_bytes = min(producer.config["batch_size"], producer.config["max_request_size"])
     batches = _core.encode_record_batches(
         list(records), chosen, len(partitions), max_bytes, int(time.time() * 1000)
