@@ -9,9 +9,13 @@ float32 statistics as the zonal kernel writes them). Reported, in events per sec
   Rust), what `Engine.process` and the worker do now;
 * objects: the same events as `ParcelEvent` objects, each `to_json()`-ed (the per-event path);
   the two outputs are checked byte-identical;
-* with `--kafka` (a local broker unless `--bootstrap`): the records sent in one transaction as
-  the worker does (`monitor.worker.send_events`, offsets committed with them), and the plain
-  kafka-python `send` loop with one flush, on the same records.
+* with `--kafka` (a local broker unless `--bootstrap`), on the same records: one transaction
+  as the worker sends it (`monitor.event_sender.send_events`: whole record batches encoded in
+  Rust, offsets committed with them), one transaction of the former per-record path (one
+  `send` per event, partitions hashed at once), and the plain kafka-python `send` loop with one
+  flush; then the ratios of the record-batch path to the other two. Each Kafka line also gives
+  this process's CPU per event (all threads: the producer's sender included), as the broker
+  shares the machine's cores. A small transaction first warms the new topic up.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -73,6 +77,18 @@ def timed(label: str, n: int, work: Callable[[], T]) -> tuple[T, float]:
     return out, seconds
 
 
+def timed_cpu(label: str, n: int, work: Callable[[], None]) -> float:
+    """Like `timed`, plus this process's CPU (all threads, the producer's sender included)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    work()
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    print(
+        f"{label:<52} {seconds:7.3f} s  {n / seconds:12,.0f} events/s  "
+        f"{cpu / n * 1e6:5.1f} CPU us/event"
+    )
+    return seconds
+
+
 def total(n: int, label: str, seconds: float) -> None:
     print(f"{label:<52} {seconds:7.3f} s  {n / seconds:12,.0f} events/s")
 
@@ -81,29 +97,57 @@ def observe(table: pl.DataFrame) -> EventBatch:
     return observation_events(table, CLOCK)
 
 
+def per_record_send(producer: Any, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    """The worker's send path before record batches: keys hashed at once, one `send` each."""
+    from monitor.event_sender import key_partitions
+
+    partitions = sorted(producer.partitions_for(topic))
+    chosen = key_partitions([key for key, _ in records], len(partitions))
+    for (key, value), index in zip(records, chosen.tolist(), strict=True):
+        producer.send(topic, key=key, value=value, partition=partitions[index])
+
+
 def kafka_rates(bootstrap: str, records: list[tuple[bytes, bytes]]) -> None:
     from kafka import KafkaProducer, TopicPartition
     from kafka.structs import OffsetAndMetadata
 
     from monitor.broker import create_topics
-    from monitor.worker import EVENT_PRODUCER_SETTINGS, send_events
+    from monitor.event_sender import send_events
+    from monitor.worker import EVENT_PRODUCER_SETTINGS
 
     topic = f"bench-events-{uuid.uuid4().hex[:8]}"
     create_topics(bootstrap, {topic: 6})
     settings = {"bootstrap_servers": bootstrap, "acks": "all", **EVENT_PRODUCER_SETTINGS}
-    producer = KafkaProducer(transactional_id=f"bench-{uuid.uuid4().hex[:8]}", **settings)
-    producer.init_transactions()
-    producer.partitions_for(topic)
+    n = len(records)
 
-    def one_transaction() -> None:
-        producer.begin_transaction()
-        send_events(producer, topic, records)
-        offsets = {TopicPartition(topic, 0): OffsetAndMetadata(1, "", -1)}
-        producer.send_offsets_to_transaction(offsets, f"bench-{uuid.uuid4().hex[:8]}")
-        producer.commit_transaction()
+    def transaction(
+        send: Callable[[Any, str, list[tuple[bytes, bytes]]], None],
+        part: list[tuple[bytes, bytes]],
+        label: str | None,
+    ) -> float:
+        producer = KafkaProducer(transactional_id=f"bench-{uuid.uuid4().hex[:8]}", **settings)
+        producer.init_transactions()
+        producer.partitions_for(topic)
 
-    _, txn = timed("Kafka: one transaction (worker's send_events)", len(records), one_transaction)
-    producer.close()
+        def one_transaction() -> None:
+            producer.begin_transaction()
+            send(producer, topic, part)
+            offsets = {TopicPartition(topic, 0): OffsetAndMetadata(1, "", -1)}
+            producer.send_offsets_to_transaction(offsets, f"bench-{uuid.uuid4().hex[:8]}")
+            producer.commit_transaction()
+
+        if label is None:
+            one_transaction()
+            seconds = 0.0
+        else:
+            seconds = timed_cpu(label, len(part), one_transaction)
+        producer.close()
+        return seconds
+
+    # A new topic's first writes warm the broker up (log segments, JIT): not any path's cost.
+    transaction(send_events, records[: max(1, n // 10)], None)
+    batches = transaction(send_events, records, "Kafka: one transaction, send_events (batches)")
+    per_record = transaction(per_record_send, records, "Kafka: one transaction, per-record send")
     plain = KafkaProducer(**settings)
     plain.partitions_for(topic)
 
@@ -112,9 +156,12 @@ def kafka_rates(bootstrap: str, records: list[tuple[bytes, bytes]]) -> None:
             plain.send(topic, key=key, value=value)
         plain.flush()
 
-    _, loop_s = timed("Kafka: plain kafka-python send loop + flush", len(records), loop)
+    loop_s = timed_cpu("Kafka: plain kafka-python send loop + flush", n, loop)
     plain.close()
-    print(f"one transaction / plain loop: {loop_s / txn:.2f}x")
+    print(
+        f"record batches vs per-record send: {per_record / batches:.2f}x; "
+        f"vs plain loop: {loop_s / batches:.2f}x"
+    )
 
 
 def main() -> None:

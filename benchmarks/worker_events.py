@@ -8,20 +8,23 @@ sample (22 acquisitions x 42 parcels), repeated to `--events`. Reported, in even
 * plain: `KafkaProducer(acks="all")` with the worker's batching, `send(topic, key, value)` in
   a loop, one flush: the plain kafka-python producer loop;
 * transactional: the same producer with a `transactional_id`, sending as the worker does
-  (`monitor.worker.send_events`: partitions of all keys hashed at once), one transaction per
+  (`monitor.event_sender.send_events`: whole record batches encoded in Rust), one transaction per
   full-tile acquisition (all events), per 32 or per 1 sample acquisitions (42 events each),
   offsets added to each transaction as the worker does;
 * worker: `Worker.run` end to end on the sample published `--copies` times, each copy with
   its own product ids (the worker skips a product already processed), so every message is
-  real work (read, zonal statistics, store, events, commit); with the seconds per acquisition.
+  real work (read, zonal statistics, store, events, commit); with the seconds per acquisition
+  and, of those, the Kafka send stage's (events and ledger record handed to the producer).
 
 Rates are wall-clock; the CPU seconds per event of this process (all threads) are printed too,
 as the broker and other work share the machine's cores.
 
-Measured with `--events 100000 --copies 5` (2 shared cores, broker on them): plain 28 600
-events/s (20.6 CPU us/event), transactional 31 600 (one full-tile transaction, 18.4 CPU
-us/event), 15 200 (32 sample acquisitions/txn), 1 900 (1/txn). Before the C CRC32C and the bulk
-key hashing (load ~5): plain 9 100, 32/txn 4 700, 1/txn 800.
+Measured with `--events 100000 --copies 5` (2 shared cores, broker on them, load ~11):
+plain 14 500 events/s (22.3 CPU us/event), transactional 160 700 (one full-tile transaction in
+record batches, 1.2 CPU us/event), 11 200 (32 sample acquisitions/txn: 7 events per partition
+go through `send`), 1 400 (1/txn); the worker 32.3 ms per sample acquisition, 2.3 ms of it the
+send. Before record batches (per-record `send`, load ~2): plain 28 600, full-tile transaction
+31 600 (18.4 CPU us/event), 32/txn 15 200, 1/txn 1 900.
 """
 
 from __future__ import annotations
@@ -110,9 +113,9 @@ def transactional(
     return n / seconds, cpu / n * 1e6
 
 
-def worker(bootstrap: str, copies: int, store: Path) -> tuple[float, float, int]:
+def worker(bootstrap: str, copies: int, store: Path) -> tuple[float, float, float, int]:
     """Committed events/s (from partition assignment to the last commit) of `Worker.run` on
-    the sample x `copies`, and its seconds per acquisition from parse to send."""
+    the sample x `copies`, its seconds per acquisition from parse to send, and of the send."""
     suffix = uuid.uuid4().hex[:8]
     source, events, dlq, done = (f"{t}-{suffix}" for t in ("acq", "events", "dlq", "done"))
     create_topics(bootstrap, {source: 6, events: 6, dlq: 1, done: 1})
@@ -148,7 +151,8 @@ def worker(bootstrap: str, copies: int, store: Path) -> tuple[float, float, int]
     n = run.summary.acquisitions
     if n != total or run.summary.duplicates:
         raise SystemExit(f"worker: {n} of {total} acquisitions, {run.summary.duplicates} skipped")
-    return run.summary.events / seconds, busy / n, n
+    send = samples("parcel_monitor_stage_seconds_sum", {"stage": "send"}) or 0.0
+    return run.summary.events / seconds, busy / n, send / n, n
 
 
 def main() -> None:
@@ -185,10 +189,12 @@ def main() -> None:
                     f"transactional, {label}: {rate:10.0f} events/s "
                     f"({rate / rate_plain:.2f}x plain, {cpu:.1f} CPU us/event)"
                 )
-            rate, per_acquisition, done = worker(bootstrap, args.copies, Path(tmp) / "store2")
+            store2 = Path(tmp) / "store2"
+            rate, per_acquisition, send, done = worker(bootstrap, args.copies, store2)
             print(
                 f"worker end to end: {done} acquisitions, {per_acquisition * 1000:.1f} ms per "
-                f"acquisition (parse to send), {rate:.0f} committed events/s"
+                f"acquisition (parse to send; the send {send * 1000:.2f} ms), "
+                f"{rate:.0f} committed events/s"
             )
         finally:
             if args.bootstrap is None:

@@ -12,12 +12,15 @@ __all__ = [
     "__version__",
     "build_label_raster",
     "encode_events",
+    "encode_record_batches",
     "event_ids",
+    "key_partitions",
     "pixel_set",
     "practice_decode_peaks",
     "practice_group_keys",
     "practice_nearest_rows",
     "practice_series_grid",
+    "seal_record_batch",
     "sim_render_optical",
     "sim_render_radar",
     "tiling_extract",
@@ -213,3 +216,18 @@ def sim_render_radar(
     extra_db: npt.NDArray[np.float32] | None = None,
     quantum: float = 64.0,
 ) -> None: ...
+def encode_record_batches(
+    records: list[tuple[bytes, bytes]],
+    partitions: npt.NDArray[np.int64],
+    n_partitions: int,
+    max_batch_bytes: int,
+    timestamp_ms: int,
+) -> list[tuple[int, int, bytes]]: ...
+def key_partitions(keys: list[bytes], n_partitions: int) -> npt.NDArray[np.int64]: ...
+def seal_record_batch(
+    batch: bytes,
+    producer_id: int,
+    producer_epoch: int,
+    base_sequence: int,
+    transactional: bool,
+) -> bytearray: ...

@@ -3,9 +3,9 @@
 One worker is one member of a Kafka consumer group reading the `acquisitions` topic (key = MGRS
 tile, so a tile's acquisitions come in order from one partition). For each poll it opens a
 Kafka transaction, runs every message through the `Engine`, sends the parcel events (key =
-parcel id) and, for messages that are at fault, a dead letter; then it adds the consumed offsets
-to the transaction and commits. Events, dead letters and offsets become visible together to
-`read_committed` consumers, or not at all.
+parcel id, in whole record batches: `monitor.event_sender`) and, for messages that are at
+fault, a dead letter; then it adds the consumed offsets to the transaction and commits. Events,
+dead letters and offsets become visible together to `read_committed` consumers, or not at all.
 
 What is the message's fault (dead-lettered, the worker goes on): any `MonitorError` except the
 infrastructure ones, i.e. a malformed or non-STAC item, a missing or unreadable asset, an href
@@ -62,8 +62,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import (
     AuthorizationError,
@@ -74,6 +72,10 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata
 
 from monitor.errors import BrokerError, ConfigError, ModelError, MonitorError, StoreError
+
+# Re-exported: the replay, the benchmarks and tests import both from here.
+from monitor.event_sender import key_partitions as key_partitions
+from monitor.event_sender import send_events as send_events
 from monitor.kafka_config import KafkaSetting, client_settings, describe
 from monitor.metrics import WorkerMetrics
 from monitor.pipeline import AcquisitionResult, Engine
@@ -110,62 +112,6 @@ _GROUP_KEYS = frozenset(
 )
 _MAX_REASON = 500
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
-
-
-_MURMUR2_SEED, _MURMUR2_M = 0x9747B28C, 0x5BD1E995
-
-
-def key_partitions(keys: Sequence[bytes], n_partitions: int) -> npt.NDArray[np.int64]:
-    """The partition index Kafka's default partitioner (Java's and kafka-python's) gives each
-    key: murmur2 of the key bytes, sign bit cleared, modulo the partition count.
-
-    Vectorised over all keys: kafka-python hashes each key in pure Python inside `send`, about
-    a quarter of its CPU time per message.
-    """
-    n = len(keys)
-    lengths = np.fromiter(map(len, keys), dtype=np.int64, count=n)
-    width = max(4, -(-int(lengths.max(initial=0)) // 4) * 4)
-    data = np.zeros((n, width), dtype=np.uint8)
-    rows = np.repeat(np.arange(n), lengths)
-    cols = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    data[rows, cols] = np.frombuffer(b"".join(keys), dtype=np.uint8)
-    # uint32 arrays wrap on overflow as Java's int arithmetic does.
-    m = np.full(n, _MURMUR2_M, dtype=np.uint32)
-    h = np.full(n, _MURMUR2_SEED, dtype=np.uint32) ^ lengths.astype(np.uint32)
-    blocks = lengths // 4
-    for j, word in enumerate(data.view("<u4").T):
-        k = word * m
-        k ^= k >> 24
-        k *= m
-        h = np.where(blocks > j, (h * m) ^ k, h)
-    tail, at = lengths % 4, blocks * 4
-    row = np.arange(n)
-
-    def byte(offset: int) -> npt.NDArray[np.uint32]:
-        return data[row, np.minimum(at + offset, width - 1)].astype(np.uint32)
-
-    h = np.where(tail >= 3, h ^ (byte(2) << 16), h)
-    h = np.where(tail >= 2, h ^ (byte(1) << 8), h)
-    h = np.where(tail >= 1, (h ^ byte(0)) * m, h)
-    h ^= h >> 13
-    h *= m
-    h ^= h >> 15
-    return (h & 0x7FFFFFFF).astype(np.int64) % n_partitions
-
-
-def send_events(producer: Any, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-    """Send (key, value) records to `topic`, each to the partition of its key.
-
-    The same partitions as `producer.send(topic, key=..., value=...)`, hashed for all records
-    at once (`key_partitions`) and passed to `send`.
-    """
-    if not records:
-        return
-    partitions = sorted(producer.partitions_for(topic))
-    chosen = key_partitions([key for key, _ in records], len(partitions))
-    send = producer.send
-    for (key, value), index in zip(records, chosen.tolist(), strict=True):
-        send(topic, key=key, value=value, partition=partitions[index])
 
 
 def is_message_fault(exc: BaseException) -> bool:

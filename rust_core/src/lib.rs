@@ -17,6 +17,7 @@ pub mod polygons;
 pub mod practice_grid;
 pub mod raster_value;
 pub mod rasterize;
+pub mod record_batch;
 pub mod sim_render;
 pub mod tiling;
 pub mod zonal;

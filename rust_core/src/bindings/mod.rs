@@ -10,6 +10,7 @@ mod interrupt;
 mod label_raster;
 mod mask;
 mod practices;
+mod record_batch;
 mod sim_render;
 mod stats;
 mod tiling;
@@ -21,6 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     label_raster::register(m)?;
     mask::register(m)?;
     practices::register(m)?;
+    record_batch::register(m)?;
     sim_render::register(m)?;
     stats::register(m)?;
     tiling::register(m)?;
