@@ -83,6 +83,7 @@ _MEMO_CHUNK: Final = 1024  # series compared at a time by `PredictionMemo`
 _KIND_OTHER, _KIND_S2_CLEAR, _KIND_S2_REBUILT, _KIND_S1 = 0, 1, 2, 3
 _NO_TILE: Final = 2**32 - 1
 _MICROS_PER_DAY: Final = 86_400_000_000
+_ID_DIGITS: Final = 32  # hex digits of an event id (`monitor.events.event_id_for`)
 
 
 @dataclass(frozen=True)
@@ -156,9 +157,13 @@ def _ranks(values: pl.Series) -> tuple[pl.Series, npt.NDArray[np.uint32]]:
     return distinct.gather(order), rank[group]
 
 
-def _values(df: pl.DataFrame, column: str) -> npt.NDArray[np.float64]:
-    series = df.get_column(column).cast(pl.Float64)  # to_numpy: nulls become NaN
-    return np.ascontiguousarray(series.to_numpy())
+def _feature_values(df: pl.DataFrame, columns: Sequence[str]) -> list[npt.NDArray[np.float64]]:
+    """Columns as float64 arrays, nulls as NaN. One column-major `to_numpy` of all of them:
+    ~8x less work than a `Series.to_numpy` each on a many-chunk table with nulls."""
+    if not columns:
+        return []
+    matrix = df.select(pl.col(columns).cast(pl.Float64)).to_numpy(order="fortran")
+    return [matrix[:, i] for i in range(len(columns))]
 
 
 def _row_flags(
@@ -235,7 +240,11 @@ def _series_tensor(
         tiles, tile = pl.Series("tile", ["unknown"]), np.zeros(observations.height, np.uint32)
     present = [i for i, c in enumerate(S2_FEATURES) if c in observations.columns]
     with_s1 = all(c in observations.columns for c in S1_FEATURES)
-    s1 = (_values(observations, "VV_mean"), _values(observations, "VH_mean")) if with_s1 else None
+    features = _feature_values(
+        observations, [S2_FEATURES[i] for i in present] + (list(S1_FEATURES) if with_s1 else [])
+    )
+    s2 = features[: len(present)]
+    s1 = (features[-2], features[-1]) if with_s1 else None
     kind, evidence = _row_flags(observations, min_valid, with_s1)
     parcel, year, series_tile, values = _core.practice_series_grid(
         rows.parcel,
@@ -243,7 +252,7 @@ def _series_tensor(
         rows.micros,
         kind,
         tile,
-        [_values(observations, S2_FEATURES[i]) for i in present],
+        s2,
         s1,
         GRID_START_DOY,
         BIN_DAYS,
@@ -324,7 +333,7 @@ def _event_frame(
     )
     series = series[peak]
     parcel_rank = series_parcel[series]
-    event_id = pl.Series(np.frombuffer(ids, dtype=f"S{len(ids) // max(len(peak), 1)}"))
+    event_id = pl.Series(np.frombuffer(ids, dtype=f"S{_ID_DIGITS}"), dtype=pl.Binary)
     return pl.DataFrame(
         {
             "event_id": event_id.cast(pl.String),
