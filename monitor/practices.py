@@ -32,6 +32,7 @@ trained with such channels dropped).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -395,12 +396,27 @@ def _shipped_model() -> Model:
     return load_model("practices", InferenceConfig())
 
 
-def predict(model: Model, values: F32) -> F32:
-    """Per-bin practice probabilities (series, practice, bin), in batches."""
+def predict(model: Model, values: F32, *, workers: int = 1) -> F32:
+    """Per-bin practice probabilities (series, practice, bin), in batches, `workers` batches
+    at once. ONNX Runtime sessions run concurrently (the GIL is released) and a series'
+    output does not depend on its batch, so the result is the same; single-threaded sessions
+    on N workers cost ~30 % fewer CPU-seconds than one session with N intra-op threads
+    (measured on the shipped model, 2 cores: the model's small convolutions sync often)."""
+    if workers < 1:
+        raise ConfigError(f"workers {workers} is not >= 1")
     out = np.empty((values.shape[0], len(PRACTICES), N_BINS), dtype=np.float32)
-    for start in range(0, values.shape[0], BATCH):
+
+    def run(start: int) -> None:
         chunk = values[start : start + BATCH]
         out[start : start + len(chunk)] = model.run({INPUT_NAME: chunk})[OUTPUT_NAME]
+
+    starts = range(0, values.shape[0], BATCH)
+    if workers == 1 or len(starts) < 2 or model.backend != "onnxruntime":
+        for start in starts:
+            run(start)
+    else:
+        with ThreadPoolExecutor(min(workers, len(starts))) as pool:
+            list(pool.map(run, starts))  # list(): re-raises a batch's error here
     return out
 
 
@@ -425,11 +441,11 @@ class PredictionMemo:
         #: Series predicted by the last call (the others came from the memo).
         self.predicted = 0
 
-    def predict(self, model: Model, tensor: SeriesTensor) -> F32:
+    def predict(self, model: Model, tensor: SeriesTensor, *, workers: int = 1) -> F32:
         """`predict(model, tensor.values)`, running the model only on new or changed series."""
         if model.backend != "onnxruntime":
             self.predicted = tensor.values.shape[0]
-            return predict(model, tensor.values)
+            return predict(model, tensor.values, workers=workers)
         values = np.ascontiguousarray(tensor.values, dtype=np.float32)
         same = np.zeros(values.shape[0], dtype=bool)
         old = np.zeros(values.shape[0], dtype=np.int64)
@@ -457,7 +473,8 @@ class PredictionMemo:
         probability[same] = self._probability[old[same]]
         changed = np.flatnonzero(~same)
         if len(changed):
-            probability[changed] = predict(model, np.ascontiguousarray(values[changed]))
+            changed_values = np.ascontiguousarray(values[changed])
+            probability[changed] = predict(model, changed_values, workers=workers)
         self._model, self._keys = model, tensor.keys
         self._values, self._probability = values, probability
         self.predicted = len(changed)
@@ -489,12 +506,13 @@ def detect_practices(
     threshold: float = DEFAULT_THRESHOLD,
     emitted: set[str] | None = None,
     memo: PredictionMemo | None = None,
+    workers: int = 1,
 ) -> pl.DataFrame:
     """Practice events of every parcel of an observation table, one row each (`EVENT_COLUMNS`),
     sorted by parcel and date. Events whose id (or the same practice's id up to
     `MOVED_WINDOWS` windows away) is in `emitted` are left out: they were emitted from an
     earlier, shorter series. With a `memo`, series unchanged since the memo's last call reuse
-    its model outputs."""
+    its model outputs. `workers`: model batches run at once (see `predict`)."""
     if not 0.0 < threshold < 1.0:
         raise ConfigError(f"threshold {threshold} is not in (0, 1)")
     model = model or _shipped_model()
@@ -503,7 +521,11 @@ def detect_practices(
     tensor, parcel_rank, candidate = _series_tensor(observations, rows)
     if tensor.keys.is_empty():
         return _empty_events()
-    probability = predict(model, tensor.values) if memo is None else memo.predict(model, tensor)
+    probability = (
+        predict(model, tensor.values, workers=workers)
+        if memo is None
+        else memo.predict(model, tensor, workers=workers)
+    )
     peaks = decode_peaks(probability, threshold)
     model_ref = ModelRef(model.name, __version__)
     events = _event_frame(tensor, parcel_rank, rows.parcel_ids, peaks, model_ref, emitted or set())

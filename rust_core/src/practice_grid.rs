@@ -625,13 +625,20 @@ pub fn nearest_rows(
             "parcel rank {bad} out of range (n_parcels {n_parcels})"
         )));
     }
-    // Only candidate rows are sorted into parcels: others get a group past the end.
-    let group: Vec<u32> = parcel
-        .iter()
-        .zip(candidate)
-        .map(|(&p, &c)| if c { p } else { n_parcels as u32 })
-        .collect();
-    let (order, offsets) = rows_by_group(&group, n_parcels + 1);
+    // Only candidate rows are sorted into parcels (a counting sort, table order kept).
+    let mut offsets = vec![0usize; n_parcels + 1];
+    for (&p, _) in parcel.iter().zip(candidate).filter(|(_, &c)| c) {
+        offsets[p as usize + 1] += 1;
+    }
+    for i in 0..n_parcels {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut cursor = offsets[..n_parcels].to_vec();
+    let mut order = vec![0u32; offsets[n_parcels]];
+    for (row, (&p, _)) in parcel.iter().zip(candidate).enumerate().filter(|(_, (_, &c))| c) {
+        order[cursor[p as usize]] = row as u32;
+        cursor[p as usize] += 1;
+    }
     Ok(event_parcel
         .par_iter()
         .zip(event_micros)
