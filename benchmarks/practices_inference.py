@@ -9,8 +9,9 @@ repeated under new ids). Timed, best of 3:
   the model's grid: tile ranks, row kinds, features, the Rust kernel), the model, peak
   decoding, the events (dates, ids, suppression of emitted ones, order: one Rust pass) and
   their evidence rows;
-* the model alone on that grid: ONNX Runtime at `--threads` and at one thread, PyTorch eager
-  (same weights) on `--torch-device` (cpu by default; `cuda` on a GPU node).
+* the model alone on that grid: ONNX Runtime at `--threads` intra-op threads, as `--threads`
+  single-threaded calls at once (what `parcel-monitor detect` does) and at one thread;
+  PyTorch eager (same weights) on `--torch-device` (cpu by default; `cuda` on a GPU node).
 
     .venv/bin/python -m benchmarks.practices_inference [--parcels 100000] [--threads 2]
         [--torch-device cpu]
@@ -25,6 +26,7 @@ import argparse
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -66,7 +68,7 @@ def _step(best: dict[str, tuple[float, float]], name: str, what: Callable[..., T
     return out
 
 
-def step_breakdown(table: pl.DataFrame, model: Model, n: int) -> None:
+def step_breakdown(table: pl.DataFrame, model: Model, n: int, workers: int) -> None:
     """The steps of `detect_practices`, timed one by one (best of 3 runs each): the same
     calls in the same order, through the module's private helpers."""
     from monitor import __version__
@@ -80,7 +82,9 @@ def step_breakdown(table: pl.DataFrame, model: Model, n: int) -> None:
         rows = _step(best, "parcel ranks", p._Rows.of, observations)
         grid = "grid (rows onto the model's grid)"
         tensor, parcel_rank, evidence = _step(best, grid, p._series_tensor, observations, rows)
-        probability = _step(best, "model", p.predict, model, tensor.values)
+        probability = _step(
+            best, "model", partial(p.predict, workers=workers), model, tensor.values
+        )
         peaks = _step(best, "peak decoding", p.decode_peaks, probability, p.DEFAULT_THRESHOLD)
         events = _step(
             best,
@@ -146,22 +150,30 @@ def main() -> None:
     n = table.get_column("parcel_id").n_unique()
     print(f"{n} parcel-seasons, {table.height} observation rows, {args.threads} threads")
     session = load_model("practices", InferenceConfig(threads=args.threads))
+    # what `parcel-monitor detect --threads N` runs: N single-threaded model calls at once
+    one = load_model("practices", InferenceConfig(threads=1))
+    workers = args.threads
 
     print("end to end (observation rows in, events out):")
-    wall, cpu, events = timed(lambda: detect_practices(table, model=session))
+    wall, cpu, events = timed(lambda: detect_practices(table, model=one, workers=workers))
     parcels_line(f"detect_practices ({events.height} events)", n, wall, cpu)
     emitted = set(events.get_column("event_id").gather_every(3))
-    wall, cpu, fresh = timed(lambda: detect_practices(table, model=session, emitted=emitted))
+    wall, cpu, fresh = timed(
+        lambda: detect_practices(table, model=one, emitted=emitted, workers=workers)
+    )
     parcels_line(f"  a third emitted before ({fresh.height} new)", n, wall, cpu)
-    print("step by step:")
-    step_breakdown(table, session, n)
+    wall, cpu, _ = timed(lambda: detect_practices(table, model=session))
+    parcels_line(f"  model on {args.threads} intra-op threads", n, wall, cpu)
+    print(f"step by step ({workers} model calls at once):")
+    step_breakdown(table, one, n, workers)
     values = series_tensor(table).values
     ort_s, ort_cpu, ort_out = timed(lambda: predict(session, values))
 
     print("the model alone, same input tensor:")
-    parcels_line(f"ONNX Runtime, {args.threads} threads", n, ort_s, ort_cpu)
+    parcels_line(f"ONNX Runtime, {args.threads} intra-op threads", n, ort_s, ort_cpu)
     if args.threads != 1:
-        one = load_model("practices", InferenceConfig(threads=1))
+        wall, cpu, _ = timed(lambda: predict(one, values, workers=workers))
+        parcels_line(f"ONNX Runtime, {workers} x 1 thread", n, wall, cpu)
         wall, cpu, _ = timed(lambda: predict(one, values))
         parcels_line("ONNX Runtime, 1 thread", n, wall, cpu)
     eager = torch_eager(values, args.torch_device, args.threads)
