@@ -13,6 +13,8 @@
 3. `decode_peaks` keeps local maxima above a threshold (non-maximum suppression per practice)
    and refines each date inside its bin with a parabola through the neighbouring bins (in the
    same kernel module, as is the search for each event's evidence rows).
+4. Each peak's date, id window and id, the suppression of already emitted events and the
+   output order come from one pass of `rust_core/src/practice_events.rs`.
 
 Incremental use: call `detect_practices` on the season so far after each acquisition, passing
 the ids already emitted; the cost is one pass over the table's rows plus the model.
