@@ -94,7 +94,11 @@ fn event_id(parcel: &[u8], kind: &[u8], start: i64, window_days: i64) -> [u8; ID
     rfc3339_midnight(&mut bounds, start + window_days);
     let mut hasher = Sha256::new();
     hasher.update(parcel);
-    for field in [kind, &bounds.as_bytes()[..middle], &bounds.as_bytes()[middle..]] {
+    for field in [
+        kind,
+        &bounds.as_bytes()[..middle],
+        &bounds.as_bytes()[middle..],
+    ] {
         hasher.update([SEP]);
         hasher.update(field);
     }
@@ -135,8 +139,14 @@ pub fn practice_events(
         return Err(input_error(format!("peak practice {bad} out of range")));
     }
     let n_parcels = peaks.parcel_ids.len();
-    if let Some(bad) = peaks.series_parcel.iter().find(|&&p| p as usize >= n_parcels) {
-        return Err(input_error(format!("series parcel rank {bad} out of range")));
+    if let Some(bad) = peaks
+        .series_parcel
+        .iter()
+        .find(|&&p| p as usize >= n_parcels)
+    {
+        return Err(input_error(format!(
+            "series parcel rank {bad} out of range"
+        )));
     }
     let known: HashSet<&[u8]> = (0..emitted.len())
         .map(|i| emitted.get(i).as_bytes())
@@ -174,9 +184,8 @@ pub fn practice_events(
             let id = event_id(parcel_id, kind, window_day(window), window_days);
             if !known.is_empty() {
                 let moved = (1..=calendar.moved_windows).flat_map(|d| [window - d, window + d]);
-                let mut same = std::iter::once(id).chain(
-                    moved.map(|w| event_id(parcel_id, kind, window_day(w), window_days)),
-                );
+                let mut same = std::iter::once(id)
+                    .chain(moved.map(|w| event_id(parcel_id, kind, window_day(w), window_days)));
                 if same.any(|other| known.contains(&other[..])) {
                     return None;
                 }

@@ -635,7 +635,12 @@ pub fn nearest_rows(
     }
     let mut cursor = offsets[..n_parcels].to_vec();
     let mut order = vec![0u32; offsets[n_parcels]];
-    for (row, (&p, _)) in parcel.iter().zip(candidate).enumerate().filter(|(_, (_, &c))| c) {
+    for (row, (&p, _)) in parcel
+        .iter()
+        .zip(candidate)
+        .enumerate()
+        .filter(|(_, (_, &c))| c)
+    {
         order[cursor[p as usize]] = row as u32;
         cursor[p as usize] += 1;
     }
