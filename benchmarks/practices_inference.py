@@ -4,10 +4,14 @@ out) next to the model alone on ONNX Runtime and on PyTorch eager, same inputs.
 The table: 100 000 parcel-seasons built from a simulated, replayed season (its 300 parcels
 repeated under new ids). Timed, best of 3:
 
-* `detect_practices` end to end, and its parts: the resampling of the rows onto the model's
-  grid (`series_tensor`), the model, and the peak decoding;
-* the model alone on that grid: ONNX Runtime at `--threads` and at one thread, PyTorch eager
-  (same weights) on `--torch-device` (cpu by default; `cuda` on a GPU node).
+* `detect_practices` end to end (no event emitted before, then a third of them emitted), and
+  its steps as it runs them: `prepare`, parcel ranks (parcel ids ranked), the grid (rows onto
+  the model's grid: tile ranks, row kinds, features, the Rust kernel), the model, peak
+  decoding, the events (dates, ids, suppression of emitted ones, order: one Rust pass) and
+  their evidence rows;
+* the model alone on that grid: ONNX Runtime at `--threads` intra-op threads, as `--threads`
+  single-threaded calls at once (what `parcel-monitor detect` does) and at one thread;
+  PyTorch eager (same weights) on `--torch-device` (cpu by default; `cuda` on a GPU node).
 
     .venv/bin/python -m benchmarks.practices_inference [--parcels 100000] [--threads 2]
         [--torch-device cpu]
@@ -20,16 +24,23 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from benchmarks.timing import parcels_line, timed
+from benchmarks.timing import cpu_seconds, parcels_line, timed
+
+if TYPE_CHECKING:
+    from monitor.infer import Model
 
 F32 = npt.NDArray[np.float32]
+T = TypeVar("T")
 
 
 def observation_table(parcels: int, data_dir: Path) -> pl.DataFrame:
@@ -46,6 +57,52 @@ def observation_table(parcels: int, data_dir: Path) -> pl.DataFrame:
     table = pl.concat(frames)
     keep = table.get_column("parcel_id").unique().sort().head(parcels)
     return table.filter(pl.col("parcel_id").is_in(keep.implode()))
+
+
+def _step(best: dict[str, tuple[float, float]], name: str, what: Callable[..., T], *args: Any) -> T:
+    """`what(*args)`, its best wall-clock and CPU seconds so far kept in `best[name]`."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    out = what(*args)
+    took = (time.perf_counter() - wall, cpu_seconds() - cpu)
+    best[name] = min(best.get(name, took), took)
+    return out
+
+
+def step_breakdown(table: pl.DataFrame, model: Model, n: int, workers: int) -> None:
+    """The steps of `detect_practices`, timed one by one (best of 3 runs each): the same
+    calls in the same order, through the module's private helpers."""
+    from monitor import __version__
+    from monitor import practices as p
+    from monitor.events import ModelRef
+
+    best: dict[str, tuple[float, float]] = {}
+    ref = ModelRef(model.name, __version__)
+    for _ in range(3):
+        observations = _step(best, "prepare (checks, UTC)", p.prepare, table)
+        rows = _step(best, "parcel ranks", p._Rows.of, observations)
+        grid = "grid (rows onto the model's grid)"
+        tensor, parcel_rank, evidence = _step(best, grid, p._series_tensor, observations, rows)
+        probability = _step(
+            best, "model", partial(p.predict, workers=workers), model, tensor.values
+        )
+        peaks = _step(best, "peak decoding", p.decode_peaks, probability, p.DEFAULT_THRESHOLD)
+        events = _step(
+            best,
+            "events (dates, ids, order)",
+            p._event_frame,
+            tensor,
+            parcel_rank,
+            rows.parcel_ids,
+            peaks,
+            ref,
+            set(),
+        )
+        _step(best, "evidence rows", p._with_evidence, events, observations, rows, evidence)
+    for name, (wall, cpu) in best.items():
+        parcels_line(f"  {name}", n, wall, cpu)
+    wall, cpu = (sum(t[i] for t in best.values()) for i in (0, 1))
+    parcels_line("  all steps", n, wall, cpu)
+    parcels_line("  all but the model", n, wall - best["model"][0], cpu - best["model"][1])
 
 
 def torch_eager(values: F32, device: str, threads: int) -> Callable[[], F32] | None:
@@ -87,34 +144,36 @@ def main() -> None:
     os.environ.setdefault("RAYON_NUM_THREADS", str(args.threads))
 
     from monitor.infer import InferenceConfig, load_model
-    from monitor.practices import (
-        DEFAULT_THRESHOLD,
-        decode_peaks,
-        detect_practices,
-        predict,
-        series_tensor,
-    )
+    from monitor.practices import detect_practices, predict, series_tensor
 
     table = observation_table(args.parcels, args.data)
     n = table.get_column("parcel_id").n_unique()
     print(f"{n} parcel-seasons, {table.height} observation rows, {args.threads} threads")
     session = load_model("practices", InferenceConfig(threads=args.threads))
+    # what `parcel-monitor detect --threads N` runs: N single-threaded model calls at once
+    one = load_model("practices", InferenceConfig(threads=1))
+    workers = args.threads
 
     print("end to end (observation rows in, events out):")
-    wall, cpu, events = timed(lambda: detect_practices(table, model=session))
+    wall, cpu, events = timed(lambda: detect_practices(table, model=one, workers=workers))
     parcels_line(f"detect_practices ({events.height} events)", n, wall, cpu)
-    wall, cpu, tensor = timed(lambda: series_tensor(table))
-    parcels_line("  of which grid resampling", n, wall, cpu)
-    values = tensor.values
+    emitted = set(events.get_column("event_id").gather_every(3))
+    wall, cpu, fresh = timed(
+        lambda: detect_practices(table, model=one, emitted=emitted, workers=workers)
+    )
+    parcels_line(f"  a third emitted before ({fresh.height} new)", n, wall, cpu)
+    wall, cpu, _ = timed(lambda: detect_practices(table, model=session))
+    parcels_line(f"  model on {args.threads} intra-op threads", n, wall, cpu)
+    print(f"step by step ({workers} model calls at once):")
+    step_breakdown(table, one, n, workers)
+    values = series_tensor(table).values
     ort_s, ort_cpu, ort_out = timed(lambda: predict(session, values))
-    parcels_line("  of which the model", n, ort_s, ort_cpu)
-    wall, cpu, _ = timed(lambda: decode_peaks(ort_out, DEFAULT_THRESHOLD))
-    parcels_line("  of which peak decoding", n, wall, cpu)
 
     print("the model alone, same input tensor:")
-    parcels_line(f"ONNX Runtime, {args.threads} threads", n, ort_s, ort_cpu)
+    parcels_line(f"ONNX Runtime, {args.threads} intra-op threads", n, ort_s, ort_cpu)
     if args.threads != 1:
-        one = load_model("practices", InferenceConfig(threads=1))
+        wall, cpu, _ = timed(lambda: predict(one, values, workers=workers))
+        parcels_line(f"ONNX Runtime, {workers} x 1 thread", n, wall, cpu)
         wall, cpu, _ = timed(lambda: predict(one, values))
         parcels_line("ONNX Runtime, 1 thread", n, wall, cpu)
     eager = torch_eager(values, args.torch_device, args.threads)

@@ -17,6 +17,7 @@ __all__ = [
     "key_partitions",
     "pixel_set",
     "practice_decode_peaks",
+    "practice_events_of_peaks",
     "practice_group_keys",
     "practice_nearest_rows",
     "practice_series_grid",
@@ -151,6 +152,20 @@ def practice_nearest_rows(
     event_parcel: npt.NDArray[np.uint32],
     event_micros: npt.NDArray[np.int64],
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+def practice_events_of_peaks(
+    series: npt.NDArray[np.int64],
+    practice: npt.NDArray[np.int64],
+    bin: npt.NDArray[np.float64],
+    series_parcel: npt.NDArray[np.uint32],
+    series_year: npt.NDArray[np.int32],
+    parcel_ids: _StrColumn,
+    types: _StrColumn,
+    start_doy: int,
+    bin_days: int,
+    window_days: int,
+    moved_windows: int,
+    emitted: _StrColumn,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int32], bytes]: ...
 
 _StrColumn = tuple[bytes, npt.NDArray[np.int64]]
 

@@ -14,7 +14,7 @@ import torch
 from models.practices import PracticeNet, PracticeProbabilities, from_onnx
 from models.practices_training import TOLERANCE_DAYS, export_module, match_events
 from monitor.cli import main
-from monitor.errors import ObservationError
+from monitor.errors import ConfigError, ObservationError
 from monitor.events import validate_event
 from monitor.infer import InferenceConfig, artifact_path, load_model
 from monitor.practices import (
@@ -386,6 +386,15 @@ def test_model_outputs_do_not_depend_on_the_rest_of_the_batch() -> None:
     full = predict(model, values)
     for rows in (np.arange(1), np.arange(5, 90), np.arange(699, 0, -7)):
         assert np.array_equal(predict(model, np.ascontiguousarray(values[rows])), full[rows])
+
+
+def test_batches_run_at_once_give_the_same_outputs() -> None:
+    model = load_model("practices", InferenceConfig(threads=1))
+    values = np.random.default_rng(5).standard_normal((9000, len(CHANNELS), N_BINS))
+    values = values.astype(np.float32)  # three batches
+    assert np.array_equal(predict(model, values, workers=2), predict(model, values))
+    with pytest.raises(ConfigError, match="workers 0"):
+        predict(model, values, workers=0)
 
 
 def test_memo_reuses_unchanged_series_and_gives_the_same_events(

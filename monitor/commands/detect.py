@@ -4,6 +4,7 @@ table, whatever produced it."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,8 +35,17 @@ def register(subparsers: Subparsers) -> None:
         "validation data are built into the model)",
     )  # fmt: skip
     parser.add_argument("--model", type=Path, metavar="MODEL.onnx", help="default: shipped")
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all)")
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="model batches run at once, one ONNX Runtime thread each (0: one per usable core)",
+    )  # fmt: skip
     parser.set_defaults(func=run)
+
+
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,9 +57,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threshold {args.threshold} is not in (0, 1)")
     if not args.observations.exists():
         raise ConfigError(f"--observations {args.observations}: no such file or folder")
-    model = load_model(args.model or "practices", InferenceConfig(threads=args.threads))
+    if args.threads < 0:
+        raise ConfigError(f"--threads {args.threads} is not >= 0")
+    # Single-threaded sessions, several batches at once: fewer CPU-seconds than one session's
+    # intra-op threads (`monitor.practices.predict`).
+    model = load_model(args.model or "practices", InferenceConfig(threads=1))
     table = read_observations(args.observations)
-    events = detect_practices(table, model=model, threshold=args.threshold)
+    workers = args.threads or _usable_cores()
+    events = detect_practices(table, model=model, threshold=args.threshold, workers=workers)
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         events.write_parquet(args.out)

@@ -14,6 +14,7 @@ pub mod label_cache;
 pub mod mask;
 pub mod pixelset;
 pub mod polygons;
+pub mod practice_events;
 pub mod practice_grid;
 pub mod raster_value;
 pub mod rasterize;

@@ -196,7 +196,7 @@ struct BinSums {
     rows: Vec<u32>,   // rows per bin
     sums: Vec<f64>,   // [feature, bin]
     finite: Vec<u32>, // [feature, bin]
-    means: Vec<f32>,  // [feature, bin], NaN where no finite value
+    touched: bool,    // rows were added since the last `clear`
 }
 
 impl BinSums {
@@ -206,17 +206,22 @@ impl BinSums {
             rows: vec![0; n_bins],
             sums: vec![0.0; features * n_bins],
             finite: vec![0; features * n_bins],
-            means: vec![0.0; features * n_bins],
+            touched: false,
         }
     }
 
+    /// Empties the sums; cheap when nothing was added (most series have no reconstructed rows).
     fn clear(&mut self) {
-        self.rows.fill(0);
-        self.sums.fill(0.0);
-        self.finite.fill(0);
+        if self.touched {
+            self.rows.fill(0);
+            self.sums.fill(0.0);
+            self.finite.fill(0);
+            self.touched = false;
+        }
     }
 
     fn add(&mut self, bin: usize, values: impl Iterator<Item = f64>) {
+        self.touched = true;
         self.rows[bin] += 1;
         for (f, v) in values.enumerate() {
             if v.is_finite() {
@@ -226,13 +231,14 @@ impl BinSums {
         }
     }
 
-    fn finish(&mut self) {
-        for ((mean, &sum), &n) in self.means.iter_mut().zip(&self.sums).zip(&self.finite) {
-            *mean = if n > 0 {
-                (sum / f64::from(n)) as f32
-            } else {
-                f32::NAN
-            };
+    /// Mean of feature `f` in `bin` (f64 sum over the count, cast to f32), NaN without a
+    /// finite value. Computed only for the bins the interpolation reads.
+    fn mean(&self, f: usize, bin: usize) -> f32 {
+        let i = f * self.n_bins + bin;
+        if self.finite[i] > 0 {
+            (self.sums[i] / f64::from(self.finite[i])) as f32
+        } else {
+            f32::NAN
         }
     }
 }
@@ -295,18 +301,23 @@ fn interpolate_into(out: &mut [f32], means: &[f32], spans: &[Span], (centre, sca
     }
 }
 
-/// (year, day of year) of every day between the first and last acquisition, looked up per
-/// row: the civil-date arithmetic would cost more than the rest of the row's work.
+/// (year, grid bin) of every day between the first and last acquisition, looked up per row:
+/// the civil-date arithmetic and the division by the bin width would cost more than the rest
+/// of the row's work.
 struct Calendar {
     first_day: i64,
+    /// Year and bin (`NO_BIN` outside the grid) of each day.
     days: Vec<(i32, u32)>,
 }
+
+/// `Calendar` bin of a day outside the grid.
+const NO_BIN: u32 = u32::MAX;
 
 /// Longest span of acquisition days a table may cover (~11 000 years).
 const MAX_DAYS: i64 = 4_000_000;
 
 impl Calendar {
-    fn spanning(micros: &[i64]) -> Result<Self, KernelError> {
+    fn spanning(micros: &[i64], layout: &GridLayout) -> Result<Self, KernelError> {
         let first = micros.par_iter().copied().min().unwrap_or(0);
         let last = micros.par_iter().copied().max().unwrap_or(0);
         let (first_day, last_day) = (
@@ -319,10 +330,18 @@ impl Calendar {
                 last_day - first_day
             )));
         }
-        let days = (first_day..=last_day).map(year_and_ordinal_day).collect();
+        let days = (first_day..=last_day)
+            .map(|day| {
+                let (year, doy) = year_and_ordinal_day(day);
+                let bin = (i64::from(doy) - layout.start_doy).div_euclid(layout.bin_days);
+                let in_grid = (0..layout.n_bins as i64).contains(&bin);
+                (year, if in_grid { bin as u32 } else { NO_BIN })
+            })
+            .collect();
         Ok(Calendar { first_day, days })
     }
 
+    /// (year, bin) of a time.
     fn day(&self, micros: i64) -> (i32, u32) {
         self.days[(micros.div_euclid(MICROS_PER_DAY) - self.first_day) as usize]
     }
@@ -339,7 +358,7 @@ pub fn series_grid(rows: &RowTable<'_>, layout: &GridLayout) -> Result<SeriesGri
         ));
     }
     let n_bins = layout.n_bins;
-    let calendar = Calendar::spanning(rows.micros)?;
+    let calendar = Calendar::spanning(rows.micros, layout)?;
     let (order, offsets) = rows_by_group(rows.parcel, rows.n_parcels);
 
     // Each parcel's distinct years (sorted): one series each.
@@ -395,7 +414,8 @@ struct SeriesScratch {
     s1: BinSums,
     seen: Vec<bool>,
     spans: Vec<Span>,
-    means: Vec<f32>,
+    means: Vec<f32>,    // [S2 feature, bin]
+    s1_means: Vec<f32>, // [VV, VH, VH - VV; bin]
 }
 
 impl SeriesScratch {
@@ -408,6 +428,7 @@ impl SeriesScratch {
             seen: vec![false; n_bins],
             spans: vec![Span::default(); n_bins],
             means: vec![0.0; f * n_bins],
+            s1_means: vec![0.0; 3 * n_bins],
         }
     }
 
@@ -428,13 +449,12 @@ impl SeriesScratch {
         let mut tile = NO_TILE;
         for &r in parcel_rows {
             let r = r as usize;
-            let (y, doy) = calendar.day(rows.micros[r]);
+            let (y, bin) = calendar.day(rows.micros[r]);
             if y != year {
                 continue;
             }
             tile = tile.min(rows.tile[r]);
-            let bin = (i64::from(doy) - layout.start_doy).div_euclid(layout.bin_days);
-            if bin < 0 || bin >= n_bins as i64 {
+            if bin == NO_BIN {
                 continue;
             }
             let bin = bin as usize;
@@ -449,9 +469,6 @@ impl SeriesScratch {
                 _ => {}
             }
         }
-        self.clear.finish();
-        self.rebuilt.finish();
-        self.s1.finish();
 
         // A bin takes its clear observations, else its reconstructed rows (flagged as such).
         for t in 0..n_bins {
@@ -461,8 +478,11 @@ impl SeriesScratch {
             out[layout.s2_observed * n_bins + t] = f32::from(u8::from(clear));
             out[layout.s2_reconstructed * n_bins + t] = f32::from(u8::from(rebuilt));
             for f in 0..rows.s2.len() {
-                let source = if rebuilt { &self.rebuilt } else { &self.clear };
-                self.means[f * n_bins + t] = source.means[f * n_bins + t];
+                self.means[f * n_bins + t] = match (clear, rebuilt) {
+                    (true, _) => self.clear.mean(f, t),
+                    (_, true) => self.rebuilt.mean(f, t),
+                    _ => f32::NAN,
+                };
             }
         }
         if self.seen.iter().any(|&s| s) {
@@ -482,6 +502,9 @@ impl SeriesScratch {
             for t in 0..n_bins {
                 self.seen[t] = self.s1.rows[t] > 0;
                 out[layout.s1_observed * n_bins + t] = f32::from(u8::from(self.seen[t]));
+                for f in 0..3 {
+                    self.s1_means[f * n_bins + t] = self.s1.mean(f, t);
+                }
             }
             if self.seen.iter().any(|&s| s) {
                 spans(&self.seen, &mut self.spans);
@@ -489,7 +512,7 @@ impl SeriesScratch {
                     layout.s1_channels.iter().zip(&layout.s1_norm).enumerate()
                 {
                     let block = &mut out[channel * n_bins..(channel + 1) * n_bins];
-                    let means = &self.s1.means[f * n_bins..(f + 1) * n_bins];
+                    let means = &self.s1_means[f * n_bins..(f + 1) * n_bins];
                     interpolate_into(block, means, &self.spans, norm);
                 }
             }
@@ -602,13 +625,25 @@ pub fn nearest_rows(
             "parcel rank {bad} out of range (n_parcels {n_parcels})"
         )));
     }
-    // Only candidate rows are sorted into parcels: others get a group past the end.
-    let group: Vec<u32> = parcel
+    // Only candidate rows are sorted into parcels (a counting sort, table order kept).
+    let mut offsets = vec![0usize; n_parcels + 1];
+    for (&p, _) in parcel.iter().zip(candidate).filter(|(_, &c)| c) {
+        offsets[p as usize + 1] += 1;
+    }
+    for i in 0..n_parcels {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut cursor = offsets[..n_parcels].to_vec();
+    let mut order = vec![0u32; offsets[n_parcels]];
+    for (row, (&p, _)) in parcel
         .iter()
         .zip(candidate)
-        .map(|(&p, &c)| if c { p } else { n_parcels as u32 })
-        .collect();
-    let (order, offsets) = rows_by_group(&group, n_parcels + 1);
+        .enumerate()
+        .filter(|(_, (_, &c))| c)
+    {
+        order[cursor[p as usize]] = row as u32;
+        cursor[p as usize] += 1;
+    }
     Ok(event_parcel
         .par_iter()
         .zip(event_micros)

@@ -6,8 +6,11 @@ use numpy::{
     IntoPyArray, PyArray1, PyArray3, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 use super::interrupt::{input_err, to_py_err};
+use crate::event_json::Strings;
+use crate::practice_events::{practice_events, EventCalendar, PeakTable};
 use crate::practice_grid::{
     decode_peaks, group_keys, nearest_rows, series_grid, GridLayout, RowTable,
 };
@@ -189,10 +192,75 @@ fn practice_nearest_rows<'py>(
     Ok((before.into_pyarray(py), after.into_pyarray(py)))
 }
 
+type StrColumn<'py> = (Bound<'py, PyBytes>, Column<'py, i64>);
+
+fn strings<'a>(column: &'a StrColumn<'_>, what: &str) -> PyResult<Strings<'a>> {
+    Strings::new(column.0.as_bytes(), slice(&column.1, what)?, what).map_err(to_py_err)
+}
+
+type EventsOut<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i32>>,
+    Bound<'py, PyArray1<i32>>,
+    Bound<'py, PyBytes>,
+);
+
+/// The events of decoded peaks, sorted by parcel, date and type, those near an `emitted` id
+/// left out: (peak index, date and id-window start in days since 1970, ids as 32 hex bytes
+/// each).
+#[pyfunction]
+#[pyo3(signature = (
+    series, practice, bin, series_parcel, series_year, parcel_ids, types, start_doy, bin_days,
+    window_days, moved_windows, emitted
+))]
+#[allow(clippy::too_many_arguments)]
+fn practice_events_of_peaks<'py>(
+    py: Python<'py>,
+    series: Column<'py, i64>,
+    practice: Column<'py, i64>,
+    bin: Column<'py, f64>,
+    series_parcel: Column<'py, u32>,
+    series_year: Column<'py, i32>,
+    parcel_ids: StrColumn<'py>,
+    types: StrColumn<'py>,
+    start_doy: i64,
+    bin_days: i64,
+    window_days: i64,
+    moved_windows: i64,
+    emitted: StrColumn<'py>,
+) -> PyResult<EventsOut<'py>> {
+    let peaks = PeakTable {
+        series: slice(&series, "series")?,
+        practice: slice(&practice, "practice")?,
+        bin: slice(&bin, "bin")?,
+        series_parcel: slice(&series_parcel, "series_parcel")?,
+        series_year: slice(&series_year, "series_year")?,
+        parcel_ids: strings(&parcel_ids, "parcel_ids")?,
+        types: strings(&types, "types")?,
+    };
+    let calendar = EventCalendar {
+        start_doy,
+        bin_days,
+        window_days,
+        moved_windows,
+    };
+    let emitted = strings(&emitted, "emitted")?;
+    let events = py
+        .detach(|| practice_events(&peaks, calendar, &emitted))
+        .map_err(to_py_err)?;
+    Ok((
+        events.peak.into_pyarray(py),
+        events.day.into_pyarray(py),
+        events.window_start.into_pyarray(py),
+        PyBytes::new(py, &events.ids),
+    ))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(practice_group_keys, m)?)?;
     m.add_function(wrap_pyfunction!(practice_series_grid, m)?)?;
     m.add_function(wrap_pyfunction!(practice_decode_peaks, m)?)?;
     m.add_function(wrap_pyfunction!(practice_nearest_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(practice_events_of_peaks, m)?)?;
     Ok(())
 }
