@@ -42,7 +42,7 @@ class PracticeNet(nn.Module):
     features (a U-Net skip) so that dates keep the grid's resolution.
     """
 
-    def __init__(self, fine: int = 8, hidden: int = 16, dilations: tuple[int, ...] = (1, 2, 4)):
+    def __init__(self, fine: int = 8, hidden: int = 16, dilations: tuple[int, ...] = (1, 2, 4, 8)):
         super().__init__()
         self.doy: torch.Tensor
         self.register_buffer("doy", day_of_year_encoding()[None], persistent=False)
