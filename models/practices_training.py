@@ -67,12 +67,12 @@ log = logging.getLogger(__name__)
 SEASON: Final = 2025
 TILE_SIZE: Final = 512
 N_PARCELS: Final = 300
-TRAIN_SEEDS: Final = tuple(range(1, 10))
+TRAIN_SEEDS: Final = tuple(range(1, 13))
 EVAL_SEEDS: Final = (101, 102)
-DEFAULT_EPOCHS: Final = 60
+DEFAULT_EPOCHS: Final = 90
 #: Share of augmented series cut at a random day, and the days of series a practice needs
 #: after its date to be a target of a cut series (what the cut series can support).
-CUT_FRACTION: Final = 0.75
+CUT_FRACTION: Final = 0.6
 SUPPORT_DAYS: Final = 8
 COPIES: Final = 4  # augmented copies of each training series per epoch
 TARGET_SIGMA_DAYS: Final = 4.0
@@ -179,7 +179,7 @@ def augment(
     # what the table carries: everything, no S1, no band means, or NDVI only (as real
     # NDVI-only products and other countries' tables are)
     inputs = rng.random(n)
-    ndvi_only = inputs < 0.3
+    ndvi_only = inputs < 0.45
     params = pl.DataFrame(
         {
             "parcel_id": ids,
@@ -189,8 +189,8 @@ def augment(
             "drop": np.where(chance(0.6), rng.uniform(0.0, 0.4, n), 0.0),
             # keep every 2nd or 3rd date: a 10- or 15-day revisit
             "revisit": np.where(chance(0.3), rng.choice([2, 3], n, p=[0.7, 0.3]), 1),
-            "no_s1": ndvi_only | ((inputs >= 0.3) & (inputs < 0.45)),
-            "no_bands": ndvi_only | ((inputs >= 0.45) & (inputs < 0.55)),
+            "no_s1": ndvi_only | ((inputs >= 0.45) & (inputs < 0.55)),
+            "no_bands": ndvi_only | ((inputs >= 0.55) & (inputs < 0.62)),
             "cloud": np.where(chance(0.6), rng.uniform(0.0, 0.15, n), 0.0),
             # the stage reads observed rows only by default; reconstructed rows are optional
             "no_rebuilt": chance(0.5),
@@ -332,7 +332,7 @@ def train(data_dir: Path, out_dir: Path, *, seed: int, epochs: int | None) -> Pa
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(batch)
+            total += float(loss.detach()) * len(batch)
         net.eval()
         with torch.no_grad():
             val = float(loss_fn(net(val_x), val_y))
@@ -376,7 +376,8 @@ def _calibrate(net: PracticeNet, observations: pl.DataFrame, truth: pl.DataFrame
     """Per-practice thresholds maximising the mean of the whole-season event F1 and the
     streaming one (`streaming_events`, `CALIBRATION_CONFIRM_DAYS`) on the validation season,
     folded into the head's bias so that the exported model's 0.5 is each practice's best
-    threshold."""
+    threshold. (Counting the NDVI-only F1 too pulls every threshold to 0.3 and costs ~8 points
+    of streaming mowing precision.)"""
     model = _TorchModel(net)
     whole = _as_practices(detect_practices(observations, model=model, threshold=0.05))
     observed = observations.filter(pl.col("source") == "observed")
@@ -389,7 +390,7 @@ def _calibrate(net: PracticeNet, observations: pl.DataFrame, truth: pl.DataFrame
         for practice in PRACTICES:
             f1 = (_scores(kept, truth, practice)["F1"], _scores(streamed, truth, practice)["F1"])
             scores[practice][threshold] = sum(f1) / 2
-            log.info("%s at %.2f: F1 whole %.3f, streaming %.3f", practice, threshold, *f1)
+            log.info("%s at %.4f: F1 whole %.4f, streaming %.4f", practice, threshold, *f1)
     chosen = []
     for practice in PRACTICES:
         best = max(scores[practice], key=lambda t: scores[practice][t])
