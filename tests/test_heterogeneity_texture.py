@@ -8,44 +8,47 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.heterogeneity import TEXTURE_FLOOR, HeterogeneityNet  # noqa: E402
+from models.heterogeneity import TEXTURE_FLOOR  # noqa: E402
 from models.heterogeneity_training import (  # noqa: E402
     example_inputs,
     merge_sets,
+    roc_auc,
     scale_texture,
+    slovenia_merged,
     weaken_contrast,
 )
 from monitor.heterogeneity import (  # noqa: E402
-    INPUT_NAMES,
+    DECISION_THRESHOLD,
     PixelSetSeries,
+    heterogeneity_probability,
 )
+from monitor.infer import load_model  # noqa: E402
 
 
 def _set_means(ndvi: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask, ndvi, 0.0).sum(axis=2) / np.maximum(mask.sum(axis=2), 1)
 
 
-def _logits(model: HeterogeneityNet, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    with torch.no_grad():
-        out = model(*(torch.from_numpy(inputs[k]) for k in INPUT_NAMES))
-    return out.numpy()
-
-
-def test_output_does_not_depend_on_the_level_of_the_texture() -> None:
-    # Every pixel's deviation from its set's mean halved, or doubled: the same logits (the
-    # texture, std ~0.35, stays far above TEXTURE_FLOOR), while moving the means does matter.
+def test_output_does_not_depend_on_the_level_of_a_strong_texture() -> None:
+    # Every pixel's deviation from its set's mean halved, or doubled: with a texture far above
+    # TEXTURE_FLOOR (std ~0.35 here) the shipped model's probabilities barely move (the floor
+    # alone moves them by ~0.03), while moving the means changes them a lot. Near the floor
+    # the level leaks through it (model card, known limits).
     rng = np.random.default_rng(7)
-    inputs = example_inputs(6, rng)
+    inputs = example_inputs(16, rng)
     mask = inputs["pixel_mask"] > 0
-    torch.manual_seed(0)
-    model = HeterogeneityNet().eval()
-    before = _logits(model, inputs)
+    model = load_model("heterogeneity")
+
+    def probability(pixels: np.ndarray) -> np.ndarray:
+        logit = model.run(inputs | {"pixels": pixels[..., None]})["logit"]
+        return np.asarray(1.0 / (1.0 + np.exp(-logit)))
+
+    before = probability(inputs["pixels"][..., 0])
     for factor in (0.5, 2.0):
-        scaled = scale_texture(inputs["pixels"][..., 0], mask, np.full(6, factor))
-        after = _logits(model, inputs | {"pixels": scaled[..., None]})
-        np.testing.assert_allclose(after, before, atol=0.02)
-    shifted = _logits(model, inputs | {"pixels": inputs["pixels"] * 0.5})
-    assert np.abs(shifted - before).max() > 0.05
+        after = probability(scale_texture(inputs["pixels"][..., 0], mask, np.full(16, factor)))
+        np.testing.assert_allclose(after, before, atol=0.05)
+    shifted = probability(inputs["pixels"][..., 0] * 0.5)
+    assert np.abs(shifted - before).max() > 0.2
     assert TEXTURE_FLOOR < 0.01
 
 
@@ -90,3 +93,24 @@ def test_merged_sets_mix_two_parcels_and_count_dates_usable_for_both() -> None:
     low = (merged.ndvi[0] < 0.5) & merged.mask[0]
     assert 0.2 < low.sum() / (low.sum() + high.sum()) < 0.6  # ~40 % of the second cover
     np.testing.assert_allclose(merged.ndvi_std[0], 0.3, atol=0.08)  # two populations 0.6 apart
+
+
+def test_shipped_model_flags_some_real_merged_parcels_and_mostly_right_ones() -> None:
+    # The real Slovenian check (model card): 58 parcels of real NDVI, 33 of them two real
+    # land-use polygons merged. The earlier artifact flagged none of them at its threshold;
+    # flagging all would be right for 57 % of the flags. The shipped model at the shipped
+    # threshold must flag some, not all, and be right more often than that.
+    flagged = right = total = 0
+    for year in (2016, 2017):
+        labels, series = slovenia_merged(year)
+        probability = heterogeneity_probability(series)
+        scored = ~np.isnan(probability)
+        assert scored.sum() >= 50
+        predicted = probability[scored] >= DECISION_THRESHOLD
+        assert 0 < predicted.sum() < scored.sum(), year
+        flagged += int(predicted.sum())
+        right += int((predicted & labels[scored]).sum())
+        total += int(scored.sum())
+        assert roc_auc(labels[scored], probability[scored]) > 0.55, year
+    assert right / flagged > 0.62
+    assert flagged < 0.8 * total
