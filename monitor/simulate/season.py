@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from monitor import _core
 from monitor.errors import ConfigError
 from monitor.simulate import noise, truth, writer
 from monitor.simulate.covers import COVERS, INDEX, crop_shares
@@ -374,12 +375,17 @@ def _texture(
     patchy = (amplitudes[:, 0] * rng.lognormal(0.0, 0.3, n)).astype(np.float32)
     grainy = (amplitudes[:, 1] * rng.lognormal(0.0, 0.2, n)).astype(np.float32)
     patches = noise.fractal(rng, grid.shape(20), 20.0, (300.0, 80.0, 40.0), decay=0.8)
-    texture = noise.upsample2(patches, grid.shape(10))
-    del patches
-    texture *= np.take(patchy, label10, mode="clip")
-    grain = noise.normal(rng, grid.shape(10))
-    grain *= np.take(grainy, label10, mode="clip")
-    texture += grain
+    texture = np.empty(grid.shape(10), dtype=np.float32)
+    # one fused pass (upsample, gathers, grain drawn per pixel from a counter-based hash)
+    _core.sim_texture(
+        label10,
+        patches,
+        patchy,
+        grainy,
+        noise.normal_table(),
+        int(rng.integers(0, 2**63)),
+        texture,
+    )
     return texture
 
 
