@@ -401,7 +401,11 @@ def _block_mean(array: F32, shape: tuple[int, int]) -> F32:
     h, w = shape
     pad = ((0, 2 * h - array.shape[0]), (0, 2 * w - array.shape[1]))
     padded = np.pad(array, pad, mode="edge") if any(p for _, p in pad) else array
-    out: F32 = padded.reshape(h, 2, w, 2).mean(axis=(1, 3), dtype=np.float32)
+    # four strided sums: several times faster than a mean over reshaped axes
+    out: F32 = padded[0::2, 0::2] + padded[1::2, 0::2]
+    out += padded[0::2, 1::2]
+    out += padded[1::2, 1::2]
+    out *= np.float32(0.25)
     return out
 
 

@@ -145,9 +145,20 @@ fn interpolate_row(
     for ((v, &x), &y) in blend.iter_mut().zip(a).zip(b) {
         *v = 0.75 * x + 0.25 * y;
     }
-    for (c, out) in row.iter_mut().enumerate() {
-        let (pc, qc) = taps(c, coarse.width, 2);
-        *out = 0.75 * blend[pc] + 0.25 * blend[qc];
+    double_row(&blend[..coarse.width], row);
+}
+
+/// `row` (output width) from `coarse` (half of it, rounded up) by the 2x interpolation: pixel
+/// 2j is 3/4 of cell j and 1/4 of cell j - 1, pixel 2j + 1 1/4 of cell j + 1 (edges clamped).
+/// Same values as `taps`, without its per-pixel index arithmetic.
+fn double_row(coarse: &[f32], row: &mut [f32]) {
+    let n = coarse.len();
+    for (j, pair) in row.chunks_mut(2).enumerate() {
+        let centre = 0.75 * coarse[j];
+        pair[0] = centre + 0.25 * coarse[j.saturating_sub(1)];
+        if let Some(odd) = pair.get_mut(1) {
+            *odd = centre + 0.25 * coarse[(j + 1).min(n - 1)];
+        }
     }
 }
 
@@ -385,6 +396,7 @@ pub fn render_radar(inputs: &RadarInputs<'_>, out: &mut [f32]) -> Result<(), Ker
         .for_each(|(b, chunk)| {
             let (mut upper, mut lower, mut blend) =
                 (vec![0f32; cw], vec![0f32; cw], vec![0f32; cw]);
+            let mut speckle = vec![0f32; w];
             for (i, row) in chunk.chunks_mut(w).enumerate() {
                 let r = b * ROWS_PER_BLOCK + i;
                 let (pr, qr) = taps(r, ch, 2);
@@ -395,15 +407,14 @@ pub fn render_radar(inputs: &RadarInputs<'_>, out: &mut [f32]) -> Result<(), Ker
                 for ((v, &x), &y) in blend.iter_mut().zip(&upper).zip(&lower) {
                     *v = 0.75 * x + 0.25 * y;
                 }
+                double_row(&blend, &mut speckle);
                 let start = r * w;
                 for (c, v) in row.iter_mut().enumerate() {
-                    let (pc, qc) = taps(c, cw, 2);
                     let unit = inputs.labels[start + c] as usize;
                     let mut x = inputs.db[unit]
                         + inputs.texture_db * inputs.texture[start + c]
                         + inputs.ramp[c]
-                        + 0.75 * blend[pc]
-                        + 0.25 * blend[qc];
+                        + speckle[c];
                     if let Some(extra) = inputs.extra_db {
                         x += extra[start + c];
                     }
