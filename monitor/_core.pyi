@@ -22,8 +22,12 @@ __all__ = [
     "practice_nearest_rows",
     "practice_series_grid",
     "seal_record_batch",
+    "sim_burn_edges",
     "sim_render_optical",
     "sim_render_radar",
+    "sim_snow_fraction",
+    "sim_texture",
+    "sim_upsample",
     "tiling_extract",
     "tiling_stitch",
     "tiling_windows",
@@ -246,3 +250,34 @@ def seal_record_batch(
     base_sequence: int,
     transactional: bool,
 ) -> bytearray: ...
+def sim_upsample(
+    coarse: npt.NDArray[np.float32],
+    factor: float,
+    out: npt.NDArray[np.float32],
+    *,
+    offset: float = 0.0,
+) -> None: ...
+def sim_snow_fraction(
+    field: npt.NDArray[np.float32],
+    factor: float,
+    labels: npt.NDArray[np.int32],
+    visible: npt.NDArray[np.float32],
+    out: npt.NDArray[np.float32],
+) -> None: ...
+def sim_burn_edges(
+    ax: npt.NDArray[np.float64],
+    ay: npt.NDArray[np.float64],
+    bx: npt.NDArray[np.float64],
+    by: npt.NDArray[np.float64],
+    values: npt.NDArray[np.int32],
+    out: npt.NDArray[np.int32],
+) -> None: ...
+def sim_texture(
+    labels: npt.NDArray[np.int32],
+    patches: npt.NDArray[np.float32],
+    patchy: npt.NDArray[np.float32],
+    grainy: npt.NDArray[np.float32],
+    grain_table: npt.NDArray[np.float32],
+    seed: int,
+    out: npt.NDArray[np.float32],
+) -> None: ...

@@ -39,9 +39,9 @@ def test_optical_band_is_the_numpy_formula_with_the_sky_interpolated_from_20_m()
     surface = np.maximum(a["mean"][a["labels"]] + a["slope"][a["labels"]] * a["texture"], 0.0005)
     surface = surface * (1 - snow) + snow * 0.8
     expected = (
-        surface * noise.upsample2(through, shape)
-        + noise.upsample2(opacity, shape) * 0.9
-        + noise.upsample2(cirrus, shape) * 1.05
+        surface * noise.upsample(through, 2.0, shape)
+        + noise.upsample(opacity, 2.0, shape) * 0.9
+        + noise.upsample(cirrus, 2.0, shape) * 1.05
         + 0.004
     )
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
@@ -119,3 +119,64 @@ def test_kernels_refuse_labels_without_a_spectrum_and_mismatched_shapes() -> Non
         _core.sim_render_optical(
             a["labels"], a["mean"], a["slope"], a["texture"], np.empty((8, 8), np.int16)
         )
+
+
+def _bilinear(
+    coarse: np.ndarray, factor: float, shape: tuple[int, int], offset: float
+) -> np.ndarray:
+    """The numpy bilinear interpolation `noise.upsample` replaced (columns, then rows)."""
+
+    def axis(n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = np.clip((np.arange(n) + 0.5) / factor - 0.5 + offset, 0.0, size - 1.0)
+        i0 = np.minimum(np.floor(pos).astype(np.intp), size - 1)
+        return i0, np.minimum(i0 + 1, size - 1), (pos - i0).astype(np.float32)
+
+    i0, i1, wr = axis(shape[0], coarse.shape[0])
+    j0, j1, wc = axis(shape[1], coarse.shape[1])
+    half = coarse[:, j0] * (1.0 - wc) + coarse[:, j1] * wc
+    return half[i0] * (1.0 - wr)[:, None] + half[i1] * wr[:, None]
+
+
+@pytest.mark.parametrize(("factor", "offset"), [(2.0, 0.0), (3.0, 0.0), (6.0, 0.0), (7.5, 1.0)])
+def test_upsample_is_the_numpy_bilinear_interpolation(factor: float, offset: float) -> None:
+    coarse = np.random.default_rng(3).standard_normal((13, 11), dtype=np.float32)
+    shape = (int(13 * factor) - 1, int(11 * factor) + 2)  # ragged edges are clamped
+    out = noise.upsample(coarse, factor, shape, offset=offset)
+    np.testing.assert_allclose(out, _bilinear(coarse, factor, shape, offset), atol=1e-6)
+
+
+def test_snow_fraction_is_the_clipped_field_scaled_by_the_unit() -> None:
+    rng = np.random.default_rng(4)
+    field = rng.uniform(-0.5, 1.5, (9, 9)).astype(np.float32)
+    visible = np.array([0.0, 0.35, 1.0], np.float32)
+    labels = rng.integers(0, 3, (54, 54), dtype=np.int32)
+    out = np.empty((54, 54), np.float32)
+    _core.sim_snow_fraction(field, 6.0, labels, visible, out)
+    expected = np.clip(_bilinear(field, 6.0, (54, 54), 0.0), 0, 1) * visible[labels]
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    labels[0, 0] = 3
+    with pytest.raises(KernelError, match="label 3"):
+        _core.sim_snow_fraction(field, 6.0, labels, visible, out)
+
+
+def test_texture_is_scaled_patches_plus_a_normal_grain_deterministic_per_seed() -> None:
+    shape = (200, 160)
+    labels = np.zeros(shape, np.int32)
+    labels[:, 80:] = 1
+    patches = np.random.default_rng(5).standard_normal((100, 80), dtype=np.float32)
+    patchy, grainy = np.array([1.5, 0.0], np.float32), np.array([0.0, 2.0], np.float32)
+
+    def texture(seed: int) -> np.ndarray:
+        out = np.empty(shape, np.float32)
+        _core.sim_texture(labels, patches, patchy, grainy, noise.normal_table(), seed, out)
+        return out
+
+    a = texture(1)
+    np.testing.assert_array_equal(a, texture(1))
+    assert not np.array_equal(a, texture(2))
+    smooth = noise.upsample(patches, 2.0, shape)
+    np.testing.assert_allclose(a[:, :80], 1.5 * smooth[:, :80], atol=1e-5)
+    grain = a[:, 80:] / 2.0
+    assert abs(grain.mean()) < 0.03
+    assert abs(grain.std() - 1.0) < 0.03
+    assert abs(np.corrcoef(grain[:, :-1].ravel(), grain[:, 1:].ravel())[0, 1]) < 0.03

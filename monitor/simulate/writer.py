@@ -17,6 +17,7 @@ import rasterio
 import shapely
 from numpy.typing import NDArray
 from pyproj import CRS, Transformer
+from rasterio.enums import Resampling
 
 from monitor.simulate.grid import TileGrid
 from monitor.simulate.sar import Orbit
@@ -29,6 +30,7 @@ STAC_EXTENSIONS = [
     "https://stac-extensions.github.io/view/v1.0.0/schema.json",
 ]
 _TIFF = "image/tiff; application=geotiff; profile=cloud-optimized"
+_BLOCK = 512  # COG tile side, px
 
 
 def write_cog(
@@ -43,9 +45,12 @@ def write_cog(
     overviews unless `overviews=False`, compressed on every core.
 
     ZSTD is read by every GDAL since 2.3 (rasterio, QGIS, the engine) and compresses a full
-    tile's band about 4x faster than DEFLATE for the same size. Overviews are most of the
-    cost that remains (GDAL builds them in a temporary file): the ground truth, which no person
-    browses, is written without them (still a valid COG: tiled, IFD first). Deterministic.
+    tile's band about 4x faster than DEFLATE for the same size. The overviews are built on the
+    in-memory dataset rasterio hands to the COG driver, which then copies them as they are:
+    left to itself the driver builds them in a compressed temporary file and compresses them
+    a second time, which cost twice the CPU of the whole write. The ground truth, which no
+    person browses, is written without them (still a valid COG: tiled, IFD first).
+    Deterministic.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     bands = array if array.ndim == 3 else array[None]
@@ -65,14 +70,27 @@ def write_cog(
         compress="zstd",
         level=1,
         predictor=predictor,
-        blocksize=512,
+        blocksize=_BLOCK,
         num_threads="ALL_CPUS",
         overviews="AUTO" if overviews else "NONE",
-        # reflectance averages; classes and labels must not be averaged into values that mean
-        # something else, nor dB (power averages in linear units; nearest is 3x cheaper too)
-        overview_resampling="average" if array.dtype == np.uint16 else "nearest",
     ) as dst:
         dst.write(bands)
+        if overviews and _overview_factors(height, width):
+            # reflectance averages; classes and labels must not be averaged into values that
+            # mean something else, nor dB (power averages in linear units; nearest is cheaper)
+            average = array.dtype == np.uint16
+            dst.build_overviews(
+                _overview_factors(height, width),
+                Resampling.average if average else Resampling.nearest,
+            )
+
+
+def _overview_factors(height: int, width: int) -> list[int]:
+    """Halvings until the image fits one block: the levels GDAL's COG driver would make."""
+    factors: list[int] = []
+    while max(height, width) > _BLOCK * (factors[-1] if factors else 1):
+        factors.append(2 * (factors[-1] if factors else 1))
+    return factors
 
 
 @cache

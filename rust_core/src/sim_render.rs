@@ -145,9 +145,20 @@ fn interpolate_row(
     for ((v, &x), &y) in blend.iter_mut().zip(a).zip(b) {
         *v = 0.75 * x + 0.25 * y;
     }
-    for (c, out) in row.iter_mut().enumerate() {
-        let (pc, qc) = taps(c, coarse.width, 2);
-        *out = 0.75 * blend[pc] + 0.25 * blend[qc];
+    double_row(&blend[..coarse.width], row);
+}
+
+/// `row` (output width) from `coarse` (half of it, rounded up) by the 2x interpolation: pixel
+/// 2j is 3/4 of cell j and 1/4 of cell j - 1, pixel 2j + 1 1/4 of cell j + 1 (edges clamped).
+/// Same values as `taps`, without its per-pixel index arithmetic.
+fn double_row(coarse: &[f32], row: &mut [f32]) {
+    let n = coarse.len();
+    for (j, pair) in row.chunks_mut(2).enumerate() {
+        let centre = 0.75 * coarse[j];
+        pair[0] = centre + 0.25 * coarse[j.saturating_sub(1)];
+        if let Some(odd) = pair.get_mut(1) {
+            *odd = centre + 0.25 * coarse[(j + 1).min(n - 1)];
+        }
     }
 }
 
@@ -385,6 +396,7 @@ pub fn render_radar(inputs: &RadarInputs<'_>, out: &mut [f32]) -> Result<(), Ker
         .for_each(|(b, chunk)| {
             let (mut upper, mut lower, mut blend) =
                 (vec![0f32; cw], vec![0f32; cw], vec![0f32; cw]);
+            let mut speckle = vec![0f32; w];
             for (i, row) in chunk.chunks_mut(w).enumerate() {
                 let r = b * ROWS_PER_BLOCK + i;
                 let (pr, qr) = taps(r, ch, 2);
@@ -395,20 +407,274 @@ pub fn render_radar(inputs: &RadarInputs<'_>, out: &mut [f32]) -> Result<(), Ker
                 for ((v, &x), &y) in blend.iter_mut().zip(&upper).zip(&lower) {
                     *v = 0.75 * x + 0.25 * y;
                 }
+                double_row(&blend, &mut speckle);
                 let start = r * w;
                 for (c, v) in row.iter_mut().enumerate() {
-                    let (pc, qc) = taps(c, cw, 2);
                     let unit = inputs.labels[start + c] as usize;
                     let mut x = inputs.db[unit]
                         + inputs.texture_db * inputs.texture[start + c]
                         + inputs.ramp[c]
-                        + 0.75 * blend[pc]
-                        + 0.25 * blend[qc];
+                        + speckle[c];
                     if let Some(extra) = inputs.extra_db {
                         x += extra[start + c];
                     }
                     *v = (x * inputs.quantum).round_ties_even() / inputs.quantum;
                 }
+            }
+        });
+    Ok(())
+}
+
+/// Bilinear sampling positions along one axis: output pixel `i` reads the coarse axis at
+/// `(i + 0.5) / factor - 0.5 + offset`, clamped to the grid (the simulator's `noise.upsample`).
+pub struct AxisWeights {
+    pub lower: Vec<usize>,
+    pub upper: Vec<usize>,
+    pub weight: Vec<f32>,
+}
+
+impl AxisWeights {
+    pub fn new(n: usize, factor: f64, offset: f64, size: usize) -> Self {
+        let mut axis = AxisWeights {
+            lower: Vec::with_capacity(n),
+            upper: Vec::with_capacity(n),
+            weight: Vec::with_capacity(n),
+        };
+        let last = (size - 1) as f64;
+        for i in 0..n {
+            let pos = ((i as f64 + 0.5) / factor - 0.5 + offset).clamp(0.0, last);
+            let lower = (pos.floor() as usize).min(size - 1);
+            axis.lower.push(lower);
+            axis.upper.push((lower + 1).min(size - 1));
+            axis.weight.push((pos - lower as f64) as f32);
+        }
+        axis
+    }
+}
+
+/// A coarse field read bilinearly at an integer or fractional `factor` (see `AxisWeights`).
+pub struct Bilinear<'a> {
+    field: Coarse<'a>,
+    rows: AxisWeights,
+    cols: AxisWeights,
+}
+
+impl<'a> Bilinear<'a> {
+    pub fn new(
+        field: Coarse<'a>,
+        factor: f64,
+        offset: f64,
+        height: usize,
+        width: usize,
+    ) -> Result<Self, KernelError> {
+        if field.data.len() != field.height * field.width || field.height == 0 || field.width == 0 {
+            return Err(input_error("coarse field: data does not match its shape"));
+        }
+        if !(factor.is_finite() && factor > 0.0 && offset.is_finite()) {
+            return Err(input_error(format!(
+                "upsampling factor {factor} / offset {offset} must be finite, factor > 0"
+            )));
+        }
+        Ok(Bilinear {
+            field,
+            rows: AxisWeights::new(height, factor, offset, field.height),
+            cols: AxisWeights::new(width, factor, offset, field.width),
+        })
+    }
+
+    /// Coarse row `i` interpolated along the columns into `half` (output width).
+    fn columns(&self, i: usize, half: &mut [f32]) {
+        let row = &self.field.data[i * self.field.width..(i + 1) * self.field.width];
+        for (c, v) in half.iter_mut().enumerate() {
+            let w = self.cols.weight[c];
+            *v = row[self.cols.lower[c]] * (1.0 - w) + row[self.cols.upper[c]] * w;
+        }
+    }
+
+    /// Output row `r` into `out`; `a` and `b` are scratch rows of the output width.
+    pub fn row(&self, r: usize, out: &mut [f32], a: &mut [f32], b: &mut [f32]) {
+        let w = self.rows.weight[r];
+        self.columns(self.rows.lower[r], a);
+        self.columns(self.rows.upper[r], b);
+        for ((v, &x), &y) in out.iter_mut().zip(a.iter()).zip(b.iter()) {
+            *v = x * (1.0 - w) + y * w;
+        }
+    }
+}
+
+/// Bilinear upsampling of `field` into `out` (`height` x `width`), row blocks in parallel.
+pub fn upsample(
+    field: Coarse<'_>,
+    factor: f64,
+    offset: f64,
+    out: &mut [f32],
+    height: usize,
+    width: usize,
+) -> Result<(), KernelError> {
+    check_len(out.len(), height * width, "output")?;
+    if out.is_empty() {
+        return Err(input_error("the output is empty"));
+    }
+    let field = Bilinear::new(field, factor, offset, height, width)?;
+    out.par_chunks_mut(ROWS_PER_BLOCK * width)
+        .enumerate()
+        .for_each(|(b, chunk)| {
+            let (mut a, mut c) = (vec![0f32; width], vec![0f32; width]);
+            for (i, row) in chunk.chunks_mut(width).enumerate() {
+                field.row(b * ROWS_PER_BLOCK + i, row, &mut a, &mut c);
+            }
+        });
+    Ok(())
+}
+
+/// Share of each pixel under visible snow: the coarse snow `field` upsampled by `factor`,
+/// clipped to [0, 1] and scaled by the pixel's unit's `visible` share, into `out`.
+pub fn snow_fraction(
+    field: Coarse<'_>,
+    factor: f64,
+    labels: &[i32],
+    visible: &[f32],
+    out: &mut [f32],
+    width: usize,
+) -> Result<(), KernelError> {
+    check_len(labels.len(), out.len(), "labels")?;
+    if width == 0 || out.is_empty() || !out.len().is_multiple_of(width) {
+        return Err(input_error("the output is empty or not whole rows"));
+    }
+    let n_units = visible.len();
+    if let Some(bad) = labels.iter().find(|&&l| l < 0 || l as usize >= n_units) {
+        return Err(input_error(format!(
+            "label {bad} is not a unit (0..{n_units})"
+        )));
+    }
+    let field = Bilinear::new(field, factor, 0.0, out.len() / width, width)?;
+    out.par_chunks_mut(ROWS_PER_BLOCK * width)
+        .enumerate()
+        .for_each(|(b, chunk)| {
+            let (mut a, mut c) = (vec![0f32; width], vec![0f32; width]);
+            for (i, row) in chunk.chunks_mut(width).enumerate() {
+                let r = b * ROWS_PER_BLOCK + i;
+                field.row(r, row, &mut a, &mut c);
+                let labels = &labels[r * width..(r + 1) * width];
+                for (v, &l) in row.iter_mut().zip(labels) {
+                    *v = v.clamp(0.0, 1.0) * visible[l as usize];
+                }
+            }
+        });
+    Ok(())
+}
+
+/// Everything the within-field texture of a 10 m grid is made from.
+pub struct TextureInputs<'a> {
+    pub labels: &'a [i32],
+    pub height: usize,
+    pub width: usize,
+    /// Smooth patches on the grid twice as coarse (read with the 2x interpolation).
+    pub patches: Coarse<'a>,
+    /// Per unit: amplitude of the patches and of the per-pixel grain.
+    pub patchy: &'a [f32],
+    pub grainy: &'a [f32],
+    /// 65 536 quantiles of the grain's distribution, drawn per pixel from `seed`.
+    pub grain_table: &'a [f32],
+    pub seed: u64,
+}
+
+/// Texture = patches x patchy[unit] + grain x grainy[unit], in one pass into `out`.
+pub fn render_texture(inputs: &TextureInputs<'_>, out: &mut [f32]) -> Result<(), KernelError> {
+    let (h, w) = (inputs.height, inputs.width);
+    let n = h * w;
+    if n == 0 {
+        return Err(input_error("the output is empty"));
+    }
+    check_len(inputs.labels.len(), n, "labels")?;
+    check_len(out.len(), n, "output")?;
+    check_len(inputs.grainy.len(), inputs.patchy.len(), "grainy")?;
+    check_len(inputs.grain_table.len(), 65536, "grain table")?;
+    if factor_of(&inputs.patches, h, w, "patches")? != 2 {
+        return Err(input_error("patches must be on the grid twice as coarse"));
+    }
+    let n_units = inputs.patchy.len();
+    if let Some(bad) = inputs
+        .labels
+        .iter()
+        .find(|&&l| l < 0 || l as usize >= n_units)
+    {
+        return Err(input_error(format!(
+            "label {bad} is not a unit (0..{n_units})"
+        )));
+    }
+    out.par_chunks_mut(ROWS_PER_BLOCK * w)
+        .enumerate()
+        .for_each(|(b, chunk)| {
+            let (mut field, mut blend) = (vec![0f32; w], vec![0f32; w.div_ceil(2) + 1]);
+            for (i, row) in chunk.chunks_mut(w).enumerate() {
+                let r = b * ROWS_PER_BLOCK + i;
+                interpolate_row(&inputs.patches, 2, r, &mut field, &mut blend);
+                let start = r * w;
+                let labels = &inputs.labels[start..start + w];
+                for (c, v) in row.iter_mut().enumerate() {
+                    let unit = labels[c] as usize;
+                    let bits = hash(inputs.seed, (start + c) as u64);
+                    let grain = inputs.grain_table[(bits >> 48) as usize];
+                    *v = field[c] * inputs.patchy[unit] + grain * inputs.grainy[unit];
+                }
+            }
+        });
+    Ok(())
+}
+
+/// Polygon edges in pixel units (row axis pointing south), each with the signed value it
+/// burns: + on a polygon's west side, - on its east side.
+pub struct Edges<'a> {
+    pub ax: &'a [f64],
+    pub ay: &'a [f64],
+    pub bx: &'a [f64],
+    pub by: &'a [f64],
+    pub value: &'a [i32],
+}
+
+/// Scanline fill of non-overlapping convex polygons into `labels` (`height` x `width`):
+/// each edge marks, on every row whose pixel centre it spans (half-open in y), the first
+/// pixel centre east of its crossing; a running sum along each row then gives the labels.
+pub fn burn_edges(
+    edges: &Edges<'_>,
+    labels: &mut [i32],
+    height: usize,
+    width: usize,
+) -> Result<(), KernelError> {
+    let n = edges.ax.len();
+    for (len, what) in [
+        (edges.ay.len(), "ay"),
+        (edges.bx.len(), "bx"),
+        (edges.by.len(), "by"),
+        (edges.value.len(), "value"),
+    ] {
+        check_len(len, n, what)?;
+    }
+    check_len(labels.len(), height * width, "labels")?;
+    let stride = width + 1;
+    let mut marks = vec![0i32; height * stride];
+    for e in 0..n {
+        let (ax, ay, bx, by) = (edges.ax[e], edges.ay[e], edges.bx[e], edges.by[e]);
+        let (top, bottom) = (ay.min(by), ay.max(by));
+        let first = (top - 0.5).ceil().clamp(0.0, height as f64) as usize;
+        let last = (bottom - 0.5).ceil().clamp(0.0, height as f64) as usize;
+        for r in first..last {
+            let t = (r as f64 + 0.5 - ay) / (by - ay);
+            let x = ax + t * (bx - ax);
+            let column = (x - 0.5).ceil().clamp(0.0, width as f64) as usize;
+            let mark = &mut marks[r * stride + column];
+            *mark = mark.wrapping_add(edges.value[e]);
+        }
+    }
+    labels
+        .par_chunks_mut(width)
+        .zip(marks.par_chunks(stride))
+        .for_each(|(row, marks)| {
+            let mut sum = 0i32;
+            for (v, &m) in row.iter_mut().zip(marks) {
+                sum = sum.wrapping_add(m);
+                *v = sum;
             }
         });
     Ok(())
@@ -559,5 +825,104 @@ mod tests {
         let mean = a.iter().map(|&v| v as f64).sum::<f64>() / a.len() as f64;
         assert!((mean + 12.0).abs() < 0.05, "{mean}");
         assert!(a.iter().all(|v| (v * 64.0).fract() == 0.0));
+    }
+
+    #[test]
+    fn upsampling_matches_the_bilinear_formula() {
+        let data = [0f32, 1.0, 2.0, 3.0];
+        let field = Coarse {
+            data: &data,
+            height: 2,
+            width: 2,
+        };
+        let mut out = vec![0f32; 16];
+        upsample(field, 2.0, 0.0, &mut out, 4, 4).unwrap();
+        // columns at positions -0.25 (clamped), 0.25, 0.75, 1.25 (clamped)
+        let along = [0.0f32, 0.25, 0.75, 1.0];
+        for r in 0..4 {
+            for c in 0..4 {
+                let expected = along[c] + 2.0 * along[r];
+                assert!((out[r * 4 + c] - expected).abs() < 1e-6, "{r} {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn snow_fraction_is_clipped_and_scaled_by_the_unit() {
+        let data = [2.0f32, -1.0];
+        let field = Coarse {
+            data: &data,
+            height: 1,
+            width: 2,
+        };
+        let labels = [0i32, 1, 1, 0];
+        let mut out = vec![0f32; 4];
+        snow_fraction(field, 1.0, &labels, &[1.0, 0.5], &mut out, 2).unwrap();
+        assert_eq!(out, [1.0, 0.0, 0.5, 0.0]);
+    }
+
+    #[test]
+    fn burning_a_square_fills_the_pixel_centres_inside() {
+        // counter-clockwise in map axes = clockwise in (column, row): a square from 1 to 3
+        let (ax, ay, bx, by) = (
+            [1.0, 3.0, 3.0, 1.0],
+            [3.0, 3.0, 1.0, 1.0],
+            [3.0, 3.0, 1.0, 1.0],
+            [3.0, 1.0, 1.0, 3.0],
+        );
+        let value = [0, -7, 0, 7];
+        let edges = Edges {
+            ax: &ax,
+            ay: &ay,
+            bx: &bx,
+            by: &by,
+            value: &value,
+        };
+        let mut labels = vec![0i32; 16];
+        burn_edges(&edges, &mut labels, 4, 4).unwrap();
+        let expected = [0, 0, 0, 0, 0, 7, 7, 0, 0, 7, 7, 0, 0, 0, 0, 0];
+        assert_eq!(labels, expected);
+    }
+
+    #[test]
+    fn texture_is_patches_and_grain_scaled_per_unit() {
+        let (h, w) = (64, 64);
+        let labels: Vec<i32> = (0..h * w).map(|i| ((i % w) >= w / 2) as i32).collect();
+        let patches = vec![1f32; (h / 2) * (w / 2)];
+        let table: Vec<f32> = (0..65536)
+            .map(|i| (i as f32 - 32767.5) / 32768.0 * 3f32.sqrt())
+            .collect();
+        let inputs = TextureInputs {
+            labels: &labels,
+            height: h,
+            width: w,
+            patches: Coarse {
+                data: &patches,
+                height: h / 2,
+                width: w / 2,
+            },
+            patchy: &[2.0, 0.0],
+            grainy: &[0.0, 1.0],
+            grain_table: &table,
+            seed: 5,
+        };
+        let (mut a, mut b) = (vec![0f32; h * w], vec![0f32; h * w]);
+        render_texture(&inputs, &mut a).unwrap();
+        render_texture(&inputs, &mut b).unwrap();
+        assert_eq!(a, b);
+        let (west, east): (Vec<f32>, Vec<f32>) = (0..h * w).map(|i| (labels[i], a[i])).fold(
+            (vec![], vec![]),
+            |(mut west, mut east), (l, v)| {
+                if l == 0 {
+                    west.push(v)
+                } else {
+                    east.push(v)
+                }
+                (west, east)
+            },
+        );
+        assert!(west.iter().all(|&v| (v - 2.0).abs() < 1e-6));
+        let var = east.iter().map(|v| v * v).sum::<f32>() / east.len() as f32;
+        assert!((var - 1.0).abs() < 0.1, "{var}");
     }
 }

@@ -6,7 +6,8 @@ use pyo3::prelude::*;
 
 use super::interrupt::{input_err, to_py_err};
 use crate::sim_render::{
-    render_optical, render_radar, Coarse, Output, RadarInputs, SkyBand, SurfaceInputs,
+    burn_edges, render_optical, render_radar, render_texture, snow_fraction, upsample, Coarse,
+    Edges, Output, RadarInputs, SkyBand, SurfaceInputs, TextureInputs,
 };
 
 fn slice2<'a, T: numpy::Element>(
@@ -175,8 +176,121 @@ fn sim_render_radar<'py>(
     py.detach(|| render_radar(&inputs, out)).map_err(to_py_err)
 }
 
+/// Bilinear upsampling of `coarse` into `out`: output pixel (r, c) samples the coarse grid at
+/// ((r + 0.5) / factor - 0.5 + offset) along each axis, clamped at the edges.
+#[pyfunction]
+#[pyo3(signature = (coarse, factor, out, *, offset=0.0))]
+fn sim_upsample<'py>(
+    py: Python<'py>,
+    coarse: PyReadonlyArray2<'py, f32>,
+    factor: f64,
+    mut out: PyReadwriteArray2<'py, f32>,
+    offset: f64,
+) -> PyResult<()> {
+    let field = self::coarse(&coarse, "coarse")?;
+    let shape = out.shape();
+    let (height, width) = (shape[0], shape[1]);
+    let out = out
+        .as_slice_mut()
+        .map_err(|_| input_err("out is not C-contiguous"))?;
+    py.detach(|| upsample(field, factor, offset, out, height, width))
+        .map_err(to_py_err)
+}
+
+/// Visible snow share per pixel into `out`: `field` upsampled by `factor`, clipped to [0, 1],
+/// times `visible[labels]`.
+#[pyfunction]
+fn sim_snow_fraction<'py>(
+    py: Python<'py>,
+    field: PyReadonlyArray2<'py, f32>,
+    factor: f64,
+    labels: PyReadonlyArray2<'py, i32>,
+    visible: PyReadonlyArray1<'py, f32>,
+    mut out: PyReadwriteArray2<'py, f32>,
+) -> PyResult<()> {
+    if labels.shape() != out.shape() {
+        return Err(input_err("labels and out differ in shape"));
+    }
+    let width = out.shape()[1];
+    let field = coarse(&field, "field")?;
+    let labels = slice2(&labels, "labels")?;
+    let visible = slice1(&visible, "visible")?;
+    let out = out
+        .as_slice_mut()
+        .map_err(|_| input_err("out is not C-contiguous"))?;
+    py.detach(|| snow_fraction(field, factor, labels, visible, out, width))
+        .map_err(to_py_err)
+}
+
+/// Scanline fill of non-overlapping convex polygons given as edges in pixel units (row axis
+/// south), `values` signed (+ west side, - east side), into the int32 `out`.
+#[pyfunction]
+fn sim_burn_edges<'py>(
+    py: Python<'py>,
+    ax: PyReadonlyArray1<'py, f64>,
+    ay: PyReadonlyArray1<'py, f64>,
+    bx: PyReadonlyArray1<'py, f64>,
+    by: PyReadonlyArray1<'py, f64>,
+    values: PyReadonlyArray1<'py, i32>,
+    mut out: PyReadwriteArray2<'py, i32>,
+) -> PyResult<()> {
+    let edges = Edges {
+        ax: slice1(&ax, "ax")?,
+        ay: slice1(&ay, "ay")?,
+        bx: slice1(&bx, "bx")?,
+        by: slice1(&by, "by")?,
+        value: slice1(&values, "values")?,
+    };
+    let shape = out.shape();
+    let (height, width) = (shape[0], shape[1]);
+    let out = out
+        .as_slice_mut()
+        .map_err(|_| input_err("out is not C-contiguous"))?;
+    py.detach(|| burn_edges(&edges, out, height, width))
+        .map_err(to_py_err)
+}
+
+/// Within-field texture into `out` (10 m): `patches` (20 m, 2x interpolated) x
+/// `patchy[labels]` + a grain drawn from `grain_table` per pixel (from `seed`) x `grainy[labels]`.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn sim_texture<'py>(
+    py: Python<'py>,
+    labels: PyReadonlyArray2<'py, i32>,
+    patches: PyReadonlyArray2<'py, f32>,
+    patchy: PyReadonlyArray1<'py, f32>,
+    grainy: PyReadonlyArray1<'py, f32>,
+    grain_table: PyReadonlyArray1<'py, f32>,
+    seed: u64,
+    mut out: PyReadwriteArray2<'py, f32>,
+) -> PyResult<()> {
+    if labels.shape() != out.shape() {
+        return Err(input_err("labels and out differ in shape"));
+    }
+    let shape = labels.shape();
+    let inputs = TextureInputs {
+        labels: slice2(&labels, "labels")?,
+        height: shape[0],
+        width: shape[1],
+        patches: coarse(&patches, "patches")?,
+        patchy: slice1(&patchy, "patchy")?,
+        grainy: slice1(&grainy, "grainy")?,
+        grain_table: slice1(&grain_table, "grain_table")?,
+        seed,
+    };
+    let out = out
+        .as_slice_mut()
+        .map_err(|_| input_err("out is not C-contiguous"))?;
+    py.detach(|| render_texture(&inputs, out))
+        .map_err(to_py_err)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sim_render_optical, m)?)?;
     m.add_function(wrap_pyfunction!(sim_render_radar, m)?)?;
+    m.add_function(wrap_pyfunction!(sim_upsample, m)?)?;
+    m.add_function(wrap_pyfunction!(sim_snow_fraction, m)?)?;
+    m.add_function(wrap_pyfunction!(sim_burn_edges, m)?)?;
+    m.add_function(wrap_pyfunction!(sim_texture, m)?)?;
     Ok(())
 }
