@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ import polars as pl
 
 from monitor.events import EventBatch, observation_events
 from monitor.parcels import ParcelSet
+from monitor.peak_memory import peak_rss
 from monitor.stac import Acquisition, HrefPolicy, parse_item
 from monitor.stages import InferenceStage, StageInput
 from monitor.store import ObservationStore
@@ -50,12 +52,32 @@ class EngineConfig:
 
 @dataclass(frozen=True)
 class AcquisitionResult:
-    """What processing one acquisition produced, with the seconds spent per stage."""
+    """What processing one acquisition produced, with the seconds spent per stage and the
+    peak resident memory of the process during each (bytes; `monitor.peak_memory`, absent
+    where the platform does not tell)."""
 
     acquisition: Acquisition
     observations: pl.DataFrame
     events: EventBatch
     stage_seconds: Mapping[str, float]
+    stage_peak_rss: Mapping[str, int] = field(default_factory=dict)
+
+
+class _StageClock:
+    """Seconds and peak RSS per stage of one acquisition."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.peak_rss: dict[str, int] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        with peak_rss() as peak:
+            yield
+        self.seconds[name] = time.perf_counter() - start
+        if peak.bytes is not None:
+            self.peak_rss[name] = peak.bytes
 
 
 class Engine:
@@ -80,42 +102,39 @@ class Engine:
 
     def process(self, acq: Acquisition) -> AcquisitionResult:
         """Observe, store and turn into events one validated acquisition."""
-        seconds: dict[str, float] = {}
-        start = time.perf_counter()
-        grid = self.grid(acq)
-        seconds["labels"] = time.perf_counter() - start
+        stage = _StageClock()
+        with stage("labels"):
+            grid = self.grid(acq)
 
-        start = time.perf_counter()
-        observation = observe_with_rasters(acq, grid, mask=self.config.mask)
-        table = observation.table
-        seconds["zonal"] = time.perf_counter() - start
+        with stage("zonal"):
+            observation = observe_with_rasters(acq, grid, mask=self.config.mask)
+            table = observation.table
 
-        start = time.perf_counter()
-        self.config.store.write_acquisition(table)
-        seconds["store"] = time.perf_counter() - start
+        with stage("store"):
+            self.config.store.write_acquisition(table)
 
-        start = time.perf_counter()
-        detected_at = self.config.detected_at
-        stamp: datetime | Literal["acquired"] = (
-            "acquired" if detected_at == "acquired" else detected_at()
-        )
-        batches = [observation_events(table, stamp)]
-        seconds["events"] = time.perf_counter() - start
+        with stage("events"):
+            detected_at = self.config.detected_at
+            stamp: datetime | Literal["acquired"] = (
+                "acquired" if detected_at == "acquired" else detected_at()
+            )
+            batches = [observation_events(table, stamp)]
 
-        for stage in self.config.stages:
-            start = time.perf_counter()
-            data = StageInput(acq, grid, table, observation, self.config.store, stamp)
-            output = stage.run(data)
-            batches.append(output.events)
-            if output.rows is not None:
-                table = pl.concat([table, output.rows], how="diagonal_relaxed")
-            seconds[stage.name] = time.perf_counter() - start
+        for model in self.config.stages:
+            with stage(model.name):
+                data = StageInput(acq, grid, table, observation, self.config.store, stamp)
+                output = model.run(data)
+                del data  # the stage's working set, not carried into the next one
+                batches.append(output.events)
+                if output.rows is not None:
+                    table = pl.concat([table, output.rows], how="diagonal_relaxed")
+        del observation  # the rasters: not held while the events are joined
         events = EventBatch.concat(batches)
         log.info(
             "%s: %d parcels, %d events (%s)",
             acq.product_id,
             table.height,
             len(events),
-            ", ".join(f"{k} {v:.2f}s" for k, v in seconds.items()),
+            ", ".join(f"{k} {v:.2f}s" for k, v in stage.seconds.items()),
         )
-        return AcquisitionResult(acq, table, events, seconds)
+        return AcquisitionResult(acq, table, events, stage.seconds, stage.peak_rss)
