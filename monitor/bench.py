@@ -16,9 +16,15 @@ per parcel: reference rows, out of the total, that show what a full run over eve
 (a one-date bench gives the model stages little to do).
 
 `--history-dates N` times a mid-season acquisition instead: the store first gets N earlier
-acquisitions of the tile (synthetic, `monitor.bench_history`: only their size is realistic),
-the practice stage runs on the last of them as the worker that processed it did (its memory
-of model outputs warm), and the acquisition timed comes after them.
+acquisitions of the tile (synthetic, `monitor.bench_history`, made in a child process: only
+their size is realistic; they are in the acquisition index with a clear reference date and
+radar, so cloud removal reconstructs the timed date's cloudy parcels), the practice stage runs
+on the last of them as the worker that processed it did (its memory of model outputs warm),
+and the acquisition timed comes after them.
+
+Every row also gives the peak resident memory of the process during its stage
+(`monitor.peak_memory`: the kernel's high-water mark, reset per stage); the simulation and the
+history run in child processes, whose peaks are their own.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from monitor.peak_memory import peak_rss
 from monitor.pipeline import Engine, EngineConfig
 from monitor.stac import Acquisition
 from monitor.stages.defaults import StageOptions, default_stages
+from monitor.stages.reconstruction import ReconstructionStage
 from monitor.store import ObservationStore
 from monitor.zonal import STAT_BANDS
 
@@ -510,7 +517,10 @@ def _run_bench(config: BenchConfig, say: Progress) -> BenchReport:
         ("store", "store write", {"parcels": n}),
         ("events", "events (build)", {"parcels": n}),
     ]
-    rows += [(stage.name, f"model: {stage.name}", {"parcels": n}) for stage in stages]
+    for stage in stages:
+        # Cloud removal works on pixels: its Mpx/s is over the grid (it runs on cloudy windows).
+        per = {"pixels": pixels} if stage.name == ReconstructionStage.name else {}
+        rows.append((stage.name, f"model: {stage.name}", {"parcels": n, **per}))
     peaks = result.stage_peak_rss
     for key, name, details in rows:
         clock.stages.append(

@@ -146,18 +146,19 @@ def fill_history(
                     het.quantise(_shifted(sets, date, rng, clear), date.acquired, digest),
                 )
             assets = t0_assets if clear else acq.assets
-            shared = _clear_share(table)
+            clear_fraction: float | None = _clear_share(table)
         else:
             table = _s1_rows(base, date, rng)
-            assets, shared = s1_assets, None
+            assets, clear_fraction = s1_assets, None
         rows += store.write_acquisition(table).rows
-        index.record(IndexedAcquisition.of(replace(date, assets=assets), shared))
+        index.record(IndexedAcquisition.of(replace(date, assets=assets), clear_fraction))
         write_state(store, date, prac.STATE_KIND, empty_practices.drop("acquired"))
         if date.sensor == "S2":
             write_state(store, date, het.STATE_KIND, empty_het.drop("acquired"))
     n_s1 = len(history) - len(s2)
     synthesised = [
-        f"{len(history)} dates ({len(s2)} S2, {n_s1} S1), {rows} rows, every {STEP} from "
+        f"{len(history)} dates ({len(s2)} S2, {n_s1} S1), {rows} rows, every "
+        f"{STEP.total_seconds() / 3600:g} h from "
         f"{acq.acquired:%Y-%m-%d}: the simulated date's parcels with random values, S2 dates a "
         "third cloudy, no event emitted before; all in the acquisition index",
     ]
