@@ -68,6 +68,10 @@ GOAL_SECONDS: Final = 60.0
 INFERENCE_BUDGET_S: Final = 10.0
 #: Dynamic axes of a model input other than the batch axis (time steps, pixels) get this size.
 DYNAMIC_AXIS_SIZE: Final = 32
+#: Input bytes of one timed batch at most: a batch of 1024 cloud-removal tiles (128 x 128 px,
+#: 10 planes) is 0.7 GB of input and took the bench past 20 GB of activations; the engine
+#: runs that model 16 tiles at a time.
+MAX_BATCH_INPUT_BYTES: Final = 16 * 2**20
 _ONNX_DTYPES: Final = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -638,7 +642,10 @@ def _inference_stages(
     for path in models:
         with clock.stage(f"model load: {path.stem}", once=True):
             model = load_model(path, inference)
-        inputs, batch = representative_inputs(path, min(inference.max_batch, n_parcels, 1024))
+        inputs, batch = representative_inputs(path, 1)
+        per_item = sum(v.nbytes for v in inputs.values()) // max(batch, 1)
+        fits = max(1, MAX_BATCH_INPUT_BYTES // max(per_item, 1))
+        inputs, batch = representative_inputs(path, min(inference.max_batch, n_parcels, 1024, fits))
         model.run(inputs)  # warm-up: first-run allocations and kernel selection
         done, start, cpu = 0, time.perf_counter(), time.process_time()
         while done < n_parcels and time.perf_counter() - start < INFERENCE_BUDGET_S:
