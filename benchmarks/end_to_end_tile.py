@@ -2,6 +2,7 @@
 
     python -m benchmarks.end_to_end_tile [--tile-size 10980] [--n-parcels 200000]
         [--work out/bench] [--bootstrap HOST:PORT | --no-kafka] [--backend onnxruntime]
+        [--history-dates 30]
 
 The measurement of `parcel-monitor bench` (`monitor.bench.run_bench`): a simulated 10980 x
 10980 tile with ~200 000 parcels (simulated once, ~1 minute and ~6.5 GB in a child process,
@@ -9,7 +10,10 @@ then cached in `--work`), read, cloud mask, label raster (first build and cached
 statistics, store write, events built and serialised, sent to a local Kafka broker in one
 transaction, inference for each shipped model. Prints the stage table, the ratio of one
 acquisition's seconds to the 60 s goal, and the events/s of the Kafka stage against the
-50 000 events/s goal. Say what else ran on the machine: the goals are for 2 free cores.
+50 000 events/s goal, and the peak memory against the 10 GiB goal (the table gives it per
+stage). `--history-dates N` times a mid-season acquisition (`monitor.bench_history`), with
+cloud removal at work on the cloudy parcels. Say what else ran on the machine: the goals are
+for 2 free cores.
 
 Measured (2 AMD EPYC cores shared with other jobs, load average ~2; the broker on the same
 cores): 22.2 s per acquisition (0.37x the goal): read 10.8 s, labels (cached load) 1.0 s, zonal
@@ -29,6 +33,7 @@ from monitor.infer import InferenceConfig
 from monitor.stages.defaults import StageOptions
 
 EVENTS_GOAL_PER_S = 50_000
+MEMORY_GOAL_GIB = 10.0
 
 
 def main() -> None:
@@ -40,6 +45,7 @@ def main() -> None:
     kafka = parser.add_mutually_exclusive_group()
     kafka.add_argument("--bootstrap", help="an existing broker (default: start one)")
     kafka.add_argument("--no-kafka", dest="kafka", action="store_false")
+    parser.add_argument("--history-dates", type=int, default=0)
     args = parser.parse_args()
     inference = InferenceConfig(backend=args.backend)
     config = BenchConfig(
@@ -50,6 +56,7 @@ def main() -> None:
         stages=StageOptions(inference=inference),
         bootstrap=args.bootstrap,
         kafka=args.kafka,
+        history_dates=args.history_dates,
     )
     load = os.getloadavg()[0]
     report = run_bench(config, lambda message: print(f"... {message}", flush=True))
@@ -61,6 +68,11 @@ def main() -> None:
         f"{GOAL_SECONDS:.0f} s goal ({'met' if total < GOAL_SECONDS else 'missed'}) on "
         f"{os.cpu_count()} cores, load average {load:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end"
+    )
+    peak = report.peak_rss_bytes / 2**30
+    print(
+        f"peak memory: {peak:.2f} GiB = {peak / MEMORY_GOAL_GIB:.2f}x the "
+        f"{MEMORY_GOAL_GIB:g} GiB goal ({'met' if peak <= MEMORY_GOAL_GIB else 'missed'})"
     )
     kafka = next((s for s in report.stages if s.name.startswith("Kafka")), None)
     if kafka is not None and kafka.parcels_per_second is not None:

@@ -16,9 +16,15 @@ per parcel: reference rows, out of the total, that show what a full run over eve
 (a one-date bench gives the model stages little to do).
 
 `--history-dates N` times a mid-season acquisition instead: the store first gets N earlier
-acquisitions of the tile (synthetic, `monitor.bench_history`: only their size is realistic),
-the practice stage runs on the last of them as the worker that processed it did (its memory
-of model outputs warm), and the acquisition timed comes after them.
+acquisitions of the tile (synthetic, `monitor.bench_history`, made in a child process: only
+their size is realistic; they are in the acquisition index with a clear reference date and
+radar, so cloud removal reconstructs the timed date's cloudy parcels), the practice stage runs
+on the last of them as the worker that processed it did (its memory of model outputs warm),
+and the acquisition timed comes after them.
+
+Every row also gives the peak resident memory of the process during its stage
+(`monitor.peak_memory`: the kernel's high-water mark, reset per stage); the simulation and the
+history run in child processes, whose peaks are their own.
 """
 
 from __future__ import annotations
@@ -40,16 +46,19 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 
-from monitor.bench_history import STEP, fill_history, history_dates, warm_up
+from monitor.bench_history import HistoryJob, history_dates, history_in_child, warm_up
 from monitor.catalog import read_catalog
 from monitor.errors import BrokerError, ConfigError, ModelError
 from monitor.heterogeneity import MIN_DATES
 from monitor.infer import InferenceConfig, load_model
 from monitor.parcels import load_parcels
+from monitor.peak_memory import peak_rss
 from monitor.pipeline import Engine, EngineConfig
 from monitor.stac import Acquisition
 from monitor.stages.defaults import StageOptions, default_stages
+from monitor.stages.reconstruction import ReconstructionStage
 from monitor.store import ObservationStore
 from monitor.zonal import STAT_BANDS
 
@@ -59,6 +68,10 @@ GOAL_SECONDS: Final = 60.0
 INFERENCE_BUDGET_S: Final = 10.0
 #: Dynamic axes of a model input other than the batch axis (time steps, pixels) get this size.
 DYNAMIC_AXIS_SIZE: Final = 32
+#: Input bytes of one timed batch at most: a batch of 1024 cloud-removal tiles (128 x 128 px,
+#: 10 planes) is 0.7 GB of input and took the bench past 20 GB of activations; the engine
+#: runs that model 16 tiles at a time.
+MAX_BATCH_INPUT_BYTES: Final = 16 * 2**20
 _ONNX_DTYPES: Final = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -125,6 +138,8 @@ class Stage:
     note: str = ""
     #: Timed apart on random inputs, for reference: not a step of the acquisition.
     reference: bool = False
+    #: Peak resident memory of the process during the stage (`monitor.peak_memory`).
+    peak_rss_bytes: int | None = None
 
     @property
     def in_acquisition(self) -> bool:
@@ -246,6 +261,13 @@ class BenchReport:
         return None if any(c is None for c in known) else sum(c for c in known if c is not None)
 
     @property
+    def acquisition_peak_rss(self) -> int | None:
+        """Peak RSS over the acquisition's stages (bytes), where measured."""
+        peaks = [s.peak_rss_bytes for s in self.stages if s.in_acquisition]
+        known = [p for p in peaks if p is not None]
+        return max(known) if known else None
+
+    @property
     def acquisitions_per_hour(self) -> float:
         return 3600 / max(self.acquisition_seconds, 1e-9)
 
@@ -263,7 +285,7 @@ class BenchReport:
             f"{self.n_parcels} parcels observed, {self.n_events} events ({per_event:.0f} B each)",
             f"inference backend: {self.backend}; Kafka: {self.kafka}",
             "",
-            f"{'stage':<34}{'seconds':>9}{'CPU s':>8}{'Mpx/s':>9}{'parcels/s':>12}",
+            f"{'stage':<34}{'seconds':>9}{'CPU s':>8}{'Mpx/s':>9}{'parcels/s':>12}{'peak GiB':>10}",
         ]
         for stage in self.stages:
             flags = (
@@ -273,13 +295,19 @@ class BenchReport:
             note = ", ".join(n for n in (*flags, stage.note) if n)
             lines.append(
                 _row(
-                    stage.name, stage.seconds, stage.cpu_seconds, stage.pixels, stage.parcels, note
+                    stage.name,
+                    stage.seconds,
+                    stage.cpu_seconds,
+                    stage.pixels,
+                    stage.parcels,
+                    note,
+                    stage.peak_rss_bytes,
                 )
             )
         total = self.acquisition_seconds
         small = pixels < FULL_TILE_PX**2
         lines += [
-            "-" * 72,
+            "-" * 82,
             _row(
                 "one acquisition",
                 total,
@@ -291,7 +319,12 @@ class BenchReport:
             f"acquisitions/hour: {self.acquisitions_per_hour:.0f}; "
             f"{total / GOAL_SECONDS:.2f}x the {GOAL_SECONDS:.0f} s goal for a full tile"
             + (f" (a full tile is {FULL_TILE_PX**2 / 1e6:.1f} Mpx)" if small else ""),
-            f"peak memory (RSS of this process): {self.peak_rss_bytes / 2**30:.2f} GiB",
+            f"peak memory (RSS of this process): {self.peak_rss_bytes / 2**30:.2f} GiB"
+            + (
+                f"; of the acquisition: {self.acquisition_peak_rss / 2**30:.2f} GiB"
+                if self.acquisition_peak_rss
+                else ""
+            ),
         ]
         lines += [f"note: {note}" for note in self.notes]
         lines += ["", self.sizing(assumptions).text()]
@@ -307,6 +340,7 @@ def _row(
     pixels: int | None,
     parcels: int | None,
     note: str,
+    peak: int | None = None,
 ) -> str:
     per_s = max(seconds, 1e-9)
     return (
@@ -314,6 +348,7 @@ def _row(
         + (f"{cpu:>8.2f}" if cpu is not None else f"{'-':>8}")
         + (f"{pixels / 1e6 / per_s:>9.1f}" if pixels is not None else f"{'-':>9}")
         + (f"{parcels / per_s:>12,.0f}" if parcels is not None else f"{'-':>12}")
+        + (f"{peak / 2**30:>10.2f}" if peak is not None else f"{'-':>10}")
         + (f"  ({note})" if note else "")
     )
 
@@ -337,8 +372,10 @@ class _Clock:
         self.say(f"{name}...")
         extra: dict[str, Any] = dict(details)
         start, cpu = time.perf_counter(), time.process_time()
-        yield extra
+        with peak_rss() as peak:
+            yield extra
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        extra.setdefault("peak_rss_bytes", peak.bytes)
         self.stages.append(Stage(name, seconds, cpu, **extra))
 
 
@@ -391,7 +428,13 @@ def _pick_acquisition(root: Path) -> Acquisition:
 
 def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchReport:
     """Time every stage of one acquisition's path; see the module docstring."""
-    say = progress or (lambda _: None)
+    with peak_rss() as peak:
+        report = _run_bench(config, progress or (lambda _: None))
+    # The stages reset the kernel's high-water mark: the outer block's peak is the run's.
+    return replace(report, peak_rss_bytes=peak.bytes or _peak_rss_bytes())
+
+
+def _run_bench(config: BenchConfig, say: Progress) -> BenchReport:
     config.work.mkdir(parents=True, exist_ok=True)
     if config.catalog is None:
         root = simulated_tile(config, say)
@@ -424,32 +467,51 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
     engine_config = EngineConfig(parcels, store, label_cache=cache)
     with clock.stage("labels (first build)", pixels=pixels, once=True) as out:
         out["parcels"] = Engine(engine_config).grid(acq).labels.n_parcels
-    history_note = ""
+    history_notes: list[str] = []
     if config.history_dates:
         dates = history_dates(acq, config.history_dates, store)
-        with clock.stage("history (synthetic, not timed)", once=True) as out:
-            grid = Engine(engine_config).grid(acq)
-            history = fill_history(store, grid, acq, dates)
-            out["note"] = f"{config.history_dates} dates, {history.rows} rows"
-        with clock.stage("warm-up on the previous date", once=True) as out:
-            ran = warm_up(stages, history, grid, dates[-2])
-            out["note"] = f"not timed: {', '.join(ran) or 'no stage'} as a running worker did"
-        del history  # its rasters: not in the timed acquisition's memory peak
-        acq = dates[-1]
-        history_note = (
-            f"mid-season: the store held {config.history_dates} earlier acquisitions of the "
-            f"tile (S2 and S1 alternating every {STEP.total_seconds() / 3600:g} h, synthetic: "
-            "the simulated date's parcels with shifted times, random clear values on two thirds "
-            "of them, no event emitted before, no cloud-removal reference); only their size is "
-            "realistic"
+        job = HistoryJob(
+            store=store_root,
+            catalog=root,
+            product_id=acq.product_id,
+            parcels=parcels_path,
+            id_column=id_column,
+            label_cache=cache,
+            rasters=config.work / "history-rasters" / root.name,
+            n=config.history_dates,
         )
+        say("history (synthetic, in a child process)...")
+        run = history_in_child(job)
+        clock.stages.append(
+            Stage(
+                "history (synthetic, not timed)",
+                run.seconds,
+                None,
+                once=True,
+                note=f"{config.history_dates} dates, {run.history.rows} rows, child process",
+                peak_rss_bytes=run.peak_rss_bytes,
+            )
+        )
+        with clock.stage("warm-up on the previous date", once=True) as out:
+            grid = Engine(engine_config).grid(acq)
+            ran = warm_up(stages, store, grid, dates[-2])
+            del grid  # the timed engine loads its own, as a worker does
+            out["note"] = f"not timed: {', '.join(ran) or 'no stage'} as a running worker did"
+        acq = dates[-1]
+        history_notes = [
+            f"mid-season: the store held {config.history_dates} earlier synthetic acquisitions "
+            "of the tile; only their size is realistic. Synthesised:",
+            *(f"  {line}" for line in run.history.synthesised),
+        ]
+        if run.history.reference is None:
+            history_notes.append("  no cloud-removal reference: that stage did not reconstruct")
 
     # The acquisition's path is `Engine.process` itself; its per-stage clocks fill the table.
     engine = Engine(replace(engine_config, stages=stages))
     start, cpu = time.perf_counter(), time.process_time()
     result = engine.process(acq)
     table = result.observations
-    n = table.height
+    n = table.filter(pl.col("source") == "observed").height  # not the reconstructed rows
     seconds = dict(result.stage_seconds)
     bands = [name for name in acq.assets if name in STAT_BANDS or name == "SCL"]
     n_grid = engine.grid(acq).labels.n_parcels
@@ -459,11 +521,17 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
         ("store", "store write", {"parcels": n}),
         ("events", "events (build)", {"parcels": n}),
     ]
-    rows += [(stage.name, f"model: {stage.name}", {"parcels": n}) for stage in stages]
+    for stage in stages:
+        # Cloud removal works on pixels: its Mpx/s is over the grid (it runs on cloudy windows).
+        per = {"pixels": pixels} if stage.name == ReconstructionStage.name else {}
+        rows.append((stage.name, f"model: {stage.name}", {"parcels": n, **per}))
+    peaks = result.stage_peak_rss
     for key, name, details in rows:
-        clock.stages.append(Stage(name, seconds.pop(key), None, **details))
+        clock.stages.append(
+            Stage(name, seconds.pop(key), None, peak_rss_bytes=peaks.get(key), **details)
+        )
     for key, value in seconds.items():  # a stage this table does not know yet
-        clock.stages.append(Stage(key, value, None))
+        clock.stages.append(Stage(key, value, None, peak_rss_bytes=peaks.get(key)))
     with clock.stage("events (serialise)", parcels=len(result.events)):
         records = result.events.records()
     acquisition_cpu = time.process_time() - cpu
@@ -474,8 +542,8 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
     kafka = _kafka_stage(config, records, clock) if config.kafka else "not used (--no-kafka)"
     models = shipped_models() if config.models is None else list(config.models)
     notes = _inference_stages(models, config.inference, n, clock)
-    if history_note:
-        notes.append(history_note)
+    if history_notes:
+        notes += history_notes
     else:
         notes.append(
             "model stages run on this acquisition's season so far: with one date, practices "
@@ -574,7 +642,10 @@ def _inference_stages(
     for path in models:
         with clock.stage(f"model load: {path.stem}", once=True):
             model = load_model(path, inference)
-        inputs, batch = representative_inputs(path, min(inference.max_batch, n_parcels, 1024))
+        inputs, batch = representative_inputs(path, 1)
+        per_item = sum(v.nbytes for v in inputs.values()) // max(batch, 1)
+        fits = max(1, MAX_BATCH_INPUT_BYTES // max(per_item, 1))
+        inputs, batch = representative_inputs(path, min(inference.max_batch, n_parcels, 1024, fits))
         model.run(inputs)  # warm-up: first-run allocations and kernel selection
         done, start, cpu = 0, time.perf_counter(), time.process_time()
         while done < n_parcels and time.perf_counter() - start < INFERENCE_BUDGET_S:

@@ -7,6 +7,7 @@ Layout::
     ROOT/tile=31UFS/season=2025/<product_id>.reconstructed.parquet
     ROOT/tile=31UFS/season=2025/<product_id>.practices.parquet      stage state (see below)
     ROOT/tile=31UFS/season=2025/<product_id>.pixelsets.npz          stage arrays
+    ROOT/_acquisitions/tile=31UFS/season=2025/<product_id>.json     `monitor.acquisition_index`
 
 One file per (tile, season, product id, source). Observed rows are written when an acquisition
 is processed, reconstructed rows later by the cloud-removal model: separate files let each stage
@@ -27,7 +28,8 @@ once it is older than `stale_tmp_seconds` (younger ones may belong to a live wri
 
 A file that is not a readable Parquet file of the contract makes scans raise `StoreError`
 naming it: silently skipping observations would make every later answer wrong without notice.
-Delete it with `delete_product` and reprocess the acquisition.
+Delete the product with `delete_product` (every file the store holds of it) and reprocess
+the acquisition.
 
 The inference stages keep what they must remember between acquisitions in the same partition,
 one file per product and kind, written the same atomic way: small tables (`write_state`, e.g.
@@ -239,17 +241,35 @@ class ObservationStore:
     def delete_product(
         self, product_id: str, tile: str, season: int, source: str | None = None
     ) -> int:
-        """Remove a product's files (one source, or all); return how many were removed."""
-        removed = 0
-        for src in SOURCES if source is None else (source,):
-            try:
-                self._path(product_id, tile, season, src).unlink()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise StoreError(f"cannot delete product {product_id!r}: {exc.strerror}") from exc
-            removed += 1
-        return removed
+        """Remove a product's rows of one `source`, or (`source` None) everything the store
+        holds of it: its rows of every source, its stage state tables and arrays, and its
+        acquisition index entry. Returns how many files were removed.
+
+        Each file goes with one unlink (atomic). The rows go last: until a delete cut short is
+        retried, the product still shows as stored (`has_product`) and the retry finishes it.
+        """
+        if source is not None:
+            return self._unlink(product_id, self._path(product_id, tile, season, source))
+        from monitor.acquisition_index import INDEX_DIR  # the index imports the store
+
+        folder = self._partition(tile, season)
+        name = check_product_id(product_id)
+        paths = [
+            *(folder / f"{name}.{kind}.parquet" for kind in STATE_KINDS),
+            *(folder / f"{name}.{kind}.npz" for kind in ARRAY_KINDS),
+            self.root / INDEX_DIR / folder.relative_to(self.root) / f"{name}.json",
+            *(self._path(product_id, tile, season, src) for src in SOURCES),
+        ]
+        return sum(self._unlink(product_id, path) for path in paths)
+
+    def _unlink(self, product_id: str, path: Path) -> int:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StoreError(f"cannot delete product {product_id!r}: {exc.strerror}") from exc
+        return 1
 
     # -- reading ---------------------------------------------------------------------------
 

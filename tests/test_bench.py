@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import polars as pl
 import pytest
 
+from monitor.acquisition_index import INDEX_DIR, AcquisitionIndex
 from monitor.bench import BenchConfig, CountryAssumptions, CountrySizing, run_bench
 from monitor.cli import main
 from monitor.errors import ConfigError
@@ -186,6 +188,19 @@ def test_history_dates_time_a_mid_season_acquisition(tmp_path: Path) -> None:
     assert sorted(sensors) == ["S1", "S2"]
     # The S2 history dates and the timed one left pixel sets for heterogeneity.
     assert len(store.state_files("31UFS", 2025, "pixelsets")) == 4
+    # Every date is in the acquisition index: cloud removal found its references and rebuilt
+    # the cloudy parcels of the timed date (the simulated date is overcast).
+    index = AcquisitionIndex(store.root / INDEX_DIR, store.season_of).entries("31UFS", 2025)
+    assert len(index) == 7
+    assert any("reference t0 BENCH-HISTORY-004-S2" in note for note in report.notes)
+    assert report.events_by_type.get("reconstruction", 0) > 0
+    reconstructed = store.scan().filter(pl.col("source") == "reconstructed").collect()
+    assert set(reconstructed.get_column("product_id")) == {report.product_id}
+    assert report.n_parcels == report.events_by_type["observation"]
+    # Peak memory per stage, and the run's peak is the largest.
+    peaks = [s.peak_rss_bytes for s in report.stages if not s.reference]
+    assert all(p is not None and p > 0 for p in peaks)
+    assert report.peak_rss_bytes >= max(p for p in peaks if p is not None)
 
 
 def test_negative_history_is_refused(tmp_path: Path) -> None:
