@@ -57,7 +57,10 @@ class StageOutput:
 
 
 class InferenceStage(Protocol):
-    """One model's step on an acquisition; `name` labels its timings and metrics."""
+    """One model's step on an acquisition; `name` labels its timings and metrics. A stage may
+    also declare `raster_bands` (a frozenset of band names it reads from `StageInput.observed`):
+    the engine then frees the bands no later stage reads before it runs (`pipeline.rasters_for`);
+    one that does not declare it keeps every band alive."""
 
     name: str
 

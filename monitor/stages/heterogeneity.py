@@ -179,6 +179,7 @@ class HeterogeneityStage:
     """Pixel sets per S2 acquisition into the store; `heterogeneity` events at a cadence."""
 
     name = "heterogeneity"
+    raster_bands: Final = frozenset(_BANDS)
 
     def __init__(
         self,

@@ -101,6 +101,7 @@ class PracticeStage:
     """Practice events of the parcels of an acquisition's tile, each emitted once a season."""
 
     name = "practices"
+    raster_bands: Final = frozenset[str]()  # reads the store, not the rasters
 
     def __init__(
         self,

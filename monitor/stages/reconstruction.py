@@ -141,6 +141,7 @@ class ReconstructionStage:
     """The cloud-removal stage of the engine (see the module docstring)."""
 
     name = "reconstruction"
+    raster_bands: Final = frozenset(BANDS)
 
     def __init__(self, config: ReconstructionConfig | None = None, model: Model | None = None):
         self.config = config or ReconstructionConfig()
