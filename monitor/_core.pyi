@@ -114,6 +114,9 @@ def tiling_extract(
 def tiling_stitch(
     tiles: npt.NDArray[np.float32], height: int, width: int, overlap: int
 ) -> npt.NDArray[np.float32]: ...
+# values, and the validity bitmap with its bit offset when some are null (Arrow's layout)
+FloatColumn = tuple[npt.NDArray[np.float64], tuple[npt.NDArray[np.uint8], int] | None]
+
 def practice_group_keys(
     keys: npt.NDArray[np.uint64], check: npt.NDArray[np.uint64]
 ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint64]] | None: ...
@@ -123,8 +126,8 @@ def practice_series_grid(
     micros: npt.NDArray[np.int64],
     kind: npt.NDArray[np.uint8],
     tile: npt.NDArray[np.uint32],
-    s2: list[npt.NDArray[np.float64]],
-    s1: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None,
+    s2: list[FloatColumn],
+    s1: tuple[FloatColumn, FloatColumn] | None,
     start_doy: int,
     bin_days: int,
     n_bins: int,

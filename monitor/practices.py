@@ -160,13 +160,19 @@ def _ranks(values: pl.Series) -> tuple[pl.Series, npt.NDArray[np.uint32]]:
     return distinct.gather(order), rank[group]
 
 
-def _feature_values(df: pl.DataFrame, columns: Sequence[str]) -> list[npt.NDArray[np.float64]]:
-    """Columns as float64 arrays, nulls as NaN. One column-major `to_numpy` of all of them:
-    ~8x less work than a `Series.to_numpy` each on a many-chunk table with nulls."""
-    if not columns:
-        return []
-    matrix = df.select(pl.col(columns).cast(pl.Float64)).to_numpy(order="fortran")
-    return [matrix[:, i] for i in range(len(columns))]
+def _feature_values(df: pl.DataFrame, columns: Sequence[str]) -> list[_core.FloatColumn]:
+    """Columns as the kernel reads them: Arrow's float64 values and validity bitmap, without
+    copying (but to join the chunks of a many-chunk table): ~4x less work than a NaN-filled
+    float64 copy when half the values are null (each sensor's rows lack the other's)."""
+    out: list[_core.FloatColumn] = []
+    for column in columns:
+        array = df.get_column(column).cast(pl.Float64).rechunk().to_arrow()
+        validity, values = array.buffers()
+        offset, n = array.offset, len(array)
+        data = np.frombuffer(values, dtype=np.float64, count=offset + n)[offset:]
+        bits = None if validity is None else (np.frombuffer(validity, dtype=np.uint8), offset)
+        out.append((data, bits))
+    return out
 
 
 def _row_flags(

@@ -114,6 +114,46 @@ pub struct GridLayout {
     pub s1_observed: usize,
 }
 
+/// A float column as Arrow holds it: values and, when some are null, the validity bitmap
+/// (bit `offset + row`, least significant bit first). A null reads as NaN.
+#[derive(Clone, Copy, Debug)]
+pub struct Floats<'a> {
+    pub values: &'a [f64],
+    pub validity: Option<(&'a [u8], usize)>,
+}
+
+impl Floats<'_> {
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Whether the bitmap covers every row.
+    fn is_whole(&self) -> bool {
+        self.validity
+            .is_none_or(|(bits, offset)| bits.len() * 8 >= offset + self.values.len())
+    }
+
+    /// The row's value, NaN when null.
+    #[inline]
+    pub fn get(&self, row: usize) -> f64 {
+        match self.validity {
+            Some((bits, offset)) => {
+                let i = offset + row;
+                if (bits[i >> 3] >> (i & 7)) & 1 == 1 {
+                    self.values[row]
+                } else {
+                    f64::NAN
+                }
+            }
+            None => self.values[row],
+        }
+    }
+}
+
 /// The rows of an observation table, one entry per row in every slice.
 pub struct RowTable<'a> {
     /// Rank of the row's parcel id (series are ordered by it, then by year).
@@ -126,9 +166,9 @@ pub struct RowTable<'a> {
     /// Rank of the row's tile id (`NO_TILE`: none); a series takes its smallest.
     pub tile: &'a [u32],
     /// Sentinel-2 features, in `GridLayout::s2_channels` order (NaN: missing).
-    pub s2: Vec<&'a [f64]>,
+    pub s2: Vec<Floats<'a>>,
     /// VV and VH (dB), when the table has them.
-    pub s1: Option<(&'a [f64], &'a [f64])>,
+    pub s1: Option<(Floats<'a>, Floats<'a>)>,
 }
 
 /// One series per parcel-year, in (parcel rank, year) order, and the model input.
@@ -145,9 +185,15 @@ impl RowTable<'_> {
     fn check(&self) -> Result<(), KernelError> {
         let n = self.parcel.len();
         let mut lengths = vec![self.micros.len(), self.kind.len(), self.tile.len()];
-        lengths.extend(self.s2.iter().map(|c| c.len()));
+        let mut floats = self.s2.clone();
         if let Some((vv, vh)) = self.s1 {
-            lengths.extend([vv.len(), vh.len()]);
+            floats.extend([vv, vh]);
+        }
+        lengths.extend(floats.iter().map(Floats::len));
+        if !floats.iter().all(Floats::is_whole) {
+            return Err(KernelError::Input(
+                "a feature's validity bitmap is shorter than its values".into(),
+            ));
         }
         if lengths.iter().any(|&len| len != n) {
             return Err(KernelError::Input(format!(
@@ -459,11 +505,12 @@ impl SeriesScratch {
             }
             let bin = bin as usize;
             match rows.kind[r] {
-                KIND_S2_CLEAR => self.clear.add(bin, rows.s2.iter().map(|c| c[r])),
-                KIND_S2_REBUILT => self.rebuilt.add(bin, rows.s2.iter().map(|c| c[r])),
+                KIND_S2_CLEAR => self.clear.add(bin, rows.s2.iter().map(|c| c.get(r))),
+                KIND_S2_REBUILT => self.rebuilt.add(bin, rows.s2.iter().map(|c| c.get(r))),
                 KIND_S1 => {
                     if let Some((vv, vh)) = rows.s1 {
-                        self.s1.add(bin, [vv[r], vh[r], vh[r] - vv[r]].into_iter());
+                        let (vv, vh) = (vv.get(r), vh.get(r));
+                        self.s1.add(bin, [vv, vh, vh - vv].into_iter());
                     }
                 }
                 _ => {}
@@ -750,7 +797,11 @@ mod tests {
                 KIND_S2_REBUILT,
             ],
             tile: &[4, 2, NO_TILE, 1, 3],
-            s2: vec![&[0.2, 0.4, 0.9, 5.0, f64::NAN]],
+            // row 4's value is null
+            s2: vec![Floats {
+                values: &[0.2, 0.4, 0.9, 5.0, 7.0],
+                validity: Some((&[0b1101_1110, 0], 1)),
+            }],
             s1: None,
         };
         let grid = series_grid(&rows, &layout()).unwrap();

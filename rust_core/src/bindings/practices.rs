@@ -12,7 +12,7 @@ use super::interrupt::{input_err, to_py_err};
 use crate::event_json::Strings;
 use crate::practice_events::{practice_events, EventCalendar, PeakTable};
 use crate::practice_grid::{
-    decode_peaks, group_keys, nearest_rows, series_grid, GridLayout, RowTable,
+    decode_peaks, group_keys, nearest_rows, series_grid, Floats, GridLayout, RowTable,
 };
 
 type Column<'py, T> = PyReadonlyArray1<'py, T>;
@@ -21,6 +21,21 @@ fn slice<'a, T: numpy::Element>(array: &'a Column<'_, T>, what: &str) -> PyResul
     array
         .as_slice()
         .map_err(|_| input_err(format!("{what} is not contiguous")))
+}
+
+/// A float column as Arrow holds it: values, and the validity bitmap with its bit offset
+/// when some values are null.
+type FloatColumn<'py> = (Column<'py, f64>, Option<(Column<'py, u8>, usize)>);
+
+fn floats<'a>(column: &'a FloatColumn<'_>, what: &str) -> PyResult<Floats<'a>> {
+    let validity = match &column.1 {
+        Some((bits, offset)) => Some((slice(bits, what)?, *offset)),
+        None => None,
+    };
+    Ok(Floats {
+        values: slice(&column.0, what)?,
+        validity,
+    })
 }
 
 type Groups<'py> = Option<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<u64>>)>;
@@ -49,7 +64,7 @@ type GridOut<'py> = (
 );
 
 /// Parcel-year series of observation rows on the day-of-year grid: (parcel rank, year, tile
-/// rank, values `[series, n_channels, n_bins]`).
+/// rank, values `[series, n_channels, n_bins]`). Features are (values, validity) pairs.
 #[pyfunction]
 #[pyo3(signature = (
     parcel, n_parcels, micros, kind, tile, s2, s1, start_doy, bin_days, n_bins, n_channels,
@@ -63,8 +78,8 @@ fn practice_series_grid<'py>(
     micros: Column<'py, i64>,
     kind: Column<'py, u8>,
     tile: Column<'py, u32>,
-    s2: Vec<Column<'py, f64>>,
-    s1: Option<(Column<'py, f64>, Column<'py, f64>)>,
+    s2: Vec<FloatColumn<'py>>,
+    s1: Option<(FloatColumn<'py>, FloatColumn<'py>)>,
     start_doy: i64,
     bin_days: i64,
     n_bins: usize,
@@ -88,10 +103,10 @@ fn practice_series_grid<'py>(
     let s2_slices = s2
         .iter()
         .enumerate()
-        .map(|(i, c)| slice(c, &format!("S2 feature {i}")))
+        .map(|(i, c)| floats(c, &format!("S2 feature {i}")))
         .collect::<PyResult<Vec<_>>>()?;
     let s1_slices = match &s1 {
-        Some((vv, vh)) => Some((slice(vv, "VV")?, slice(vh, "VH")?)),
+        Some((vv, vh)) => Some((floats(vv, "VV")?, floats(vh, "VH")?)),
         None => None,
     };
     let rows = RowTable {
