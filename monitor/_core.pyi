@@ -20,6 +20,7 @@ __all__ = [
     "practice_events_of_peaks",
     "practice_group_keys",
     "practice_nearest_rows",
+    "practice_row_kinds",
     "practice_series_grid",
     "seal_record_batch",
     "sim_render_optical",
@@ -120,6 +121,15 @@ FloatColumn = tuple[npt.NDArray[np.float64], tuple[npt.NDArray[np.uint8], int] |
 def practice_group_keys(
     keys: npt.NDArray[np.uint64], check: npt.NDArray[np.uint64]
 ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint64]] | None: ...
+def practice_row_kinds(
+    sensor: npt.NDArray[np.uint8],
+    source: npt.NDArray[np.uint8],
+    valid_fraction: FloatColumn,
+    ndvi: FloatColumn,
+    s1: tuple[FloatColumn, FloatColumn] | None,
+    min_valid: float,
+    evidence_min_valid: float,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]: ...
 def practice_series_grid(
     parcel: npt.NDArray[np.uint32],
     n_parcels: int,

@@ -82,9 +82,11 @@ DEFAULT_THRESHOLD: Final = 0.5
 NMS_BINS: Final = {"mowing": 4, "ploughing": 5, "harvest": 6}
 BATCH: Final = 4096  # series per model call
 _MEMO_CHUNK: Final = 1024  # series compared at a time by `PredictionMemo`
-# Row kinds and the missing tile of the grid kernel (rust_core/src/practice_grid.rs).
-_KIND_OTHER, _KIND_S2_CLEAR, _KIND_S2_REBUILT, _KIND_S1 = 0, 1, 2, 3
+# The missing tile of the grid kernel (rust_core/src/practice_grid.rs).
 _NO_TILE: Final = 2**32 - 1
+# Sensor and source codes of `_core.practice_row_kinds` (0: anything else).
+_SENSOR_S2, _SENSOR_S1 = 1, 2
+_SOURCE_OBSERVED, _SOURCE_REBUILT = 1, 2
 _MICROS_PER_DAY: Final = 86_400_000_000
 _ID_DIGITS: Final = 32  # hex digits of an event id (`monitor.events.event_id_for`)
 
@@ -175,42 +177,33 @@ def _feature_values(df: pl.DataFrame, columns: Sequence[str]) -> list[_core.Floa
     return out
 
 
+def _codes(observations: pl.DataFrame, column: str, codes: dict[str, int]) -> npt.NDArray[np.uint8]:
+    """A string column as small codes (0: any other value, or null)."""
+    code = pl.lit(0, dtype=pl.UInt8)
+    for value, number in codes.items():
+        code = pl.when(pl.col(column) == value).then(pl.lit(number, dtype=pl.UInt8)).otherwise(code)
+    return observations.select(code).to_series().to_numpy()
+
+
 def _row_flags(
-    observations: pl.DataFrame, min_valid: float, with_s1: bool
+    observations: pl.DataFrame,
+    ndvi: _core.FloatColumn,
+    s1: tuple[_core.FloatColumn, _core.FloatColumn] | None,
+    min_valid: float,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
-    """Per row, what it feeds (`_KIND_*`): a clear S2 observation (enough valid pixels, NDVI
-    finite), a reconstructed S2 row, an S1 row with finite VV and VH, or nothing; and whether
-    it may be an event's evidence (an observed S2 row with enough valid pixels and an NDVI).
-    One polars pass for both."""
-
-    def finite(column: str) -> pl.Expr:
-        return pl.col(column).cast(pl.Float64).is_finite().fill_null(False)
-
-    source = pl.col("source") if "source" in observations.columns else pl.lit("observed")
-    rebuilt = (source == "reconstructed").fill_null(False)
-    sensor_s2 = pl.col("sensor") == "S2"
-    s2 = sensor_s2 & finite("NDVI_mean")
-    clear = (pl.col("valid_fraction").cast(pl.Float64) >= min_valid).fill_null(False)
-    s1 = (pl.col("sensor") == "S1") & finite("VV_mean") & finite("VH_mean") if with_s1 else False
-    kind = (
-        pl.when(s2 & rebuilt)
-        .then(_KIND_S2_REBUILT)
-        .when(s2 & clear)
-        .then(_KIND_S2_CLEAR)
-        .when(s1)
-        .then(_KIND_S1)
-        .otherwise(_KIND_OTHER)
-    )
-    ndvi = pl.col("NDVI_mean").cast(pl.Float64)
-    evidence = (
-        sensor_s2
-        & (pl.col("valid_fraction") >= MIN_VALID_FRACTION)
-        & (source == "observed")
-        & ndvi.is_not_null()
-        & ndvi.is_not_nan()
-    ).fill_null(False)
-    flags = observations.select(kind.cast(pl.UInt8).alias("kind"), evidence.alias("evidence"))
-    return flags.get_column("kind").to_numpy(), flags.get_column("evidence").to_numpy()
+    """Per row, what it feeds (`KIND_*` in rust_core/src/practice_grid.rs): a clear S2
+    observation (enough valid pixels, NDVI finite), a reconstructed S2 row, an S1 row with
+    finite VV and VH (when `s1` is given), or nothing; and whether it may be an event's
+    evidence (an observed S2 row with enough valid pixels and an NDVI). Sensor and source
+    become codes in polars, the rest is one Rust pass."""
+    sensor = _codes(observations, "sensor", {"S2": _SENSOR_S2, "S1": _SENSOR_S1})
+    if "source" in observations.columns:
+        codes = {"observed": _SOURCE_OBSERVED, "reconstructed": _SOURCE_REBUILT}
+        source = _codes(observations, "source", codes)
+    else:
+        source = np.full(observations.height, _SOURCE_OBSERVED, dtype=np.uint8)
+    (valid,) = _feature_values(observations, ["valid_fraction"])
+    return _core.practice_row_kinds(sensor, source, valid, ndvi, s1, min_valid, MIN_VALID_FRACTION)
 
 
 @dataclass(frozen=True)
@@ -254,7 +247,7 @@ def _series_tensor(
     )
     s2 = features[: len(present)]
     s1 = (features[-2], features[-1]) if with_s1 else None
-    kind, evidence = _row_flags(observations, min_valid, with_s1)
+    kind, evidence = _row_flags(observations, s2[0], s1, min_valid)
     parcel, year, series_tile, values = _core.practice_series_grid(
         rows.parcel,
         len(rows.parcel_ids),

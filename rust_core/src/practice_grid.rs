@@ -137,19 +137,22 @@ impl Floats<'_> {
             .is_none_or(|(bits, offset)| bits.len() * 8 >= offset + self.values.len())
     }
 
+    /// Whether the row's value is not null.
+    #[inline]
+    pub fn is_valid(&self, row: usize) -> bool {
+        self.validity.is_none_or(|(bits, offset)| {
+            let i = offset + row;
+            (bits[i >> 3] >> (i & 7)) & 1 == 1
+        })
+    }
+
     /// The row's value, NaN when null.
     #[inline]
     pub fn get(&self, row: usize) -> f64 {
-        match self.validity {
-            Some((bits, offset)) => {
-                let i = offset + row;
-                if (bits[i >> 3] >> (i & 7)) & 1 == 1 {
-                    self.values[row]
-                } else {
-                    f64::NAN
-                }
-            }
-            None => self.values[row],
+        if self.is_valid(row) {
+            self.values[row]
+        } else {
+            f64::NAN
         }
     }
 }
@@ -216,6 +219,79 @@ impl RowTable<'_> {
         }
         Ok(())
     }
+}
+
+/// `RowCodes::sensor` of a Sentinel-2 row and of a Sentinel-1 row (0: other or null).
+pub const SENSOR_S2: u8 = 1;
+pub const SENSOR_S1: u8 = 2;
+/// `RowCodes::source` of an observed row and of a reconstructed one (0: other or null).
+pub const SOURCE_OBSERVED: u8 = 1;
+pub const SOURCE_REBUILT: u8 = 2;
+
+/// What classifies a row: its sensor and source codes and the columns read.
+pub struct RowCodes<'a> {
+    pub sensor: &'a [u8],
+    pub source: &'a [u8],
+    pub valid_fraction: Floats<'a>,
+    pub ndvi: Floats<'a>,
+    /// VV and VH, when S1 rows feed the model.
+    pub s1: Option<(Floats<'a>, Floats<'a>)>,
+}
+
+/// Per row, its `KIND_*` and whether it may be an event's evidence (a Sentinel-2 row,
+/// observed, with at least `evidence_min_valid` valid pixels and a non-NaN NDVI). Kinds: a
+/// Sentinel-2 row with a finite NDVI is reconstructed, else clear with at least `min_valid`
+/// valid pixels; a Sentinel-1 row with finite VV and VH is S1. A NaN valid fraction counts
+/// as above any threshold (polars orders NaN above every number), a null one as below.
+pub fn row_kinds(
+    rows: &RowCodes<'_>,
+    min_valid: f64,
+    evidence_min_valid: f64,
+) -> Result<(Vec<u8>, Vec<bool>), KernelError> {
+    let n = rows.sensor.len();
+    let mut floats = vec![rows.valid_fraction, rows.ndvi];
+    if let Some((vv, vh)) = rows.s1 {
+        floats.extend([vv, vh]);
+    }
+    let same_length = rows.source.len() == n && floats.iter().all(|f| f.len() == n);
+    if !same_length || !floats.iter().all(Floats::is_whole) {
+        return Err(KernelError::Input(
+            "row codes and columns differ in length".into(),
+        ));
+    }
+    let valid = rows.valid_fraction;
+    let classify = |r: usize| {
+        let at_least = |threshold: f64| {
+            let v = valid.values[r];
+            valid.is_valid(r) && (v.is_nan() || v >= threshold)
+        };
+        let ndvi = rows.ndvi.get(r);
+        let (sensor, source) = (rows.sensor[r], rows.source[r]);
+        let s2 = sensor == SENSOR_S2 && ndvi.is_finite();
+        let kind = if s2 && source == SOURCE_REBUILT {
+            KIND_S2_REBUILT
+        } else if s2 && at_least(min_valid) {
+            KIND_S2_CLEAR
+        } else if sensor == SENSOR_S1
+            && rows
+                .s1
+                .is_some_and(|(vv, vh)| vv.get(r).is_finite() && vh.get(r).is_finite())
+        {
+            KIND_S1
+        } else {
+            KIND_OTHER
+        };
+        let evidence = sensor == SENSOR_S2
+            && source == SOURCE_OBSERVED
+            && at_least(evidence_min_valid)
+            && !ndvi.is_nan();
+        (kind, evidence)
+    };
+    Ok((0..n)
+        .into_par_iter()
+        .with_min_len(1 << 16)
+        .map(classify)
+        .unzip())
 }
 
 /// Row indices grouped by `group` (stable: table order inside a group) and group offsets.
@@ -818,6 +894,36 @@ mod tests {
         assert_eq!(ndvi[5], 0.0); // NaN after the last finite value: neutral
         assert_eq!(&v[6..12], &[0.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
         assert_eq!(&v[12..18], &[0.0, 0.0, 0.0, 1.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn rows_are_classified_as_polars_compares() {
+        let nan = f64::NAN;
+        let dense = |values| Floats {
+            values,
+            validity: None,
+        };
+        // rows: clear S2, cloudy S2, NaN valid fraction, null valid fraction, rebuilt,
+        // S2 without NDVI, S1, S1 without VH, unknown sensor
+        let valid = [0.9, 0.2, nan, 0.9, 0.1, 0.9, 1.0, 1.0, 1.0];
+        let ndvi = [0.5, 0.5, 0.5, 0.5, 0.5, nan, nan, nan, 0.5];
+        let vv = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -15.0, -15.0, 0.0];
+        let vh = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -20.0, nan, 0.0];
+        let codes = RowCodes {
+            sensor: &[1, 1, 1, 1, 1, 1, 2, 2, 0],
+            source: &[1, 1, 1, 1, 2, 1, 1, 1, 1],
+            valid_fraction: Floats {
+                values: &valid,
+                validity: Some((&[0b1111_0111, 0b1], 0)),
+            },
+            ndvi: dense(&ndvi),
+            s1: Some((dense(&vv), dense(&vh))),
+        };
+        let (kind, evidence) = row_kinds(&codes, 0.5, 0.5).unwrap();
+        let (c, r, s, o) = (KIND_S2_CLEAR, KIND_S2_REBUILT, KIND_S1, KIND_OTHER);
+        assert_eq!(kind, vec![c, o, c, o, r, o, s, o, o]);
+        let yes = [true, false, true, false, false, false, false, false, false];
+        assert_eq!(evidence, yes.to_vec());
     }
 
     #[test]

@@ -12,7 +12,8 @@ use super::interrupt::{input_err, to_py_err};
 use crate::event_json::Strings;
 use crate::practice_events::{practice_events, EventCalendar, PeakTable};
 use crate::practice_grid::{
-    decode_peaks, group_keys, nearest_rows, series_grid, Floats, GridLayout, RowTable,
+    decode_peaks, group_keys, nearest_rows, row_kinds, series_grid, Floats, GridLayout, RowCodes,
+    RowTable,
 };
 
 type Column<'py, T> = PyReadonlyArray1<'py, T>;
@@ -54,6 +55,37 @@ fn practice_group_keys<'py>(
         let first: Vec<u64> = first.into_iter().map(|r| r as u64).collect();
         (group.into_pyarray(py), first.into_pyarray(py))
     }))
+}
+
+type KindsOut<'py> = (Bound<'py, PyArray1<u8>>, Bound<'py, PyArray1<bool>>);
+
+/// Each row's kind and whether it may be an event's evidence, from its sensor and source
+/// codes, valid fraction, NDVI and (when S1 rows feed the model) VV and VH.
+#[pyfunction]
+fn practice_row_kinds<'py>(
+    py: Python<'py>,
+    sensor: Column<'py, u8>,
+    source: Column<'py, u8>,
+    valid_fraction: FloatColumn<'py>,
+    ndvi: FloatColumn<'py>,
+    s1: Option<(FloatColumn<'py>, FloatColumn<'py>)>,
+    min_valid: f64,
+    evidence_min_valid: f64,
+) -> PyResult<KindsOut<'py>> {
+    let codes = RowCodes {
+        sensor: slice(&sensor, "sensor")?,
+        source: slice(&source, "source")?,
+        valid_fraction: floats(&valid_fraction, "valid_fraction")?,
+        ndvi: floats(&ndvi, "NDVI")?,
+        s1: match &s1 {
+            Some((vv, vh)) => Some((floats(vv, "VV")?, floats(vh, "VH")?)),
+            None => None,
+        },
+    };
+    let (kind, evidence) = py
+        .detach(|| row_kinds(&codes, min_valid, evidence_min_valid))
+        .map_err(to_py_err)?;
+    Ok((kind.into_pyarray(py), evidence.into_pyarray(py)))
 }
 
 type GridOut<'py> = (
@@ -273,6 +305,7 @@ fn practice_events_of_peaks<'py>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(practice_group_keys, m)?)?;
+    m.add_function(wrap_pyfunction!(practice_row_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(practice_series_grid, m)?)?;
     m.add_function(wrap_pyfunction!(practice_decode_peaks, m)?)?;
     m.add_function(wrap_pyfunction!(practice_nearest_rows, m)?)?;
