@@ -164,17 +164,20 @@ def _ranks(values: pl.Series) -> tuple[pl.Series, npt.NDArray[np.uint32]]:
 
 
 def _feature_values(df: pl.DataFrame, columns: Sequence[str]) -> list[_core.FloatColumn]:
-    """Columns as the kernel reads them: Arrow's float64 values and validity bitmap, without
-    copying (but to join the chunks of a many-chunk table): ~4x less work than a NaN-filled
-    float64 copy when half the values are null (each sensor's rows lack the other's)."""
+    """Columns as the kernels read them, in place: each chunk's Arrow float64 values and
+    validity bitmap, all columns cut alike (one Arrow table). A NaN-filled float64 copy of
+    the 7 features cost ~0.4 CPU-s per 8 M rows, half of them null."""
+    table = df.select(pl.col(columns).cast(pl.Float64)).to_arrow()
     out: list[_core.FloatColumn] = []
-    for column in columns:
-        array = df.get_column(column).cast(pl.Float64).rechunk().to_arrow()
-        validity, values = array.buffers()
-        offset, n = array.offset, len(array)
-        data = np.frombuffer(values, dtype=np.float64, count=offset + n)[offset:]
-        bits = None if validity is None else (np.frombuffer(validity, dtype=np.uint8), offset)
-        out.append((data, bits))
+    for i in range(len(columns)):
+        chunks: _core.FloatColumn = []
+        for array in table.column(i).chunks:
+            validity, values = array.buffers()
+            offset, n = array.offset, len(array)
+            data = np.frombuffer(values, dtype=np.float64, count=offset + n)[offset:]
+            bits = None if validity is None else (np.frombuffer(validity, np.uint8), offset)
+            chunks.append((data, bits))
+        out.append(chunks)
     return out
 
 
@@ -188,6 +191,7 @@ def _codes(observations: pl.DataFrame, column: str, codes: dict[str, int]) -> np
 
 def _row_flags(
     observations: pl.DataFrame,
+    valid: _core.FloatColumn,
     ndvi: _core.FloatColumn,
     s1: tuple[_core.FloatColumn, _core.FloatColumn] | None,
     min_valid: float,
@@ -203,7 +207,6 @@ def _row_flags(
         source = _codes(observations, "source", codes)
     else:
         source = np.full(observations.height, _SOURCE_OBSERVED, dtype=np.uint8)
-    (valid,) = _feature_values(observations, ["valid_fraction"])
     return _core.practice_row_kinds(sensor, source, valid, ndvi, s1, min_valid, MIN_VALID_FRACTION)
 
 
@@ -243,12 +246,13 @@ def _series_tensor(
         tiles, tile = pl.Series("tile", ["unknown"]), np.zeros(observations.height, np.uint32)
     present = [i for i, c in enumerate(S2_FEATURES) if c in observations.columns]
     with_s1 = all(c in observations.columns for c in S1_FEATURES)
-    features = _feature_values(
-        observations, [S2_FEATURES[i] for i in present] + (list(S1_FEATURES) if with_s1 else [])
+    s1_columns = list(S1_FEATURES) if with_s1 else []
+    valid, *features = _feature_values(
+        observations, ["valid_fraction", *[S2_FEATURES[i] for i in present], *s1_columns]
     )
     s2 = features[: len(present)]
     s1 = (features[-2], features[-1]) if with_s1 else None
-    kind, evidence = _row_flags(observations, s2[0], s1, min_valid)
+    kind, evidence = _row_flags(observations, valid, s2[0], s1, min_valid)
     parcel, year, series_tile, values = _core.practice_series_grid(
         rows.parcel,
         len(rows.parcel_ids),

@@ -114,43 +114,104 @@ pub struct GridLayout {
     pub s1_observed: usize,
 }
 
-/// A float column as Arrow holds it: values and, when some are null, the validity bitmap
-/// (bit `offset + row`, least significant bit first). A null reads as NaN.
+/// A chunk of a float column as Arrow holds it: values and, when some are null, the
+/// validity bitmap (bit `offset + row`, least significant bit first).
 #[derive(Clone, Copy, Debug)]
-pub struct Floats<'a> {
+pub struct Chunk<'a> {
     pub values: &'a [f64],
     pub validity: Option<(&'a [u8], usize)>,
 }
 
-impl Floats<'_> {
-    pub fn len(&self) -> usize {
-        self.values.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-
-    /// Whether the bitmap covers every row.
+impl Chunk<'_> {
+    /// Whether the bitmap covers every value.
     fn is_whole(&self) -> bool {
         self.validity
             .is_none_or(|(bits, offset)| bits.len() * 8 >= offset + self.values.len())
     }
 
-    /// Whether the row's value is not null.
     #[inline]
-    pub fn is_valid(&self, row: usize) -> bool {
+    fn is_valid(&self, row: usize) -> bool {
         self.validity.is_none_or(|(bits, offset)| {
             let i = offset + row;
             (bits[i >> 3] >> (i & 7)) & 1 == 1
         })
     }
+}
+
+/// How the columns of a table are cut into chunks (Arrow record batches): each row's chunk
+/// and each chunk's first row, so chunked columns are read in place, not joined.
+#[derive(Debug)]
+pub struct RowChunks {
+    chunk: Vec<u32>,
+    start: Vec<usize>,
+}
+
+impl RowChunks {
+    /// The chunks of these lengths, in order.
+    pub fn new(lengths: &[usize]) -> Result<Self, KernelError> {
+        if u32::try_from(lengths.len()).is_err() {
+            return Err(KernelError::Input("more than 2^32 chunks".into()));
+        }
+        let mut start = Vec::with_capacity(lengths.len() + 1);
+        let mut chunk = Vec::with_capacity(lengths.iter().sum());
+        start.push(0);
+        for (c, &len) in lengths.iter().enumerate() {
+            chunk.extend(std::iter::repeat_n(c as u32, len));
+            start.push(chunk.len());
+        }
+        Ok(RowChunks { chunk, start })
+    }
+
+    pub fn lengths(&self) -> impl Iterator<Item = usize> + '_ {
+        self.start.windows(2).map(|w| w[1] - w[0])
+    }
+}
+
+/// A float column read in place from its chunks (cut as `rows` says). A null reads as NaN.
+#[derive(Clone, Copy, Debug)]
+pub struct Floats<'a> {
+    pub chunks: &'a [Chunk<'a>],
+    pub rows: &'a RowChunks,
+}
+
+impl Floats<'_> {
+    pub fn len(&self) -> usize {
+        self.rows.chunk.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.chunk.is_empty()
+    }
+
+    /// Whether the chunks are cut as `rows` says, each bitmap covering its chunk.
+    fn is_whole(&self) -> bool {
+        self.chunks.len() + 1 == self.rows.start.len()
+            && self
+                .chunks
+                .iter()
+                .zip(self.rows.lengths())
+                .all(|(c, len)| c.values.len() == len && c.is_whole())
+    }
+
+    #[inline]
+    fn locate(&self, row: usize) -> (&Chunk<'_>, usize) {
+        let c = self.rows.chunk[row] as usize;
+        (&self.chunks[c], row - self.rows.start[c])
+    }
+
+    /// Whether the row's value is not null.
+    #[inline]
+    pub fn is_valid(&self, row: usize) -> bool {
+        let (chunk, i) = self.locate(row);
+        chunk.is_valid(i)
+    }
 
     /// The row's value, NaN when null.
     #[inline]
     pub fn get(&self, row: usize) -> f64 {
-        if self.is_valid(row) {
-            self.values[row]
+        let (chunk, i) = self.locate(row);
+        if chunk.is_valid(i) {
+            chunk.values[i]
         } else {
             f64::NAN
         }
@@ -195,7 +256,7 @@ impl RowTable<'_> {
         lengths.extend(floats.iter().map(Floats::len));
         if !floats.iter().all(Floats::is_whole) {
             return Err(KernelError::Input(
-                "a feature's validity bitmap is shorter than its values".into(),
+                "a feature's chunks differ from the table's, or a bitmap is short".into(),
             ));
         }
         if lengths.iter().any(|&len| len != n) {
@@ -262,7 +323,7 @@ pub fn row_kinds(
     let valid = rows.valid_fraction;
     let classify = |r: usize| {
         let at_least = |threshold: f64| {
-            let v = valid.values[r];
+            let v = valid.get(r);
             valid.is_valid(r) && (v.is_nan() || v >= threshold)
         };
         let ndvi = rows.ndvi.get(r);
@@ -861,6 +922,7 @@ mod tests {
     #[test]
     fn gaps_are_interpolated_and_reconstructed_rows_fill_only_empty_bins() {
         let day = |d: i64| d * MICROS_PER_DAY; // 1970: day d is ordinal d + 1
+        let chunks = RowChunks::new(&[2, 3]).unwrap();
         let rows = RowTable {
             parcel: &[0, 0, 0, 0, 0],
             n_parcels: 1,
@@ -873,10 +935,19 @@ mod tests {
                 KIND_S2_REBUILT,
             ],
             tile: &[4, 2, NO_TILE, 1, 3],
-            // row 4's value is null
+            // row 4's value is null; rows in two chunks
             s2: vec![Floats {
-                values: &[0.2, 0.4, 0.9, 5.0, 7.0],
-                validity: Some((&[0b1101_1110, 0], 1)),
+                chunks: &[
+                    Chunk {
+                        values: &[0.2, 0.4],
+                        validity: None,
+                    },
+                    Chunk {
+                        values: &[0.9, 5.0, 7.0],
+                        validity: Some((&[0b1101_1110, 0], 3)),
+                    },
+                ],
+                rows: &chunks,
             }],
             s1: None,
         };
@@ -896,26 +967,32 @@ mod tests {
         assert_eq!(&v[12..18], &[0.0, 0.0, 0.0, 1.0, 0.0, 1.0]);
     }
 
+    fn dense(values: &[f64]) -> [Chunk<'_>; 1] {
+        [Chunk {
+            values,
+            validity: None,
+        }]
+    }
+
     #[test]
     fn rows_are_classified_as_polars_compares() {
         let nan = f64::NAN;
-        let dense = |values| Floats {
-            values,
-            validity: None,
-        };
         // rows: clear S2, cloudy S2, NaN valid fraction, null valid fraction, rebuilt,
         // S2 without NDVI, S1, S1 without VH, unknown sensor
-        let valid = [0.9, 0.2, nan, 0.9, 0.1, 0.9, 1.0, 1.0, 1.0];
+        let valid = [Chunk {
+            values: &[0.9, 0.2, nan, 0.9, 0.1, 0.9, 1.0, 1.0, 1.0],
+            validity: Some((&[0b1111_0111, 0b1], 0)),
+        }];
         let ndvi = [0.5, 0.5, 0.5, 0.5, 0.5, nan, nan, nan, 0.5];
         let vv = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -15.0, -15.0, 0.0];
         let vh = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -20.0, nan, 0.0];
+        let (ndvi, vv, vh) = (dense(&ndvi), dense(&vv), dense(&vh));
+        let one = RowChunks::new(&[9]).unwrap();
+        let dense = |chunks| Floats { chunks, rows: &one };
         let codes = RowCodes {
             sensor: &[1, 1, 1, 1, 1, 1, 2, 2, 0],
             source: &[1, 1, 1, 1, 2, 1, 1, 1, 1],
-            valid_fraction: Floats {
-                values: &valid,
-                validity: Some((&[0b1111_0111, 0b1], 0)),
-            },
+            valid_fraction: dense(&valid),
             ndvi: dense(&ndvi),
             s1: Some((dense(&vv), dense(&vh))),
         };

@@ -12,8 +12,8 @@ use super::interrupt::{input_err, to_py_err};
 use crate::event_json::Strings;
 use crate::practice_events::{practice_events, EventCalendar, PeakTable};
 use crate::practice_grid::{
-    decode_peaks, group_keys, nearest_rows, row_kinds, series_grid, Floats, GridLayout, RowCodes,
-    RowTable,
+    decode_peaks, group_keys, nearest_rows, row_kinds, series_grid, Chunk, Floats, GridLayout,
+    RowChunks, RowCodes, RowTable,
 };
 
 type Column<'py, T> = PyReadonlyArray1<'py, T>;
@@ -24,19 +24,31 @@ fn slice<'a, T: numpy::Element>(array: &'a Column<'_, T>, what: &str) -> PyResul
         .map_err(|_| input_err(format!("{what} is not contiguous")))
 }
 
-/// A float column as Arrow holds it: values, and the validity bitmap with its bit offset
-/// when some values are null.
-type FloatColumn<'py> = (Column<'py, f64>, Option<(Column<'py, u8>, usize)>);
+/// A chunk of a float column as Arrow holds it: values, and the validity bitmap with its bit
+/// offset when some values are null. A column is a list of them.
+type FloatChunk<'py> = (Column<'py, f64>, Option<(Column<'py, u8>, usize)>);
+type FloatColumn<'py> = Vec<FloatChunk<'py>>;
 
-fn floats<'a>(column: &'a FloatColumn<'_>, what: &str) -> PyResult<Floats<'a>> {
-    let validity = match &column.1 {
-        Some((bits, offset)) => Some((slice(bits, what)?, *offset)),
-        None => None,
-    };
-    Ok(Floats {
-        values: slice(&column.0, what)?,
-        validity,
-    })
+fn chunks<'a>(column: &'a FloatColumn<'_>, what: &str) -> PyResult<Vec<Chunk<'a>>> {
+    column
+        .iter()
+        .map(|(values, validity)| {
+            let validity = match validity {
+                Some((bits, offset)) => Some((slice(bits, what)?, *offset)),
+                None => None,
+            };
+            Ok(Chunk {
+                values: slice(values, what)?,
+                validity,
+            })
+        })
+        .collect()
+}
+
+/// How the columns are cut: as the first one (the kernels check the others).
+fn row_chunks(first: Option<&Vec<Chunk<'_>>>) -> PyResult<RowChunks> {
+    let lengths: Vec<usize> = first.map_or(vec![], |c| c.iter().map(|c| c.values.len()).collect());
+    RowChunks::new(&lengths).map_err(to_py_err)
 }
 
 type Groups<'py> = Option<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<u64>>)>;
@@ -62,6 +74,7 @@ type KindsOut<'py> = (Bound<'py, PyArray1<u8>>, Bound<'py, PyArray1<bool>>);
 /// Each row's kind and whether it may be an event's evidence, from its sensor and source
 /// codes, valid fraction, NDVI and (when S1 rows feed the model) VV and VH.
 #[pyfunction]
+#[allow(clippy::too_many_arguments)]
 fn practice_row_kinds<'py>(
     py: Python<'py>,
     sensor: Column<'py, u8>,
@@ -72,15 +85,23 @@ fn practice_row_kinds<'py>(
     min_valid: f64,
     evidence_min_valid: f64,
 ) -> PyResult<KindsOut<'py>> {
+    let valid_fraction = chunks(&valid_fraction, "valid_fraction")?;
+    let ndvi = chunks(&ndvi, "NDVI")?;
+    let s1 = match &s1 {
+        Some((vv, vh)) => Some((chunks(vv, "VV")?, chunks(vh, "VH")?)),
+        None => None,
+    };
+    let index = row_chunks(Some(&ndvi))?;
+    let floats = |chunks| Floats {
+        chunks,
+        rows: &index,
+    };
     let codes = RowCodes {
         sensor: slice(&sensor, "sensor")?,
         source: slice(&source, "source")?,
-        valid_fraction: floats(&valid_fraction, "valid_fraction")?,
-        ndvi: floats(&ndvi, "NDVI")?,
-        s1: match &s1 {
-            Some((vv, vh)) => Some((floats(vv, "VV")?, floats(vh, "VH")?)),
-            None => None,
-        },
+        valid_fraction: floats(&valid_fraction),
+        ndvi: floats(&ndvi),
+        s1: s1.as_ref().map(|(vv, vh)| (floats(vv), floats(vh))),
     };
     let (kind, evidence) = py
         .detach(|| row_kinds(&codes, min_valid, evidence_min_valid))
@@ -96,7 +117,7 @@ type GridOut<'py> = (
 );
 
 /// Parcel-year series of observation rows on the day-of-year grid: (parcel rank, year, tile
-/// rank, values `[series, n_channels, n_bins]`). Features are (values, validity) pairs.
+/// rank, values `[series, n_channels, n_bins]`). Features are Arrow chunks, cut alike.
 #[pyfunction]
 #[pyo3(signature = (
     parcel, n_parcels, micros, kind, tile, s2, s1, start_doy, bin_days, n_bins, n_channels,
@@ -132,14 +153,19 @@ fn practice_series_grid<'py>(
              {n_channels}"
         )));
     }
-    let s2_slices = s2
+    let s2 = s2
         .iter()
         .enumerate()
-        .map(|(i, c)| floats(c, &format!("S2 feature {i}")))
+        .map(|(i, c)| chunks(c, &format!("S2 feature {i}")))
         .collect::<PyResult<Vec<_>>>()?;
-    let s1_slices = match &s1 {
-        Some((vv, vh)) => Some((floats(vv, "VV")?, floats(vh, "VH")?)),
+    let s1 = match &s1 {
+        Some((vv, vh)) => Some((chunks(vv, "VV")?, chunks(vh, "VH")?)),
         None => None,
+    };
+    let index = row_chunks(s2.first())?;
+    let floats = |chunks| Floats {
+        chunks,
+        rows: &index,
     };
     let rows = RowTable {
         parcel: slice(&parcel, "parcel")?,
@@ -147,8 +173,8 @@ fn practice_series_grid<'py>(
         micros: slice(&micros, "micros")?,
         kind: slice(&kind, "kind")?,
         tile: slice(&tile, "tile")?,
-        s2: s2_slices,
-        s1: s1_slices,
+        s2: s2.iter().map(|c| floats(c)).collect(),
+        s1: s1.as_ref().map(|(vv, vh)| (floats(vv), floats(vh))),
     };
     let layout = GridLayout {
         start_doy,
