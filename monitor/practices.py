@@ -6,9 +6,10 @@
 1. `series_tensor` resamples every parcel-year's irregular Sentinel-2 and Sentinel-1 rows onto
    a fixed day-of-year grid (`N_BINS` bins of `BIN_DAYS` days from `GRID_START_DOY`), with
    observed masks as channels: cloudy dates (low `valid_fraction`) are missing, not zeros, and
-   gaps are bridged by linear interpolation. Rows are classified in polars, parcel ids ranked
-   by hash, and the per-row work (binning, means, interpolation) runs in the Rust kernel
-   `rust_core/src/practice_grid.rs`, in parallel over parcels.
+   gaps are bridged by linear interpolation. Parcel ids are ranked by hash; the feature
+   columns are read in place from their Arrow chunks, and the per-row work (row kinds,
+   binning, means, interpolation) runs in the Rust kernels of
+   `rust_core/src/practice_grid.rs`, in parallel.
 2. The model gives per-bin probabilities of each practice (`PRACTICES`).
 3. `decode_peaks` keeps local maxima above a threshold (non-maximum suppression per practice)
    and refines each date inside its bin with a parabola through the neighbouring bins (in the
