@@ -115,6 +115,7 @@ def tiling_extract(
 def tiling_stitch(
     tiles: npt.NDArray[np.float32], height: int, width: int, overlap: int
 ) -> npt.NDArray[np.float32]: ...
+
 # A float column in Arrow's chunks: each chunk's values, and its validity bitmap with the bit
 # offset when some are null. The columns of one call are cut alike.
 FloatChunk = tuple[npt.NDArray[np.float64], tuple[npt.NDArray[np.uint8], int] | None]
