@@ -118,8 +118,8 @@ def tiling_stitch(
 
 # A float column in Arrow's chunks: each chunk's values, and its validity bitmap with the bit
 # offset when some are null. The columns of one call are cut alike.
-FloatChunk = tuple[npt.NDArray[np.float64], tuple[npt.NDArray[np.uint8], int] | None]
-FloatColumn = list[FloatChunk]
+_FloatChunk = tuple[npt.NDArray[np.float64], tuple[npt.NDArray[np.uint8], int] | None]
+_FloatColumn = list[_FloatChunk]
 
 def practice_group_keys(
     keys: npt.NDArray[np.uint64], check: npt.NDArray[np.uint64]
@@ -127,9 +127,9 @@ def practice_group_keys(
 def practice_row_kinds(
     sensor: npt.NDArray[np.uint8],
     source: npt.NDArray[np.uint8],
-    valid_fraction: FloatColumn,
-    ndvi: FloatColumn,
-    s1: tuple[FloatColumn, FloatColumn] | None,
+    valid_fraction: _FloatColumn,
+    ndvi: _FloatColumn,
+    s1: tuple[_FloatColumn, _FloatColumn] | None,
     min_valid: float,
     evidence_min_valid: float,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]: ...
@@ -139,8 +139,8 @@ def practice_series_grid(
     micros: npt.NDArray[np.int64],
     kind: npt.NDArray[np.uint8],
     tile: npt.NDArray[np.uint32],
-    s2: list[FloatColumn],
-    s1: tuple[FloatColumn, FloatColumn] | None,
+    s2: list[_FloatColumn],
+    s1: tuple[_FloatColumn, _FloatColumn] | None,
     start_doy: int,
     bin_days: int,
     n_bins: int,

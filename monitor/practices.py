@@ -59,6 +59,9 @@ from monitor.model_io import N_BINS as N_BINS
 from monitor.model_io import PRACTICES as PRACTICES
 
 F32 = npt.NDArray[np.float32]
+# A float column as the kernels read it: per Arrow chunk, its values and (when some are
+# null) its validity bitmap with the bit offset.
+_FloatColumn = list[tuple[npt.NDArray[np.float64], tuple[npt.NDArray[np.uint8], int] | None]]
 
 EVENT_TYPES: Final = tuple(f"practice.{p}" for p in PRACTICES)
 
@@ -164,14 +167,14 @@ def _ranks(values: pl.Series) -> tuple[pl.Series, npt.NDArray[np.uint32]]:
     return distinct.gather(order), rank[group]
 
 
-def _feature_values(df: pl.DataFrame, columns: Sequence[str]) -> list[_core.FloatColumn]:
+def _feature_values(df: pl.DataFrame, columns: Sequence[str]) -> list[_FloatColumn]:
     """Columns as the kernels read them, in place: each chunk's Arrow float64 values and
     validity bitmap, all columns cut alike (one Arrow table). A NaN-filled float64 copy of
     the 7 features cost ~0.4 CPU-s per 8 M rows, half of them null."""
     table = df.select(pl.col(columns).cast(pl.Float64)).to_arrow()
-    out: list[_core.FloatColumn] = []
+    out: list[_FloatColumn] = []
     for i in range(len(columns)):
-        chunks: _core.FloatColumn = []
+        chunks: _FloatColumn = []
         for array in table.column(i).chunks:
             validity, values = array.buffers()
             offset, n = array.offset, len(array)
@@ -192,9 +195,9 @@ def _codes(observations: pl.DataFrame, column: str, codes: dict[str, int]) -> np
 
 def _row_flags(
     observations: pl.DataFrame,
-    valid: _core.FloatColumn,
-    ndvi: _core.FloatColumn,
-    s1: tuple[_core.FloatColumn, _core.FloatColumn] | None,
+    valid: _FloatColumn,
+    ndvi: _FloatColumn,
+    s1: tuple[_FloatColumn, _FloatColumn] | None,
     min_valid: float,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
     """Per row, what it feeds (`KIND_*` in rust_core/src/practice_grid.rs): a clear S2
