@@ -6,9 +6,10 @@ repeated under new ids). Timed, best of 3:
 
 * `detect_practices` end to end (no event emitted before, then a third of them emitted), and
   its steps as it runs them: `prepare`, parcel ranks (parcel ids ranked), the grid (rows onto
-  the model's grid: tile ranks, row kinds, features, the Rust kernel), the model, peak
-  decoding, the events (dates, ids, suppression of emitted ones, order: one Rust pass) and
-  their evidence rows;
+  the model's grid: tile ranks, the feature columns' Arrow buffers, sensor and source codes,
+  then two Rust passes: row kinds, and the grid itself), the model, peak decoding, the events
+  (dates, ids, suppression of emitted ones, order: one Rust pass) and their evidence rows
+  (nearest clear images in Rust, product id lists from Arrow offsets);
 * the model alone on that grid: ONNX Runtime at `--threads` intra-op threads, as `--threads`
   single-threaded calls at once (what `parcel-monitor detect` does) and at one thread;
   PyTorch eager (same weights) on `--torch-device` (cpu by default; `cuda` on a GPU node).
@@ -80,7 +81,7 @@ def step_breakdown(table: pl.DataFrame, model: Model, n: int, workers: int) -> N
     for _ in range(3):
         observations = _step(best, "prepare (checks, UTC)", p.prepare, table)
         rows = _step(best, "parcel ranks", p._Rows.of, observations)
-        grid = "grid (rows onto the model's grid)"
+        grid = "grid (row kinds, features, kernel)"
         tensor, parcel_rank, evidence = _step(best, grid, p._series_tensor, observations, rows)
         probability = _step(
             best, "model", partial(p.predict, workers=workers), model, tensor.values

@@ -20,6 +20,7 @@ __all__ = [
     "practice_events_of_peaks",
     "practice_group_keys",
     "practice_nearest_rows",
+    "practice_row_kinds",
     "practice_series_grid",
     "seal_record_batch",
     "sim_burn_edges",
@@ -118,17 +119,32 @@ def tiling_extract(
 def tiling_stitch(
     tiles: npt.NDArray[np.float32], height: int, width: int, overlap: int
 ) -> npt.NDArray[np.float32]: ...
+
+# A float column in Arrow's chunks: each chunk's values, and its validity bitmap with the bit
+# offset when some are null. The columns of one call are cut alike.
+_FloatChunk = tuple[npt.NDArray[np.float64], tuple[npt.NDArray[np.uint8], int] | None]
+_FloatColumn = list[_FloatChunk]
+
 def practice_group_keys(
     keys: npt.NDArray[np.uint64], check: npt.NDArray[np.uint64]
 ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint64]] | None: ...
+def practice_row_kinds(
+    sensor: npt.NDArray[np.uint8],
+    source: npt.NDArray[np.uint8],
+    valid_fraction: _FloatColumn,
+    ndvi: _FloatColumn,
+    s1: tuple[_FloatColumn, _FloatColumn] | None,
+    min_valid: float,
+    evidence_min_valid: float,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]: ...
 def practice_series_grid(
     parcel: npt.NDArray[np.uint32],
     n_parcels: int,
     micros: npt.NDArray[np.int64],
     kind: npt.NDArray[np.uint8],
     tile: npt.NDArray[np.uint32],
-    s2: list[npt.NDArray[np.float64]],
-    s1: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None,
+    s2: list[_FloatColumn],
+    s1: tuple[_FloatColumn, _FloatColumn] | None,
     start_doy: int,
     bin_days: int,
     n_bins: int,

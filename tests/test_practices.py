@@ -181,6 +181,18 @@ def test_series_are_parcel_years_whatever_the_row_order() -> None:
     ]
 
 
+def test_many_chunk_and_sliced_tables_give_the_same_tensor() -> None:
+    # the kernel reads Arrow buffers: values and null bits, per chunk joined or offset
+    table = _two_year_table()
+    whole = series_tensor(table)
+    chunked = pl.concat([table.slice(0, 7), table.slice(7)], rechunk=False)
+    assert chunked.n_chunks() > 1
+    np.testing.assert_array_equal(series_tensor(chunked).values, whole.values)
+    offset = pl.concat([table.head(3), table], rechunk=True).slice(3)
+    assert offset.get_column("NDVI_mean").to_arrow().offset == 3
+    np.testing.assert_array_equal(series_tensor(offset).values, whole.values)
+
+
 def test_parcel_ids_are_grouped_exactly_even_if_their_hashes_collide(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

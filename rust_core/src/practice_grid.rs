@@ -114,6 +114,110 @@ pub struct GridLayout {
     pub s1_observed: usize,
 }
 
+/// A chunk of a float column as Arrow holds it: values and, when some are null, the
+/// validity bitmap (bit `offset + row`, least significant bit first).
+#[derive(Clone, Copy, Debug)]
+pub struct Chunk<'a> {
+    pub values: &'a [f64],
+    pub validity: Option<(&'a [u8], usize)>,
+}
+
+impl Chunk<'_> {
+    /// Whether the bitmap covers every value.
+    fn is_whole(&self) -> bool {
+        self.validity
+            .is_none_or(|(bits, offset)| bits.len() * 8 >= offset + self.values.len())
+    }
+
+    #[inline]
+    fn is_valid(&self, row: usize) -> bool {
+        self.validity.is_none_or(|(bits, offset)| {
+            let i = offset + row;
+            (bits[i >> 3] >> (i & 7)) & 1 == 1
+        })
+    }
+}
+
+/// How the columns of a table are cut into chunks (Arrow record batches): each row's chunk
+/// and each chunk's first row, so chunked columns are read in place, not joined.
+#[derive(Debug)]
+pub struct RowChunks {
+    chunk: Vec<u32>,
+    start: Vec<usize>,
+}
+
+impl RowChunks {
+    /// The chunks of these lengths, in order.
+    pub fn new(lengths: &[usize]) -> Result<Self, KernelError> {
+        if u32::try_from(lengths.len()).is_err() {
+            return Err(KernelError::Input("more than 2^32 chunks".into()));
+        }
+        let mut start = Vec::with_capacity(lengths.len() + 1);
+        let mut chunk = Vec::with_capacity(lengths.iter().sum());
+        start.push(0);
+        for (c, &len) in lengths.iter().enumerate() {
+            chunk.extend(std::iter::repeat_n(c as u32, len));
+            start.push(chunk.len());
+        }
+        Ok(RowChunks { chunk, start })
+    }
+
+    pub fn lengths(&self) -> impl Iterator<Item = usize> + '_ {
+        self.start.windows(2).map(|w| w[1] - w[0])
+    }
+}
+
+/// A float column read in place from its chunks (cut as `rows` says). A null reads as NaN.
+#[derive(Clone, Copy, Debug)]
+pub struct Floats<'a> {
+    pub chunks: &'a [Chunk<'a>],
+    pub rows: &'a RowChunks,
+}
+
+impl Floats<'_> {
+    pub fn len(&self) -> usize {
+        self.rows.chunk.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.chunk.is_empty()
+    }
+
+    /// Whether the chunks are cut as `rows` says, each bitmap covering its chunk.
+    fn is_whole(&self) -> bool {
+        self.chunks.len() + 1 == self.rows.start.len()
+            && self
+                .chunks
+                .iter()
+                .zip(self.rows.lengths())
+                .all(|(c, len)| c.values.len() == len && c.is_whole())
+    }
+
+    #[inline]
+    fn locate(&self, row: usize) -> (&Chunk<'_>, usize) {
+        let c = self.rows.chunk[row] as usize;
+        (&self.chunks[c], row - self.rows.start[c])
+    }
+
+    /// Whether the row's value is not null.
+    #[inline]
+    pub fn is_valid(&self, row: usize) -> bool {
+        let (chunk, i) = self.locate(row);
+        chunk.is_valid(i)
+    }
+
+    /// The row's value, NaN when null.
+    #[inline]
+    pub fn get(&self, row: usize) -> f64 {
+        let (chunk, i) = self.locate(row);
+        if chunk.is_valid(i) {
+            chunk.values[i]
+        } else {
+            f64::NAN
+        }
+    }
+}
+
 /// The rows of an observation table, one entry per row in every slice.
 pub struct RowTable<'a> {
     /// Rank of the row's parcel id (series are ordered by it, then by year).
@@ -126,9 +230,9 @@ pub struct RowTable<'a> {
     /// Rank of the row's tile id (`NO_TILE`: none); a series takes its smallest.
     pub tile: &'a [u32],
     /// Sentinel-2 features, in `GridLayout::s2_channels` order (NaN: missing).
-    pub s2: Vec<&'a [f64]>,
+    pub s2: Vec<Floats<'a>>,
     /// VV and VH (dB), when the table has them.
-    pub s1: Option<(&'a [f64], &'a [f64])>,
+    pub s1: Option<(Floats<'a>, Floats<'a>)>,
 }
 
 /// One series per parcel-year, in (parcel rank, year) order, and the model input.
@@ -145,9 +249,15 @@ impl RowTable<'_> {
     fn check(&self) -> Result<(), KernelError> {
         let n = self.parcel.len();
         let mut lengths = vec![self.micros.len(), self.kind.len(), self.tile.len()];
-        lengths.extend(self.s2.iter().map(|c| c.len()));
+        let mut floats = self.s2.clone();
         if let Some((vv, vh)) = self.s1 {
-            lengths.extend([vv.len(), vh.len()]);
+            floats.extend([vv, vh]);
+        }
+        lengths.extend(floats.iter().map(Floats::len));
+        if !floats.iter().all(Floats::is_whole) {
+            return Err(KernelError::Input(
+                "a feature's chunks differ from the table's, or a bitmap is short".into(),
+            ));
         }
         if lengths.iter().any(|&len| len != n) {
             return Err(KernelError::Input(format!(
@@ -170,6 +280,79 @@ impl RowTable<'_> {
         }
         Ok(())
     }
+}
+
+/// `RowCodes::sensor` of a Sentinel-2 row and of a Sentinel-1 row (0: other or null).
+pub const SENSOR_S2: u8 = 1;
+pub const SENSOR_S1: u8 = 2;
+/// `RowCodes::source` of an observed row and of a reconstructed one (0: other or null).
+pub const SOURCE_OBSERVED: u8 = 1;
+pub const SOURCE_REBUILT: u8 = 2;
+
+/// What classifies a row: its sensor and source codes and the columns read.
+pub struct RowCodes<'a> {
+    pub sensor: &'a [u8],
+    pub source: &'a [u8],
+    pub valid_fraction: Floats<'a>,
+    pub ndvi: Floats<'a>,
+    /// VV and VH, when S1 rows feed the model.
+    pub s1: Option<(Floats<'a>, Floats<'a>)>,
+}
+
+/// Per row, its `KIND_*` and whether it may be an event's evidence (a Sentinel-2 row,
+/// observed, with at least `evidence_min_valid` valid pixels and a non-NaN NDVI). Kinds: a
+/// Sentinel-2 row with a finite NDVI is reconstructed, else clear with at least `min_valid`
+/// valid pixels; a Sentinel-1 row with finite VV and VH is S1. A NaN valid fraction counts
+/// as above any threshold (polars orders NaN above every number), a null one as below.
+pub fn row_kinds(
+    rows: &RowCodes<'_>,
+    min_valid: f64,
+    evidence_min_valid: f64,
+) -> Result<(Vec<u8>, Vec<bool>), KernelError> {
+    let n = rows.sensor.len();
+    let mut floats = vec![rows.valid_fraction, rows.ndvi];
+    if let Some((vv, vh)) = rows.s1 {
+        floats.extend([vv, vh]);
+    }
+    let same_length = rows.source.len() == n && floats.iter().all(|f| f.len() == n);
+    if !same_length || !floats.iter().all(Floats::is_whole) {
+        return Err(KernelError::Input(
+            "row codes and columns differ in length".into(),
+        ));
+    }
+    let valid = rows.valid_fraction;
+    let classify = |r: usize| {
+        let at_least = |threshold: f64| {
+            let v = valid.get(r);
+            valid.is_valid(r) && (v.is_nan() || v >= threshold)
+        };
+        let ndvi = rows.ndvi.get(r);
+        let (sensor, source) = (rows.sensor[r], rows.source[r]);
+        let s2 = sensor == SENSOR_S2 && ndvi.is_finite();
+        let kind = if s2 && source == SOURCE_REBUILT {
+            KIND_S2_REBUILT
+        } else if s2 && at_least(min_valid) {
+            KIND_S2_CLEAR
+        } else if sensor == SENSOR_S1
+            && rows
+                .s1
+                .is_some_and(|(vv, vh)| vv.get(r).is_finite() && vh.get(r).is_finite())
+        {
+            KIND_S1
+        } else {
+            KIND_OTHER
+        };
+        let evidence = sensor == SENSOR_S2
+            && source == SOURCE_OBSERVED
+            && at_least(evidence_min_valid)
+            && !ndvi.is_nan();
+        (kind, evidence)
+    };
+    Ok((0..n)
+        .into_par_iter()
+        .with_min_len(1 << 16)
+        .map(classify)
+        .unzip())
 }
 
 /// Row indices grouped by `group` (stable: table order inside a group) and group offsets.
@@ -459,11 +642,12 @@ impl SeriesScratch {
             }
             let bin = bin as usize;
             match rows.kind[r] {
-                KIND_S2_CLEAR => self.clear.add(bin, rows.s2.iter().map(|c| c[r])),
-                KIND_S2_REBUILT => self.rebuilt.add(bin, rows.s2.iter().map(|c| c[r])),
+                KIND_S2_CLEAR => self.clear.add(bin, rows.s2.iter().map(|c| c.get(r))),
+                KIND_S2_REBUILT => self.rebuilt.add(bin, rows.s2.iter().map(|c| c.get(r))),
                 KIND_S1 => {
                     if let Some((vv, vh)) = rows.s1 {
-                        self.s1.add(bin, [vv[r], vh[r], vh[r] - vv[r]].into_iter());
+                        let (vv, vh) = (vv.get(r), vh.get(r));
+                        self.s1.add(bin, [vv, vh, vh - vv].into_iter());
                     }
                 }
                 _ => {}
@@ -738,6 +922,7 @@ mod tests {
     #[test]
     fn gaps_are_interpolated_and_reconstructed_rows_fill_only_empty_bins() {
         let day = |d: i64| d * MICROS_PER_DAY; // 1970: day d is ordinal d + 1
+        let chunks = RowChunks::new(&[2, 3]).unwrap();
         let rows = RowTable {
             parcel: &[0, 0, 0, 0, 0],
             n_parcels: 1,
@@ -750,7 +935,20 @@ mod tests {
                 KIND_S2_REBUILT,
             ],
             tile: &[4, 2, NO_TILE, 1, 3],
-            s2: vec![&[0.2, 0.4, 0.9, 5.0, f64::NAN]],
+            // row 4's value is null; rows in two chunks
+            s2: vec![Floats {
+                chunks: &[
+                    Chunk {
+                        values: &[0.2, 0.4],
+                        validity: None,
+                    },
+                    Chunk {
+                        values: &[0.9, 5.0, 7.0],
+                        validity: Some((&[0b1101_1110, 0], 3)),
+                    },
+                ],
+                rows: &chunks,
+            }],
             s1: None,
         };
         let grid = series_grid(&rows, &layout()).unwrap();
@@ -767,6 +965,42 @@ mod tests {
         assert_eq!(ndvi[5], 0.0); // NaN after the last finite value: neutral
         assert_eq!(&v[6..12], &[0.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
         assert_eq!(&v[12..18], &[0.0, 0.0, 0.0, 1.0, 0.0, 1.0]);
+    }
+
+    fn dense(values: &[f64]) -> [Chunk<'_>; 1] {
+        [Chunk {
+            values,
+            validity: None,
+        }]
+    }
+
+    #[test]
+    fn rows_are_classified_as_polars_compares() {
+        let nan = f64::NAN;
+        // rows: clear S2, cloudy S2, NaN valid fraction, null valid fraction, rebuilt,
+        // S2 without NDVI, S1, S1 without VH, unknown sensor
+        let valid = [Chunk {
+            values: &[0.9, 0.2, nan, 0.9, 0.1, 0.9, 1.0, 1.0, 1.0],
+            validity: Some((&[0b1111_0111, 0b1], 0)),
+        }];
+        let ndvi = [0.5, 0.5, 0.5, 0.5, 0.5, nan, nan, nan, 0.5];
+        let vv = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -15.0, -15.0, 0.0];
+        let vh = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -20.0, nan, 0.0];
+        let (ndvi, vv, vh) = (dense(&ndvi), dense(&vv), dense(&vh));
+        let one = RowChunks::new(&[9]).unwrap();
+        let dense = |chunks| Floats { chunks, rows: &one };
+        let codes = RowCodes {
+            sensor: &[1, 1, 1, 1, 1, 1, 2, 2, 0],
+            source: &[1, 1, 1, 1, 2, 1, 1, 1, 1],
+            valid_fraction: dense(&valid),
+            ndvi: dense(&ndvi),
+            s1: Some((dense(&vv), dense(&vh))),
+        };
+        let (kind, evidence) = row_kinds(&codes, 0.5, 0.5).unwrap();
+        let (c, r, s, o) = (KIND_S2_CLEAR, KIND_S2_REBUILT, KIND_S1, KIND_OTHER);
+        assert_eq!(kind, vec![c, o, c, o, r, o, s, o, o]);
+        let yes = [true, false, true, false, false, false, false, false, false];
+        assert_eq!(evidence, yes.to_vec());
     }
 
     #[test]

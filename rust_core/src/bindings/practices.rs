@@ -12,7 +12,8 @@ use super::interrupt::{input_err, to_py_err};
 use crate::event_json::Strings;
 use crate::practice_events::{practice_events, EventCalendar, PeakTable};
 use crate::practice_grid::{
-    decode_peaks, group_keys, nearest_rows, series_grid, GridLayout, RowTable,
+    decode_peaks, group_keys, nearest_rows, row_kinds, series_grid, Chunk, Floats, GridLayout,
+    RowChunks, RowCodes, RowTable,
 };
 
 type Column<'py, T> = PyReadonlyArray1<'py, T>;
@@ -21,6 +22,33 @@ fn slice<'a, T: numpy::Element>(array: &'a Column<'_, T>, what: &str) -> PyResul
     array
         .as_slice()
         .map_err(|_| input_err(format!("{what} is not contiguous")))
+}
+
+/// A chunk of a float column as Arrow holds it: values, and the validity bitmap with its bit
+/// offset when some values are null. A column is a list of them.
+type FloatChunk<'py> = (Column<'py, f64>, Option<(Column<'py, u8>, usize)>);
+type FloatColumn<'py> = Vec<FloatChunk<'py>>;
+
+fn chunks<'a>(column: &'a FloatColumn<'_>, what: &str) -> PyResult<Vec<Chunk<'a>>> {
+    column
+        .iter()
+        .map(|(values, validity)| {
+            let validity = match validity {
+                Some((bits, offset)) => Some((slice(bits, what)?, *offset)),
+                None => None,
+            };
+            Ok(Chunk {
+                values: slice(values, what)?,
+                validity,
+            })
+        })
+        .collect()
+}
+
+/// How the columns are cut: as the first one (the kernels check the others).
+fn row_chunks(first: Option<&Vec<Chunk<'_>>>) -> PyResult<RowChunks> {
+    let lengths: Vec<usize> = first.map_or(vec![], |c| c.iter().map(|c| c.values.len()).collect());
+    RowChunks::new(&lengths).map_err(to_py_err)
 }
 
 type Groups<'py> = Option<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<u64>>)>;
@@ -41,6 +69,46 @@ fn practice_group_keys<'py>(
     }))
 }
 
+type KindsOut<'py> = (Bound<'py, PyArray1<u8>>, Bound<'py, PyArray1<bool>>);
+
+/// Each row's kind and whether it may be an event's evidence, from its sensor and source
+/// codes, valid fraction, NDVI and (when S1 rows feed the model) VV and VH.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn practice_row_kinds<'py>(
+    py: Python<'py>,
+    sensor: Column<'py, u8>,
+    source: Column<'py, u8>,
+    valid_fraction: FloatColumn<'py>,
+    ndvi: FloatColumn<'py>,
+    s1: Option<(FloatColumn<'py>, FloatColumn<'py>)>,
+    min_valid: f64,
+    evidence_min_valid: f64,
+) -> PyResult<KindsOut<'py>> {
+    let valid_fraction = chunks(&valid_fraction, "valid_fraction")?;
+    let ndvi = chunks(&ndvi, "NDVI")?;
+    let s1 = match &s1 {
+        Some((vv, vh)) => Some((chunks(vv, "VV")?, chunks(vh, "VH")?)),
+        None => None,
+    };
+    let index = row_chunks(Some(&ndvi))?;
+    let floats = |chunks| Floats {
+        chunks,
+        rows: &index,
+    };
+    let codes = RowCodes {
+        sensor: slice(&sensor, "sensor")?,
+        source: slice(&source, "source")?,
+        valid_fraction: floats(&valid_fraction),
+        ndvi: floats(&ndvi),
+        s1: s1.as_ref().map(|(vv, vh)| (floats(vv), floats(vh))),
+    };
+    let (kind, evidence) = py
+        .detach(|| row_kinds(&codes, min_valid, evidence_min_valid))
+        .map_err(to_py_err)?;
+    Ok((kind.into_pyarray(py), evidence.into_pyarray(py)))
+}
+
 type GridOut<'py> = (
     Bound<'py, PyArray1<u32>>,
     Bound<'py, PyArray1<i32>>,
@@ -49,7 +117,7 @@ type GridOut<'py> = (
 );
 
 /// Parcel-year series of observation rows on the day-of-year grid: (parcel rank, year, tile
-/// rank, values `[series, n_channels, n_bins]`).
+/// rank, values `[series, n_channels, n_bins]`). Features are Arrow chunks, cut alike.
 #[pyfunction]
 #[pyo3(signature = (
     parcel, n_parcels, micros, kind, tile, s2, s1, start_doy, bin_days, n_bins, n_channels,
@@ -63,8 +131,8 @@ fn practice_series_grid<'py>(
     micros: Column<'py, i64>,
     kind: Column<'py, u8>,
     tile: Column<'py, u32>,
-    s2: Vec<Column<'py, f64>>,
-    s1: Option<(Column<'py, f64>, Column<'py, f64>)>,
+    s2: Vec<FloatColumn<'py>>,
+    s1: Option<(FloatColumn<'py>, FloatColumn<'py>)>,
     start_doy: i64,
     bin_days: i64,
     n_bins: usize,
@@ -85,14 +153,19 @@ fn practice_series_grid<'py>(
              {n_channels}"
         )));
     }
-    let s2_slices = s2
+    let s2 = s2
         .iter()
         .enumerate()
-        .map(|(i, c)| slice(c, &format!("S2 feature {i}")))
+        .map(|(i, c)| chunks(c, &format!("S2 feature {i}")))
         .collect::<PyResult<Vec<_>>>()?;
-    let s1_slices = match &s1 {
-        Some((vv, vh)) => Some((slice(vv, "VV")?, slice(vh, "VH")?)),
+    let s1 = match &s1 {
+        Some((vv, vh)) => Some((chunks(vv, "VV")?, chunks(vh, "VH")?)),
         None => None,
+    };
+    let index = row_chunks(s2.first())?;
+    let floats = |chunks| Floats {
+        chunks,
+        rows: &index,
     };
     let rows = RowTable {
         parcel: slice(&parcel, "parcel")?,
@@ -100,8 +173,8 @@ fn practice_series_grid<'py>(
         micros: slice(&micros, "micros")?,
         kind: slice(&kind, "kind")?,
         tile: slice(&tile, "tile")?,
-        s2: s2_slices,
-        s1: s1_slices,
+        s2: s2.iter().map(|c| floats(c)).collect(),
+        s1: s1.as_ref().map(|(vv, vh)| (floats(vv), floats(vh))),
     };
     let layout = GridLayout {
         start_doy,
@@ -258,6 +331,7 @@ fn practice_events_of_peaks<'py>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(practice_group_keys, m)?)?;
+    m.add_function(wrap_pyfunction!(practice_row_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(practice_series_grid, m)?)?;
     m.add_function(wrap_pyfunction!(practice_decode_peaks, m)?)?;
     m.add_function(wrap_pyfunction!(practice_nearest_rows, m)?)?;
