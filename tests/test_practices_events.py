@@ -13,6 +13,7 @@ import pytest
 from monitor.events import ModelRef, event_id_for
 from monitor.practices import (
     BIN_DAYS,
+    EVENT_COLUMNS,
     EVENT_TYPES,
     GRID_START_DOY,
     MOVED_WINDOWS,
@@ -104,19 +105,7 @@ def _reference(
 @pytest.mark.parametrize("seed", [1, 2])
 def test_events_match_a_straightforward_reference(seed: int) -> None:
     tensor, series_parcel, parcel_ids, peaks = _random_peaks(seed)
-    columns = [
-        "event_id",
-        "parcel_id",
-        "tile",
-        "type",
-        "date",
-        "time",
-        "confidence",
-        "window_start",
-        "window_end",
-        "model",
-        "model_version",
-    ]
+    columns = list(EVENT_COLUMNS[: EVENT_COLUMNS.index("model_version") + 1])
     frame = _event_frame(tensor, series_parcel, parcel_ids, peaks, MODEL, set())
     assert frame.select(columns).rows() == _reference(tensor, peaks, set())
     # parcel ranks index the ranked ids

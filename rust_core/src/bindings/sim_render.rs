@@ -28,6 +28,15 @@ fn slice1<'a, T: numpy::Element>(
         .map_err(|_| input_err(format!("{what} is not contiguous")))
 }
 
+fn slice_mut<'a, T: numpy::Element>(
+    array: &'a mut PyReadwriteArray2<'_, T>,
+    what: &str,
+) -> PyResult<&'a mut [T]> {
+    array
+        .as_slice_mut()
+        .map_err(|_| input_err(format!("{what} is not C-contiguous")))
+}
+
 fn coarse<'a>(array: &'a PyReadonlyArray2<'_, f32>, what: &str) -> PyResult<Coarse<'a>> {
     let shape = array.shape();
     Ok(Coarse {
@@ -99,9 +108,7 @@ fn sim_render_optical<'py>(
         haze,
     };
     if let Ok(mut reflectance) = out.extract::<PyReadwriteArray2<'py, f32>>() {
-        let out = reflectance
-            .as_slice_mut()
-            .map_err(|_| input_err("out is not C-contiguous"))?;
+        let out = slice_mut(&mut reflectance, "out")?;
         return py
             .detach(|| render_optical(&inputs, &sky, Output::Reflectance(out)))
             .map_err(to_py_err);
@@ -109,15 +116,10 @@ fn sim_render_optical<'py>(
     let mut digital = out
         .extract::<PyReadwriteArray2<'py, u16>>()
         .map_err(|_| input_err("out must be a writable 2-D float32 or uint16 array"))?;
-    let observed = digital
-        .as_slice_mut()
-        .map_err(|_| input_err("out is not C-contiguous"))?;
+    let observed = slice_mut(&mut digital, "out")?;
     let mut surface_out = surface_out;
     let surface = match surface_out.as_mut() {
-        Some(s) => Some(
-            s.as_slice_mut()
-                .map_err(|_| input_err("surface_out is not C-contiguous"))?,
-        ),
+        Some(s) => Some(slice_mut(s, "surface_out")?),
         None => None,
     };
     let saturated = match &saturated {
@@ -170,9 +172,7 @@ fn sim_render_radar<'py>(
             .transpose()?,
         quantum,
     };
-    let out = out
-        .as_slice_mut()
-        .map_err(|_| input_err("out is not C-contiguous"))?;
+    let out = slice_mut(&mut out, "out")?;
     py.detach(|| render_radar(&inputs, out)).map_err(to_py_err)
 }
 
@@ -190,9 +190,7 @@ fn sim_upsample<'py>(
     let field = self::coarse(&coarse, "coarse")?;
     let shape = out.shape();
     let (height, width) = (shape[0], shape[1]);
-    let out = out
-        .as_slice_mut()
-        .map_err(|_| input_err("out is not C-contiguous"))?;
+    let out = slice_mut(&mut out, "out")?;
     py.detach(|| upsample(field, factor, offset, out, height, width))
         .map_err(to_py_err)
 }
@@ -215,9 +213,7 @@ fn sim_snow_fraction<'py>(
     let field = coarse(&field, "field")?;
     let labels = slice2(&labels, "labels")?;
     let visible = slice1(&visible, "visible")?;
-    let out = out
-        .as_slice_mut()
-        .map_err(|_| input_err("out is not C-contiguous"))?;
+    let out = slice_mut(&mut out, "out")?;
     py.detach(|| snow_fraction(field, factor, labels, visible, out, width))
         .map_err(to_py_err)
 }
@@ -243,9 +239,7 @@ fn sim_burn_edges<'py>(
     };
     let shape = out.shape();
     let (height, width) = (shape[0], shape[1]);
-    let out = out
-        .as_slice_mut()
-        .map_err(|_| input_err("out is not C-contiguous"))?;
+    let out = slice_mut(&mut out, "out")?;
     py.detach(|| burn_edges(&edges, out, height, width))
         .map_err(to_py_err)
 }
@@ -278,9 +272,7 @@ fn sim_texture<'py>(
         grain_table: slice1(&grain_table, "grain_table")?,
         seed,
     };
-    let out = out
-        .as_slice_mut()
-        .map_err(|_| input_err("out is not C-contiguous"))?;
+    let out = slice_mut(&mut out, "out")?;
     py.detach(|| render_texture(&inputs, out))
         .map_err(to_py_err)
 }
