@@ -103,6 +103,7 @@ def reconstruct(
     tile: int = 128,
     overlap: int = 16,
     batch: int = 16,
+    coarsen: int = 1,
 ) -> Reconstruction:
     """Fill the pixels where `valid` is False with the model's prediction.
 
@@ -113,9 +114,14 @@ def reconstruct(
     after t (both or neither). Missing radar pixels (NaN) are filled with the band's median;
     pixels without a clear t0 (NaN) stay NaN, and where `next_clear` is NaN the t0-only
     prediction is used. `model`: default the shipped artifact on ONNX Runtime; `tile` must be
-    the model's tile (the shipped one: 128 px).
+    the model's tile (the shipped one: 128 px). `coarsen` 2 runs the network on 2 x 2 block
+    means (`coarse_inputs`: a quarter of the pixels) and gives each invalid pixel its own t0
+    plus its block's predicted change (and the block's uncertainty); pixels without a clear
+    t0 stay NaN as at full resolution.
     """
     height, width = _check_inputs(observed, clear_t0, s1_t, s1_t0, gap_days, valid)
+    if coarsen not in (1, 2):
+        raise ModelError(f"cloud removal coarsen must be 1 or 2, got {coarsen}")
     if (next_clear is None) != (next_gap_days is None):
         raise ModelError("cloud removal: give next_clear and next_gap_days together")
     if next_clear is not None and next_gap_days is not None:
@@ -140,9 +146,17 @@ def reconstruct(
             continue
         model = model or load_model(MODEL_NAME, InferenceConfig())
         timing = (float(gap_days), float(after_gap), float(day_of_year))
-        predicted, sigma = _predict(
-            model, clear_t0, after, s1_t, s1_t0, timing, pixels, tile, overlap, batch
-        )
+        inputs = (clear_t0, after, s1_t, s1_t0, pixels)
+        if coarsen > 1:
+            inputs = coarse_inputs(*inputs, factor=coarsen)
+        predicted, sigma = _predict(model, *inputs, timing, tile, overlap, batch)
+        if coarsen > 1:
+            # The block's predicted change on top of the pixel's own t0 (detail transfer): a
+            # block across a parcel edge would otherwise give the parcel its neighbour's mix.
+            coarse_t0 = inputs[0]
+            change = np.nan_to_num(predicted - coarse_t0)
+            predicted = clear_t0.astype(np.float32) + _upsample(change, coarsen, height, width)
+            sigma = _upsample(sigma, coarsen, height, width)
         reflectance[:, pixels] = predicted[:, pixels]
         uncertainty[:, pixels] = sigma[:, pixels]
     no_t0 = invalid & np.isnan(clear_t0).any(axis=0)
@@ -151,14 +165,87 @@ def reconstruct(
     return Reconstruction(reflectance, uncertainty, invalid)
 
 
+CoarseInputs = tuple[
+    npt.NDArray[np.floating[Any]],
+    npt.NDArray[np.floating[Any]] | None,
+    npt.NDArray[np.floating[Any]],
+    npt.NDArray[np.floating[Any]],
+    npt.NDArray[np.bool_],
+]
+
+
+def coarse_inputs(
+    clear_t0: npt.NDArray[np.floating[Any]],
+    next_clear: npt.NDArray[np.floating[Any]] | None,
+    s1_t: npt.NDArray[np.floating[Any]],
+    s1_t0: npt.NDArray[np.floating[Any]],
+    invalid: npt.NDArray[np.bool_],
+    *,
+    factor: int = 2,
+) -> CoarseInputs:
+    """The model's inputs on `factor` x `factor` blocks (edges padded by replication).
+
+    Reflectance: mean of the block's finite pixels (NaN when none); radar: mean in linear
+    power, back to dB (averaging dB would bias dark targets); `invalid`: a block is to be
+    predicted when any of its pixels is.
+    """
+
+    def reflectance(a: npt.NDArray[np.floating[Any]]) -> Float32Array:
+        return _block_mean(a.astype(np.float32), factor)
+
+    def radar(a: npt.NDArray[np.floating[Any]]) -> Float32Array:
+        power = _block_mean(np.power(np.float32(10.0), a.astype(np.float32) / 10), factor)
+        out = np.full_like(power, np.nan)
+        np.log10(power, out=out, where=power > 0)
+        return (out * 10).astype(np.float32)
+
+    blocks = _blocks_of(_pad_to(invalid[None], factor)[0], factor)
+    coarse_invalid: npt.NDArray[np.bool_] = np.asarray(blocks.any(axis=(-1, -3)))
+    return (
+        reflectance(clear_t0),
+        None if next_clear is None else reflectance(next_clear),
+        radar(s1_t),
+        radar(s1_t0),
+        coarse_invalid,
+    )
+
+
+def _pad_to(a: npt.NDArray[Any], factor: int) -> npt.NDArray[Any]:
+    """`[C, H, W]` padded by edge replication to multiples of `factor`."""
+    pad_h, pad_w = -a.shape[1] % factor, -a.shape[2] % factor
+    return np.pad(a, ((0, 0), (0, pad_h), (0, pad_w)), "edge") if pad_h or pad_w else a
+
+
+def _blocks_of(a: npt.NDArray[Any], factor: int) -> npt.NDArray[Any]:
+    """`[..., H, W]` (multiples of `factor`) as `[..., H/f, f, W/f, f]`."""
+    *lead, h, w = a.shape
+    return a.reshape(*lead, h // factor, factor, w // factor, factor)
+
+
+def _block_mean(a: Float32Array, factor: int) -> Float32Array:
+    """Mean of the finite values of each block of `a [C, H, W]`, NaN where none."""
+    blocks = _blocks_of(_pad_to(a, factor), factor)
+    finite = np.isfinite(blocks)
+    total = np.where(finite, blocks, 0).sum(axis=(-1, -3), dtype=np.float32)
+    count = finite.sum(axis=(-1, -3))
+    out = np.full(total.shape, np.nan, dtype=np.float32)
+    np.divide(total, count, out=out, where=count > 0)
+    return out
+
+
+def _upsample(a: Float32Array, factor: int, height: int, width: int) -> Float32Array:
+    """Nearest-neighbour `[C, h, w]` -> `[C, height, width]` (each block to its pixels)."""
+    return np.ascontiguousarray(a.repeat(factor, axis=1).repeat(factor, axis=2)[:, :height, :width])
+
+
 def _predict(
     model: Model,
     clear_t0: npt.NDArray[np.floating[Any]],
     next_clear: npt.NDArray[np.floating[Any]] | None,
     s1_t: npt.NDArray[np.floating[Any]],
     s1_t0: npt.NDArray[np.floating[Any]],
-    timing: tuple[float, float, float],
     invalid: npt.NDArray[np.bool_],
+    timing: tuple[float, float, float],
     tile: int,
     overlap: int,
     batch: int,

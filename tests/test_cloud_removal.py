@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from monitor.cloud_removal import BANDS, POLARISATIONS, reconstruct
+from monitor.cloud_removal import BANDS, POLARISATIONS, coarse_inputs, reconstruct
 from monitor.errors import ModelError
 from monitor.infer import Backend, InferenceConfig, Model, artifact_path, load_model
 
@@ -259,3 +259,45 @@ def test_bad_inputs_are_one_line_errors() -> None:
         reconstruct(s2, s2, s1, s1, 5.0, valid, day_of_year=100, next_clear=s2)
     with pytest.raises(ModelError, match="VV has no valid pixel"):
         reconstruct(s2, s2, s1 * np.nan, s1, 5.0, valid, day_of_year=100)
+    with pytest.raises(ModelError, match="coarsen must be 1 or 2, got 3"):
+        reconstruct(s2, s2, s1, s1, 5.0, valid, day_of_year=100, coarsen=3)
+
+
+def test_coarse_inputs_average_reflectance_radar_power_and_any_invalid_pixel() -> None:
+    s2 = np.full((len(BANDS), 3, 3), 0.2, np.float32)
+    s2[:, 0, 0] = 0.4
+    s2[:, 1, 1] = np.nan  # masked at t0: left out of its block's mean
+    s2[:, 2, :] = np.nan  # a whole block masked (after padding): NaN
+    s1 = np.full((len(POLARISATIONS), 3, 3), -10.0, np.float32)
+    s1[:, 0, 0] = 0.0
+    invalid = np.zeros((3, 3), bool)
+    invalid[1, 2] = True
+    t0, after, s1_t, s1_t0, coarse_invalid = coarse_inputs(s2, None, s1, s1, invalid)
+    assert after is None
+    assert t0.shape == (len(BANDS), 2, 2)
+    np.testing.assert_allclose(t0[:, 0, 0], (0.4 + 0.2 + 0.2) / 3, rtol=1e-6)
+    assert np.isnan(t0[:, 1, :]).all()
+    # 0 dB and three -10 dB: the mean power is (1 + 3 x 0.1) / 4, not the mean of the dB.
+    np.testing.assert_allclose(s1_t[:, 0, 0], 10 * np.log10(1.3 / 4), rtol=1e-5)
+    np.testing.assert_allclose(s1_t[:, 1, 1], -10.0, rtol=1e-6)
+    np.testing.assert_array_equal(s1_t, s1_t0)
+    np.testing.assert_array_equal(coarse_invalid, [[False, True], [False, False]])
+
+
+def test_coarse_run_fills_the_same_pixels_with_block_predictions(shipped: Model) -> None:
+    s2_t0, s2_t, s1_t, s1_t0 = _mol_scene(96)
+    valid = np.ones(s2_t.shape[1:], dtype=bool)
+    valid[21:50, 30:71] = False  # a cloud, not aligned on 2 x 2 blocks
+    s2_t0[:, 40, 40] = np.nan  # masked at t0 too: no prediction there at either resolution
+    args = (s2_t, s2_t0, s1_t, s1_t0, 10.0, valid)
+    fine = reconstruct(*args, day_of_year=MOL_DAY, model=shipped)
+    coarse = reconstruct(*args, day_of_year=MOL_DAY, model=shipped, coarsen=2)
+    np.testing.assert_array_equal(coarse.reflectance[:, valid], s2_t[:, valid])
+    np.testing.assert_array_equal(np.isfinite(coarse.reflectance), np.isfinite(fine.reflectance))
+    assert (coarse.uncertainty[:, 22:40, 30:40] > 0).all()
+    # Pixels of one 2 x 2 block share its predicted change from t0; close to the 10 m run.
+    change = (coarse.reflectance - s2_t0)[:, 22:24, 30:32].reshape(len(BANDS), -1)
+    np.testing.assert_allclose(change, np.repeat(change[:, :1], 4, axis=1), atol=1e-6)
+    assert np.abs(change).max() > 0
+    cloud = ~valid & np.isfinite(fine.reflectance).all(axis=0)
+    assert mae(coarse.reflectance[:, cloud], fine.reflectance[:, cloud]) < 0.02

@@ -249,6 +249,42 @@ def test_small_blocks_give_the_same_parcels_and_nearly_the_same_means(
         assert float(diff.max() or 0.0) < 2e-3
 
 
+def test_both_resolutions_give_rows_for_the_same_parcels_and_pixels(
+    season: Season, tmp_path: Path
+) -> None:
+    """The network at 10 m and on 2 x 2 means (20 m): the same parcels, the same pixels
+    reconstructed (a 10 m pixel masked at t0 stays out at both), finite means and uncertainty."""
+    event = next(e for e in season.events if e.type == "reconstruction")
+    product = event.evidence.product_ids[0]
+    results = {}
+    for resolution in (10, 20):
+        store = ObservationStore(tmp_path / f"store-{resolution}")
+        shutil.copytree(season.store.root / INDEX_DIR, store.root / INDEX_DIR)
+        stage = reconstruction_stage(resolution_m=resolution)
+        result = Engine(EngineConfig(season.parcels, store, stages=[stage])).process(
+            season.acquisition(product)
+        )
+        rows = result.observations.filter(pl.col("source") == "reconstructed").sort("parcel_id")
+        events = {e.parcel_id: e for e in result.events if e.type == "reconstruction"}
+        results[resolution] = (rows, events)
+    (fine, fine_events), (coarse, coarse_events) = results[10], results[20]
+    assert fine.height > 0
+    assert coarse.get_column("parcel_id").to_list() == fine.get_column("parcel_id").to_list()
+    assert coarse.get_column("valid_count").equals(fine.get_column("valid_count"))
+    assert coarse_events.keys() == fine_events.keys()
+    for band in (*BANDS, "NDVI"):
+        values = coarse.get_column(f"{band}_mean").to_numpy()
+        assert np.isfinite(values).all()
+        # Same parcels, other network inputs: close, not equal.
+        diff = np.abs(values - fine.get_column(f"{band}_mean").to_numpy())
+        assert 0 < diff.max() < 0.05
+    for events in (fine_events, coarse_events):
+        for e in events.values():
+            sigmas = [e.evidence.stats[f"{b}_uncertainty"] for b in BANDS]
+            assert all(s is not None and np.isfinite(s) and s > 0 for s in sigmas)
+            assert 0 < e.confidence < 1
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -256,8 +292,10 @@ def test_small_blocks_give_the_same_parcels_and_nearly_the_same_means(
         {"min_clear_fraction": -0.1},
         {"max_s1_days": float("nan")},
         {"block_rows": 0},
+        {"resolution_m": 15},
     ],
 )
 def test_bad_settings_are_refused(options: dict[str, float]) -> None:
-    with pytest.raises(ConfigError, match="reconstruction"):
+    with pytest.raises(ConfigError, match="reconstruction") as error:
         reconstruction_stage(**options)
+    assert "\n" not in str(error.value)

@@ -10,7 +10,9 @@ if TYPE_CHECKING:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--no-models`, `--backend`, `--heterogeneity-every-days` (read by `stage_options`)."""
+    """`--no-models`, `--backend`, `--heterogeneity-every-days`, `--reconstruction-resolution`
+    (read by `stage_options`)."""
+
     group = parser.add_argument_group("models (cloud removal, heterogeneity, practices)")
     group.add_argument(
         "--no-models",
@@ -31,16 +33,27 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DAYS",
         help="score each parcel's heterogeneity at most once every DAYS days (default 30)",
     )
+    group.add_argument(
+        "--reconstruction-resolution",
+        type=int,
+        choices=(10, 20),
+        metavar="M",
+        help="pixel size (m) cloud removal runs at: 10, or 20 on 2x2 block means, a quarter "
+        "of the work (default: the stage's, ReconstructionConfig.resolution_m)",
+    )
 
 
 def stage_options(args: argparse.Namespace) -> StageOptions | None:
     """The models the command's flags ask for; None with --no-models."""
     from monitor.infer import InferenceConfig
     from monitor.stages.defaults import StageOptions
+    from monitor.stages.reconstruction import DEFAULT_RESOLUTION_M
 
     if not args.models:
         return None
+    resolution = args.reconstruction_resolution or DEFAULT_RESOLUTION_M
     return StageOptions(
         inference=InferenceConfig(backend=args.backend),
         heterogeneity_every_days=args.heterogeneity_every_days,
+        reconstruction_resolution_m=resolution,
     )

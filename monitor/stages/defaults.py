@@ -18,7 +18,11 @@ from monitor.infer import InferenceConfig, load_model
 from monitor.stages import InferenceStage
 from monitor.stages.heterogeneity import DEFAULT_EVERY_DAYS, HeterogeneityStage
 from monitor.stages.practices import PracticeStage
-from monitor.stages.reconstruction import ReconstructionConfig, ReconstructionStage
+from monitor.stages.reconstruction import (
+    DEFAULT_RESOLUTION_M,
+    ReconstructionConfig,
+    ReconstructionStage,
+)
 
 PRACTICES_MODEL = "practices"
 
@@ -26,13 +30,15 @@ PRACTICES_MODEL = "practices"
 @dataclass(frozen=True)
 class StageOptions:
     """Which shipped models run, and how (the command-line flags `--no-models`, `--backend`,
-    `--heterogeneity-every-days`)."""
+    `--heterogeneity-every-days`, `--reconstruction-resolution`)."""
 
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     practices: bool = True
     heterogeneity: bool = True
     reconstruction: bool = True
     heterogeneity_every_days: int = DEFAULT_EVERY_DAYS
+    #: `ReconstructionConfig.resolution_m`: the pixel size (m) cloud removal runs at.
+    reconstruction_resolution_m: int = DEFAULT_RESOLUTION_M
 
 
 def default_stages(options: StageOptions | None = None) -> list[InferenceStage]:
@@ -41,7 +47,10 @@ def default_stages(options: StageOptions | None = None) -> list[InferenceStage]:
     stages: list[InferenceStage] = []
     if options.reconstruction:
         # First: its reconstructed rows feed practices.
-        stages.append(ReconstructionStage(ReconstructionConfig(inference=options.inference)))
+        config = ReconstructionConfig(
+            inference=options.inference, resolution_m=options.reconstruction_resolution_m
+        )
+        stages.append(ReconstructionStage(config))
     if options.heterogeneity:
         model = load_model(HETEROGENEITY_MODEL, options.inference)
         every = options.heterogeneity_every_days

@@ -30,6 +30,14 @@ rows of context; the reference rasters are read for the block only (windowed ras
 `reconstruct` then runs the network on the tiling kernel's windows that hold a target pixel.
 A reference without a valid pixel in a block (e.g. radar not covering it) skips that block.
 
+Resolution (`resolution_m`, default 20): at 20 m the network runs on 2 x 2 block means of its
+inputs (`cloud_removal.coarse_inputs`: reflectance over the block's clear pixels, radar in
+linear power; a block is predicted when any of its pixels is a target), a quarter of the
+pixels, and each target pixel takes its block's prediction (nearest). The statistics stay on
+the 10 m label grid, over the same pixels as at 10 m: a target pixel masked at t0 stays out.
+Blocks start on even rows and columns, so the 2 x 2 cells do not depend on `block_rows`. Card
+`cloud_removal.md` ("Resolution in the engine") gives the accuracy and speed of both.
+
 Event confidence: `(observed + sum of exp(-sigma / SIGMA_REF)) / pixel_count`, where the sum runs
 over the reconstructed pixels and sigma is the predicted standard deviation averaged over the
 three bands; `SIGMA_REF` (0.02) is about the model's mean error on held-out data, so a pixel
@@ -86,6 +94,10 @@ EVIDENCE_STATS: Final = (
     "B11_mean",
 )
 
+#: Network resolutions the stage offers (m); the grid's own comes first.
+RESOLUTIONS_M: Final = (10, 20)
+DEFAULT_RESOLUTION_M: Final = 20
+
 Float32Array = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
 
@@ -102,6 +114,9 @@ class ReconstructionConfig:
     max_gap_days: float = 30.0
     #: Sentinel-1 within this many days of t (before it) and of t0 (training used <= 4).
     max_s1_days: float = 4.0
+    #: Pixel size (m) the network runs at: 10 (the grid's) or 20 (2 x 2 block means: a quarter
+    #: of the work; each cloudy 10 m pixel gets its block's prediction, see the module doc).
+    resolution_m: int = DEFAULT_RESOLUTION_M
     #: Rows of target pixels per block (memory: ~14 float32 planes of block x width).
     block_rows: int = 512
     tile: int = 128
@@ -122,6 +137,16 @@ class ReconstructionConfig:
                 raise ConfigError(f"reconstruction {name} must be >= 0 days, got {value}")
         if self.block_rows < 1 or self.batch < 1:
             raise ConfigError("reconstruction block_rows and batch must be >= 1")
+        if self.resolution_m not in RESOLUTIONS_M:
+            choices = " or ".join(str(r) for r in RESOLUTIONS_M)
+            raise ConfigError(
+                f"reconstruction resolution_m must be {choices} m, got {self.resolution_m!r}"
+            )
+
+    @property
+    def coarsen(self) -> int:
+        """Grid pixels per network pixel along each axis."""
+        return self.resolution_m // RESOLUTIONS_M[0]
 
 
 @dataclass(frozen=True)
@@ -222,7 +247,8 @@ class ReconstructionStage:
         observed_valid = scl_valid & _has_data(rasters)
         target = need[labels] & ~observed_valid
         filled = _Filled(rasters, need.size)
-        for rows, cols in _blocks(target, cfg.block_rows, cfg.tile, cfg.overlap):
+        blocks = _blocks(target, cfg.block_rows, cfg.tile, cfg.overlap, align=cfg.coarsen)
+        for rows, cols in blocks:
             self._fill_block(acq, refs, rows, cols, target, labels, filled)
         # Only the pixels actually rebuilt join the clear ones: a target pixel with no clear t0
         # (masked at t0 too) keeps its cloudy value and must stay out of the statistics.
@@ -281,6 +307,7 @@ class ReconstructionStage:
             tile=self.config.tile,
             overlap=self.config.overlap,
             batch=self.config.batch,
+            coarsen=self.config.coarsen,
         )
         core = slice(core0 - ctx0, core1 - ctx0)
         filled.add(
@@ -409,12 +436,14 @@ def _with_scl(entry: IndexedAcquisition) -> tuple[str, ...]:
 
 
 def _blocks(
-    target: BoolArray, block_rows: int, tile: int, overlap: int
+    target: BoolArray, block_rows: int, tile: int, overlap: int, align: int = 1
 ) -> list[tuple[tuple[int, int, int, int], tuple[int, int]]]:
     """Row blocks over the target's bounding columns: ((ctx0, core0, core1, ctx1), (c0, c1)).
 
     Cores tile the target's rows; context adds `overlap` rows each side; every span is widened
-    to at least `tile` pixels where the grid allows, so the network sees whole windows.
+    to at least `tile` pixels where the grid allows, so the network sees whole windows. Spans
+    start on multiples of `align`, so coarse network pixels cover the same grid pixels
+    whatever the blocks.
     """
     height, width = target.shape
     rows = np.flatnonzero(target.any(axis=1))
@@ -422,12 +451,14 @@ def _blocks(
     if rows.size == 0:
         return []
     c0, c1 = _widen(int(cols[0]) - overlap, int(cols[-1]) + 1 + overlap, tile, width)
+    c0 -= c0 % align
     out = []
     for core0 in range(int(rows[0]), int(rows[-1]) + 1, block_rows):
         core1 = min(core0 + block_rows, int(rows[-1]) + 1)
         if not target[core0:core1, c0:c1].any():
             continue
         ctx0, ctx1 = _widen(core0 - overlap, core1 + overlap, tile, height)
+        ctx0 -= ctx0 % align
         out.append(((ctx0, core0, core1, ctx1), (c0, c1)))
     return out
 
