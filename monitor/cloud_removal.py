@@ -191,16 +191,18 @@ def coarse_inputs(
     """
 
     def reflectance(a: npt.NDArray[np.floating[Any]]) -> Float32Array:
-        return _block_mean(a.astype(np.float32), factor)
+        return _block_mean(a.astype(np.float32, copy=False), factor)
 
     def radar(a: npt.NDArray[np.floating[Any]]) -> Float32Array:
-        power = _block_mean(np.power(np.float32(10.0), a.astype(np.float32) / 10), factor)
+        power = _block_mean(np.exp(a.astype(np.float32) * _DB_TO_LN), factor)
         out = np.full_like(power, np.nan)
         np.log10(power, out=out, where=power > 0)
         return (out * 10).astype(np.float32)
 
-    blocks = _blocks_of(_pad_to(invalid[None], factor)[0], factor)
-    coarse_invalid: npt.NDArray[np.bool_] = np.asarray(blocks.any(axis=(-1, -3)))
+    padded = _pad_to(invalid[None], factor)[0]
+    coarse_invalid = np.zeros(_coarse_shape(padded.shape, factor), dtype=bool)
+    for view in _phases(padded, factor):
+        coarse_invalid |= view
     return (
         reflectance(clear_t0),
         None if next_clear is None else reflectance(next_clear),
@@ -210,25 +212,37 @@ def coarse_inputs(
     )
 
 
+#: dB to natural-log units of power: 10^(x/10) = exp(x * ln(10)/10).
+_DB_TO_LN = np.float32(math.log(10.0) / 10.0)
+
+
 def _pad_to(a: npt.NDArray[Any], factor: int) -> npt.NDArray[Any]:
     """`[C, H, W]` padded by edge replication to multiples of `factor`."""
     pad_h, pad_w = -a.shape[1] % factor, -a.shape[2] % factor
     return np.pad(a, ((0, 0), (0, pad_h), (0, pad_w)), "edge") if pad_h or pad_w else a
 
 
-def _blocks_of(a: npt.NDArray[Any], factor: int) -> npt.NDArray[Any]:
-    """`[..., H, W]` (multiples of `factor`) as `[..., H/f, f, W/f, f]`."""
-    *lead, h, w = a.shape
-    return a.reshape(*lead, h // factor, factor, w // factor, factor)
+def _coarse_shape(shape: tuple[int, ...], factor: int) -> tuple[int, ...]:
+    return (*shape[:-2], shape[-2] // factor, shape[-1] // factor)
+
+
+def _phases(a: npt.NDArray[Any], factor: int) -> list[npt.NDArray[Any]]:
+    """The `factor`² strided views of `a [..., H, W]` (multiples of `factor`), one per pixel
+    position in a block: summing them is a block sum without a slow 4-D reduction."""
+    return [a[..., i::factor, j::factor] for i in range(factor) for j in range(factor)]
 
 
 def _block_mean(a: Float32Array, factor: int) -> Float32Array:
     """Mean of the finite values of each block of `a [C, H, W]`, NaN where none."""
-    blocks = _blocks_of(_pad_to(a, factor), factor)
-    finite = np.isfinite(blocks)
-    total = np.where(finite, blocks, 0).sum(axis=(-1, -3), dtype=np.float32)
-    count = finite.sum(axis=(-1, -3))
-    out = np.full(total.shape, np.nan, dtype=np.float32)
+    padded = _pad_to(a, factor)
+    shape = _coarse_shape(padded.shape, factor)
+    total = np.zeros(shape, dtype=np.float32)
+    count = np.zeros(shape, dtype=np.float32)
+    for view in _phases(padded, factor):
+        finite = np.isfinite(view)
+        total += np.where(finite, view, np.float32(0))
+        count += finite
+    out = np.full(shape, np.nan, dtype=np.float32)
     np.divide(total, count, out=out, where=count > 0)
     return out
 
