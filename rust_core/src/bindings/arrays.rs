@@ -1,10 +1,40 @@
 //! Numpy arrays of any supported dtype, borrowed read-only (no copy) and seen as kernel slices.
 
-use numpy::{PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::ndarray::Dimension;
+use numpy::{PyReadonlyArray, PyReadonlyArray2, PyReadwriteArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
 use super::interrupt::input_err;
 use crate::raster_value::BandData;
+
+fn not_contiguous(what: &str, ndim: usize) -> PyErr {
+    let order = if ndim > 1 {
+        "C-contiguous"
+    } else {
+        "contiguous"
+    };
+    input_err(format!("{what} is not {order}"))
+}
+
+/// The elements of `array`, borrowed in memory order; `what` names it when it is not
+/// contiguous (C order for more than one dimension).
+pub fn slice<'a, T: numpy::Element, D: Dimension>(
+    array: &'a PyReadonlyArray<'_, T, D>,
+    what: &str,
+) -> PyResult<&'a [T]> {
+    array
+        .as_slice()
+        .map_err(|_| not_contiguous(what, array.ndim()))
+}
+
+/// `slice` of an array the kernel writes into.
+pub fn slice_mut<'a, T: numpy::Element, D: Dimension>(
+    array: &'a mut PyReadwriteArray<'_, T, D>,
+    what: &str,
+) -> PyResult<&'a mut [T]> {
+    let ndim = array.ndim();
+    array.as_slice_mut().map_err(|_| not_contiguous(what, ndim))
+}
 
 /// A read-only 2-D raster of one of the dtypes the kernels read.
 pub enum Raster2<'py> {

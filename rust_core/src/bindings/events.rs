@@ -5,17 +5,12 @@ use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
-use super::interrupt::{input_err, to_py_err};
+use super::arrays::slice;
+use super::interrupt::to_py_err;
 use crate::event_json::{self, EventColumns, IdFields, Strings, ID_HEX_DIGITS};
 
 type Column<'py, T> = PyReadonlyArray1<'py, T>;
 type StrColumn<'py> = (Bound<'py, PyBytes>, Column<'py, i64>);
-
-fn slice<'a, T: numpy::Element>(array: &'a Column<'_, T>, what: &str) -> PyResult<&'a [T]> {
-    array
-        .as_slice()
-        .map_err(|_| input_err(format!("{what} is not contiguous")))
-}
 
 fn strings<'a>(column: &'a StrColumn<'_>, what: &str) -> PyResult<Strings<'a>> {
     Strings::new(column.0.as_bytes(), slice(&column.1, what)?, what).map_err(to_py_err)

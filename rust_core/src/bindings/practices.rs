@@ -8,6 +8,7 @@ use numpy::{
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use super::arrays::slice;
 use super::interrupt::{input_err, to_py_err};
 use crate::event_json::Strings;
 use crate::practice_events::{practice_events, EventCalendar, PeakTable};
@@ -17,12 +18,6 @@ use crate::practice_grid::{
 };
 
 type Column<'py, T> = PyReadonlyArray1<'py, T>;
-
-fn slice<'a, T: numpy::Element>(array: &'a Column<'_, T>, what: &str) -> PyResult<&'a [T]> {
-    array
-        .as_slice()
-        .map_err(|_| input_err(format!("{what} is not contiguous")))
-}
 
 /// A chunk of a float column as Arrow holds it: values, and the validity bitmap with its bit
 /// offset when some values are null. A column is a list of them.
@@ -219,9 +214,7 @@ fn practice_decode_peaks<'py>(
     radius: Vec<usize>,
 ) -> PyResult<PeaksOut<'py>> {
     let shape = probability.shape().to_vec();
-    let data = probability
-        .as_slice()
-        .map_err(|_| input_err("probability is not C-contiguous"))?;
+    let data = slice(&probability, "probability")?;
     let peaks = py
         .detach(|| decode_peaks(data, shape[1], shape[2], threshold, &radius))
         .map_err(to_py_err)?;

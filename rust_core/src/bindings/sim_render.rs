@@ -4,43 +4,17 @@
 use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
+use super::arrays::{slice, slice_mut};
 use super::interrupt::{input_err, to_py_err};
 use crate::sim_render::{
     burn_edges, render_optical, render_radar, render_texture, snow_fraction, upsample, Coarse,
     Edges, Output, RadarInputs, SkyBand, SurfaceInputs, TextureInputs,
 };
 
-fn slice2<'a, T: numpy::Element>(
-    array: &'a PyReadonlyArray2<'_, T>,
-    what: &str,
-) -> PyResult<&'a [T]> {
-    array
-        .as_slice()
-        .map_err(|_| input_err(format!("{what} is not C-contiguous")))
-}
-
-fn slice1<'a, T: numpy::Element>(
-    array: &'a PyReadonlyArray1<'_, T>,
-    what: &str,
-) -> PyResult<&'a [T]> {
-    array
-        .as_slice()
-        .map_err(|_| input_err(format!("{what} is not contiguous")))
-}
-
-fn slice_mut<'a, T: numpy::Element>(
-    array: &'a mut PyReadwriteArray2<'_, T>,
-    what: &str,
-) -> PyResult<&'a mut [T]> {
-    array
-        .as_slice_mut()
-        .map_err(|_| input_err(format!("{what} is not C-contiguous")))
-}
-
 fn coarse<'a>(array: &'a PyReadonlyArray2<'_, f32>, what: &str) -> PyResult<Coarse<'a>> {
     let shape = array.shape();
     Ok(Coarse {
-        data: slice2(array, what)?,
+        data: slice(array, what)?,
         height: shape[0],
         width: shape[1],
     })
@@ -79,15 +53,15 @@ fn sim_render_optical<'py>(
     let shape = labels.shape();
     let (height, width) = (shape[0], shape[1]);
     let inputs = SurfaceInputs {
-        labels: slice2(&labels, "labels")?,
+        labels: slice(&labels, "labels")?,
         height,
         width,
-        mean: slice1(&mean, "mean")?,
-        slope: slice1(&slope, "slope")?,
-        texture: slice2(&texture, "texture")?,
+        mean: slice(&mean, "mean")?,
+        slope: slice(&slope, "slope")?,
+        texture: slice(&texture, "texture")?,
         noise_seed,
         snow: match &snow {
-            Some(s) => Some((slice2(s, "snow")?, snow_value)),
+            Some(s) => Some((slice(s, "snow")?, snow_value)),
             None => None,
         },
     };
@@ -123,7 +97,7 @@ fn sim_render_optical<'py>(
         None => None,
     };
     let saturated = match &saturated {
-        Some(mask) => Some((slice2(mask, "saturated")?, mask.shape()[0], mask.shape()[1])),
+        Some(mask) => Some((slice(mask, "saturated")?, mask.shape()[0], mask.shape()[1])),
         None => None,
     };
     let output = Output::Digital {
@@ -157,18 +131,18 @@ fn sim_render_radar<'py>(
 ) -> PyResult<()> {
     let shape = labels.shape();
     let inputs = RadarInputs {
-        labels: slice2(&labels, "labels")?,
+        labels: slice(&labels, "labels")?,
         height: shape[0],
         width: shape[1],
-        db: slice1(&db, "db")?,
-        texture: slice2(&texture, "texture")?,
+        db: slice(&db, "db")?,
+        texture: slice(&texture, "texture")?,
         texture_db,
-        ramp: slice1(&ramp, "ramp")?,
-        speckle_table: slice1(&speckle_table, "speckle_table")?,
+        ramp: slice(&ramp, "ramp")?,
+        speckle_table: slice(&speckle_table, "speckle_table")?,
         seed,
         extra_db: extra_db
             .as_ref()
-            .map(|a| slice2(a, "extra_db"))
+            .map(|a| slice(a, "extra_db"))
             .transpose()?,
         quantum,
     };
@@ -211,8 +185,8 @@ fn sim_snow_fraction<'py>(
     }
     let width = out.shape()[1];
     let field = coarse(&field, "field")?;
-    let labels = slice2(&labels, "labels")?;
-    let visible = slice1(&visible, "visible")?;
+    let labels = slice(&labels, "labels")?;
+    let visible = slice(&visible, "visible")?;
     let out = slice_mut(&mut out, "out")?;
     py.detach(|| snow_fraction(field, factor, labels, visible, out, width))
         .map_err(to_py_err)
@@ -231,11 +205,11 @@ fn sim_burn_edges<'py>(
     mut out: PyReadwriteArray2<'py, i32>,
 ) -> PyResult<()> {
     let edges = Edges {
-        ax: slice1(&ax, "ax")?,
-        ay: slice1(&ay, "ay")?,
-        bx: slice1(&bx, "bx")?,
-        by: slice1(&by, "by")?,
-        value: slice1(&values, "values")?,
+        ax: slice(&ax, "ax")?,
+        ay: slice(&ay, "ay")?,
+        bx: slice(&bx, "bx")?,
+        by: slice(&by, "by")?,
+        value: slice(&values, "values")?,
     };
     let shape = out.shape();
     let (height, width) = (shape[0], shape[1]);
@@ -263,13 +237,13 @@ fn sim_texture<'py>(
     }
     let shape = labels.shape();
     let inputs = TextureInputs {
-        labels: slice2(&labels, "labels")?,
+        labels: slice(&labels, "labels")?,
         height: shape[0],
         width: shape[1],
         patches: coarse(&patches, "patches")?,
-        patchy: slice1(&patchy, "patchy")?,
-        grainy: slice1(&grainy, "grainy")?,
-        grain_table: slice1(&grain_table, "grain_table")?,
+        patchy: slice(&patchy, "patchy")?,
+        grainy: slice(&grainy, "grainy")?,
+        grain_table: slice(&grain_table, "grain_table")?,
         seed,
     };
     let out = slice_mut(&mut out, "out")?;

@@ -6,6 +6,7 @@ use numpy::{
 };
 use pyo3::prelude::*;
 
+use super::arrays::slice;
 use super::interrupt::{input_err, to_py_err};
 use crate::tiling::{extract_tiles, stitch, tile_windows};
 
@@ -35,9 +36,7 @@ fn tiling_extract<'py>(
     overlap: usize,
 ) -> PyResult<Bound<'py, PyArray4<f32>>> {
     let [c, h, w] = [image.shape()[0], image.shape()[1], image.shape()[2]];
-    let data = image
-        .as_slice()
-        .map_err(|_| input_err("image is not C-contiguous"))?;
+    let data = slice(&image, "image")?;
     let tiles = py
         .detach(|| extract_tiles(data, c, h, w, tile, overlap))
         .map_err(to_py_err)?;
