@@ -20,14 +20,17 @@ gets fewer than `FEW_RECORDS` records in a call, or every partition when compres
 configured (kafka-python compresses when it closes a batch, which an encoded batch skips),
 has its records go through `send` one by one instead.
 
-This relies on private parts of kafka-python 3 (pinned `>=3.0.12,<4`); `check_kafka_internals`
-runs at import and `send_events` checks the producer, each failing with one `BrokerError` line
-if they changed.
+This relies on private parts of kafka-python 3 (pinned `>=3.0.12,<4`). `kafka_internals_problem`
+names what a kafka-python release lacks of them; `send_events` checks the module once and each
+producer, and where something is missing it logs one warning and sends every record through
+`send`: a kafka-python upgrade can cost speed (about 10 000 events/s instead of 100 000+), never
+events.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -44,9 +47,10 @@ from kafka.record.memory_records import MemoryRecordsBuilder
 from kafka.structs import TopicPartition
 
 from monitor import _core
-from monitor.errors import BrokerError
 
-__all__ = ["check_kafka_internals", "key_partitions", "send_events"]
+__all__ = ["kafka_internals_problem", "key_partitions", "send_events"]
+
+LOG = logging.getLogger(__name__)
 
 #: Record batch format v2 ("magic 2"), the only one encoded here.
 _MAGIC = 2
@@ -73,12 +77,13 @@ def key_partitions(keys: Sequence[bytes], n_partitions: int) -> npt.NDArray[np.i
     return _core.key_partitions(list(keys), n_partitions)
 
 
-def check_kafka_internals() -> None:
-    """`BrokerError` unless kafka-python still has the private parts `send_events` uses."""
+def kafka_internals_problem(producer: Any = None) -> str | None:
+    """What the batch path misses in this kafka-python (and in `producer`, when given), as one
+    line; None when everything `send_events` relies on is there."""
     problems = [
         name
         for name in ("_builder", "_next_offset", "_batch_size")
-        if name not in MemoryRecordsBuilder.__slots__
+        if name not in getattr(MemoryRecordsBuilder, "__slots__", ())
     ]
     parameters = list(inspect.signature(ProducerBatch.__init__).parameters)
     if parameters[:3] != ["self", "tp", "records"]:
@@ -88,18 +93,31 @@ def check_kafka_internals() -> None:
         (TransactionManager, ("maybe_add_partition_to_transaction", "is_transactional")),
     ):
         problems += [f"{owner.__name__}.{name}" for name in names if not hasattr(owner, name)]
-    if problems:
-        raise BrokerError(_changed(", ".join(problems)))
-
-
-def _changed(what: str) -> str:
+    if producer is not None:
+        problems += [name for name in _PRODUCER_ATTRIBUTES if not hasattr(producer, name)]
+        accumulator = getattr(producer, "_accumulator", None)
+        problems += [
+            f"_accumulator.{name}"
+            for name in _ACCUMULATOR_ATTRIBUTES
+            if not hasattr(accumulator, name)
+        ]
+    if not problems:
+        return None
     return (
-        f"kafka-python {kafka.__version__} lacks what monitor.event_sender relies on ({what}); "
-        "it supports kafka-python >=3.0.12,<4"
+        f"kafka-python {kafka.__version__} lacks what monitor.event_sender's batch path relies on "
+        f"({', '.join(problems)}; it was written for kafka-python >=3.0.12,<4)"
     )
 
 
-check_kafka_internals()
+#: Checked once per process: the module's classes do not change while it runs.
+_MODULE_PROBLEM = kafka_internals_problem()
+_warned: set[str] = set()
+
+
+def _warn_once(problem: str) -> None:
+    if problem not in _warned:
+        _warned.add(problem)
+        LOG.warning("%s: sending events one by one through KafkaProducer.send", problem)
 
 
 class _EncodedBatch:
@@ -146,7 +164,13 @@ def send_events(producer: Any, topic: str, records: Sequence[tuple[bytes, bytes]
     """
     if not records:
         return
-    accumulator = _accumulator(producer)
+    problem = _MODULE_PROBLEM or kafka_internals_problem(producer)
+    if problem is not None:
+        _warn_once(problem)
+        for key, value in records:
+            producer.send(topic, key=key, value=value)
+        return
+    accumulator = producer._accumulator
     if producer._closed:
         raise IllegalStateError("KafkaProducer already closed!")
     _check_record_sizes(records, producer.config["max_request_size"])
@@ -179,18 +203,6 @@ def send_events(producer: Any, topic: str, records: Sequence[tuple[bytes, bytes]
         builder._next_offset = count
         _enqueue(accumulator, ProducerBatch(TopicPartition(topic, partitions[index]), builder))
     producer._sender.wakeup()
-
-
-def _accumulator(producer: Any) -> Any:
-    """The producer's record accumulator, checked for the private parts used here."""
-    missing = [name for name in _PRODUCER_ATTRIBUTES if not hasattr(producer, name)]
-    accumulator = getattr(producer, "_accumulator", None)
-    missing += [
-        f"_accumulator.{name}" for name in _ACCUMULATOR_ATTRIBUTES if not hasattr(accumulator, name)
-    ]
-    if missing:
-        raise BrokerError(_changed(", ".join(missing)))
-    return accumulator
 
 
 def _check_record_sizes(records: Sequence[tuple[bytes, bytes]], max_request_size: int) -> None:

@@ -15,10 +15,15 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import IllegalStateError, MessageSizeTooLargeError
 from kafka.record.default_records import DefaultRecordBatch
 
-from monitor import _core
+from monitor import _core, event_sender
 from monitor.broker import create_topics
 from monitor.errors import KernelError
-from monitor.event_sender import FEW_RECORDS, check_kafka_internals, key_partitions, send_events
+from monitor.event_sender import (
+    FEW_RECORDS,
+    kafka_internals_problem,
+    key_partitions,
+    send_events,
+)
 
 Records = list[tuple[bytes, bytes]]
 
@@ -92,7 +97,15 @@ def test_bad_encoder_input_is_a_kernel_error() -> None:
 
 
 def test_kafka_internals_are_there() -> None:
-    check_kafka_internals()  # raises BrokerError naming what changed
+    assert kafka_internals_problem() is None
+
+
+def test_a_producer_without_the_internals_is_named() -> None:
+    problem = kafka_internals_problem(object())
+    assert problem is not None
+    assert "_accumulator, _sender" in problem
+    assert "_accumulator._batches" in problem
+    assert "\n" not in problem
 
 
 def _read(bootstrap: str, topic: str, expected: int, isolation: str) -> list[Any]:
@@ -138,6 +151,7 @@ def test_a_committed_transaction_reads_back_exactly(kafka_bootstrap: str) -> Non
     assert FEW_RECORDS > 5
     # Small batches: each other partition's records span several record batches.
     producer = _transactional(kafka_bootstrap, batch_size=16_384)
+    assert kafka_internals_problem(producer) is None
     started_ms = time.time() * 1000
     try:
         producer.begin_transaction()
@@ -230,3 +244,35 @@ def test_with_compression_records_go_one_by_one_to_the_same_partitions(
     )
     assert sorted((m.key, m.value) for m in got) == sorted(records)
     assert all(m.partition == chosen[m.key] for m in got)
+
+
+@pytest.mark.kafka
+def test_without_the_internals_every_record_still_lands_once(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kafka-python release lacking the batch path's private parts costs speed, not events."""
+    monkeypatch.setattr(event_sender, "_MODULE_PROBLEM", "kafka-python 9 lacks X")
+    topic = f"sender-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_bootstrap, {topic: 3})
+    records = _records(300, seed=2)
+    producer = _transactional(kafka_bootstrap)
+    try:
+        producer.begin_transaction()
+        send_events(producer, topic, records[:150])
+        send_events(producer, topic, records[150:])
+        producer.commit_transaction()
+    finally:
+        producer.close()
+    got = _read(kafka_bootstrap, topic, len(records), "read_committed")
+    assert sorted((m.key, m.value) for m in got) == sorted(records)
+    chosen = dict(
+        zip(
+            (k for k, _ in records),
+            key_partitions([k for k, _ in records], 3).tolist(),
+            strict=True,
+        )
+    )
+    assert all(m.partition == chosen[m.key] for m in got)
+    warnings = [r for r in caplog.records if "one by one" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "kafka-python 9 lacks X" in warnings[0].getMessage()
