@@ -79,7 +79,8 @@ def test_real_texture_selection_set_scales_sets_and_zonal_std_alike() -> None:
     season = _season(np.random.default_rng(5))
     labels, plain = merged_validation(season, np.random.default_rng(6))
     labels2, doubled = merged_validation(season, np.random.default_rng(6), texture=(2.0, 2.0))
-    assert (labels == labels2).all() and labels.sum() >= 1
+    assert (labels == labels2).all()
+    assert labels.sum() >= 1
     np.testing.assert_allclose(doubled.ndvi_std, 2.0 * plain.ndvi_std, rtol=1e-5)
     spread = np.ma.masked_array(doubled.ndvi, ~doubled.mask).std(axis=2)
     before = np.ma.masked_array(plain.ndvi, ~plain.mask).std(axis=2)
