@@ -11,12 +11,13 @@ cover?
   shared MLP runs over them (with the date's mean NDVI as context), then masked mean and
   standard deviation pooling (a heterogeneous parcel shows up as a bimodal set, or a spread
   that changes over the season), concatenated with the date's mean NDVI and relative spread,
-  then a second MLP. The absolute level of the within-parcel spread reaches the model only
-  through a small floor on the scale: it differs between archives, the structure less so.
+  then a second MLP. With `level` (the default) the absolute level of the spread enters too,
+  as explicit log features (per date and for the season): the normalisation throws it away,
+  and on real fields it is the most useful signal (the std rule's; model card).
 * Temporal attention encoder over the T dates: sinusoidal positional encoding of the day of
   year (dates are irregular), a few heads, each with a learned master query attending over the
   dates; padded or masked dates get zero attention weight.
-* Decoder: an MLP to one logit.
+* Decoder (combined head): an MLP over the temporal encoding and the season's log spread.
 
 Inputs (float32; masks 1 = real, 0 = padding):
 `pixels [N, T, S, C]`, `pixel_mask [N, T, S]`, `date_mask [N, T]`, `day_of_year [N, T]`.
@@ -35,8 +36,16 @@ from torch import Tensor, nn
 _MASKED = -1.0e9
 #: Added to a parcel's texture scale (NDVI) before dividing by it, so that a flat parcel (a
 #: constant set) does not blow its pixel noise up. Real fields' spread is ~10x larger (median
-#: within-parcel std 0.03-0.05, model card), yet the level leaks through it (known limits).
+#: within-parcel std 0.03-0.05, model card).
 TEXTURE_FLOOR = 0.003
+#: Added to a spread before its log is taken (the level features): below the flattest real
+#: field's (~0.015), so the log still orders real spreads.
+LEVEL_FLOOR = 0.005
+
+
+def _log_level(spread: Tensor) -> Tensor:
+    """log(spread + `LEVEL_FLOOR`) - log(0.05): ~0 at a typical real within-parcel std."""
+    return torch.log(spread + LEVEL_FLOOR) - math.log(0.05)
 
 
 class PixelSetEncoder(nn.Module):
@@ -44,27 +53,31 @@ class PixelSetEncoder(nn.Module):
     date's relative spread and mean NDVI, second MLP.
 
     Pixels enter as deviations from the date's parcel mean divided by the parcel's texture
-    scale (the mean over its real dates of the within-date std), next to the date's mean NDVI.
-    The encoder sees the absolute spread only through `TEXTURE_FLOOR`: a parcel whose texture
-    is twice as strong gives nearly the same features when the texture is well above the floor,
-    so what it learns is mostly the structure of the spread (two populations, a spread that
-    changes with the season), not its level, which differs between archives and regions.
+    scale (the mean over its real dates of the within-date std), next to the date's mean NDVI:
+    the structure of the spread (two populations, a spread that changes with the season). With
+    `level`, the log of the date's spread and of the texture scale join the date's summary, so
+    the level (what the std rule ranks by) is seen explicitly, not only through the floor.
     """
 
-    def __init__(self, channels: int, hidden: int, out: int) -> None:
+    def __init__(self, channels: int, hidden: int, out: int, *, level: bool = True) -> None:
         super().__init__()
+        self.level = level
         # first layer split in two: the date's mean enters once per date, not once per pixel
         self.pixel_in = nn.Linear(channels, hidden)
         self.context_in = nn.Linear(channels, hidden, bias=False)
         self.pixel_mlp = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        level_features = 2 * channels if level else 0
         self.set_mlp = nn.Sequential(
-            nn.Linear(2 * hidden + 2 * channels, out),
+            nn.Linear(2 * hidden + 2 * channels + level_features, out),
             nn.LayerNorm(out),
             nn.ReLU(),
         )
 
-    def forward(self, pixels: Tensor, pixel_mask: Tensor, date_mask: Tensor) -> Tensor:
-        """`pixels [N, T, S, C]`, `pixel_mask [N, T, S]`, `date_mask [N, T]` -> `[N, T, out]`."""
+    def forward(
+        self, pixels: Tensor, pixel_mask: Tensor, date_mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """`pixels [N, T, S, C]`, `pixel_mask [N, T, S]`, `date_mask [N, T]` -> per date
+        `[N, T, out]`, and the parcel's log texture scale `[N, C]` (the std rule's level)."""
         keep = pixel_mask.unsqueeze(-1) > 0
         # zero what is masked first, so NaN or garbage behind the mask cannot leak through
         pixels = torch.where(keep, pixels, torch.zeros_like(pixels))
@@ -74,13 +87,17 @@ class PixelSetEncoder(nn.Module):
         scale = (std * dates).sum(dim=1, keepdim=True) / dates.sum(dim=1, keepdim=True).clamp(
             min=1.0
         )  # [N, 1, C]
+        season_level = _log_level(scale)  # [N, 1, C]
         scale = scale + TEXTURE_FLOOR
         relative = (pixels - mean.unsqueeze(2)) / scale.unsqueeze(2)
         features = self.pixel_mlp(self.pixel_in(relative) + self.context_in(mean).unsqueeze(2))
         f_mean, f_std = _masked_mean_std(features, keep, count)
-        summary = torch.cat([f_mean, f_std, mean, std / scale], dim=-1)
-        encoded: Tensor = self.set_mlp(summary)
-        return encoded
+        parts = [f_mean, f_std, mean, std / scale]
+        if self.level:
+            # the spread's level, per date and for the season: what the std rule ranks by
+            parts += [_log_level(std), season_level.expand_as(std)]
+        encoded: Tensor = self.set_mlp(torch.cat(parts, dim=-1))
+        return encoded, season_level.squeeze(1)
 
 
 def _masked_mean_std(values: Tensor, keep: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
@@ -135,19 +152,38 @@ class TemporalAttentionEncoder(nn.Module):
 class HeterogeneityNet(nn.Module):
     """PSE + temporal attention + MLP decoder -> one logit per parcel."""
 
-    def __init__(self, channels: int = 1, hidden: int = 32, dim: int = 64, heads: int = 4) -> None:
+    def __init__(
+        self,
+        channels: int = 1,
+        hidden: int = 32,
+        dim: int = 64,
+        heads: int = 4,
+        level: bool = True,
+    ) -> None:
         super().__init__()
-        self.config = {"channels": channels, "hidden": hidden, "dim": dim, "heads": heads}
-        self.pse = PixelSetEncoder(channels, hidden, dim)
+        self.config = {
+            "channels": channels,
+            "hidden": hidden,
+            "dim": dim,
+            "heads": heads,
+            "level": level,
+        }
+        self.level = level
+        self.pse = PixelSetEncoder(channels, hidden, dim, level=level)
         self.tae = TemporalAttentionEncoder(dim, heads)
-        self.decoder = nn.Sequential(nn.Linear(dim, 32), nn.ReLU(), nn.Linear(32, 1))
+        head_in = dim + (channels if level else 0)
+        self.decoder = nn.Sequential(nn.Linear(head_in, 32), nn.ReLU(), nn.Linear(32, 1))
 
     def forward(
         self, pixels: Tensor, pixel_mask: Tensor, date_mask: Tensor, day_of_year: Tensor
     ) -> Tensor:
         """`[N, T, S, C]`, `[N, T, S]`, `[N, T]`, `[N, T]` -> logit `[N]`."""
-        dates = self.pse(pixels, pixel_mask, date_mask)
+        dates, season_level = self.pse(pixels, pixel_mask, date_mask)
         dates = torch.where(date_mask.unsqueeze(-1) > 0, dates, torch.zeros_like(dates))
         doy = torch.where(date_mask > 0, day_of_year, torch.zeros_like(day_of_year))
-        logit: Tensor = self.decoder(self.tae(dates, doy, date_mask)).squeeze(-1)
+        season = self.tae(dates, doy, date_mask)
+        if self.level:
+            # combined head: the season's spread level next to the learned structure
+            season = torch.cat([season, season_level], dim=-1)
+        logit: Tensor = self.decoder(season).squeeze(-1)
         return logit
