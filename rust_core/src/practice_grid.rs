@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
@@ -530,65 +531,188 @@ impl Calendar {
     }
 }
 
+/// The series of a table (one per parcel-year, in (parcel rank, year) order) and where their
+/// rows are: what filling any batch of series on the grid needs.
+pub struct SeriesPlan {
+    calendar: Calendar,
+    /// Row indices grouped by parcel (table order inside a parcel), and parcel offsets.
+    order: Vec<u32>,
+    offsets: Vec<usize>,
+    pub parcel: Vec<u32>,
+    pub year: Vec<i32>,
+    /// Each series' smallest tile rank among its rows (`NO_TILE`: none has a tile).
+    pub tile: Vec<u32>,
+}
+
+impl SeriesPlan {
+    /// Checks the rows and finds their series.
+    pub fn new(rows: &RowTable<'_>, layout: &GridLayout) -> Result<Self, KernelError> {
+        rows.check()?;
+        if layout.s2_channels.len() != rows.s2.len() || layout.s2_norm.len() != rows.s2.len() {
+            return Err(KernelError::Input(
+                "S2 features, channels and norms differ in count".into(),
+            ));
+        }
+        let calendar = Calendar::spanning(rows.micros, layout)?;
+        let (order, offsets) = rows_by_group(rows.parcel, rows.n_parcels);
+        // Each parcel's distinct years (sorted), with the smallest tile of each year's rows.
+        let years: Vec<Vec<(i32, u32)>> = (0..rows.n_parcels)
+            .into_par_iter()
+            .map(|p| {
+                let mut ys: Vec<(i32, u32)> = order[offsets[p]..offsets[p + 1]]
+                    .iter()
+                    .map(|&r| {
+                        let r = r as usize;
+                        (calendar.day(rows.micros[r]).0, rows.tile[r])
+                    })
+                    .collect();
+                ys.sort_unstable();
+                ys.dedup_by_key(|y| y.0); // keeps the first, smallest tile of each year
+                ys
+            })
+            .collect();
+        let n_series: usize = years.iter().map(Vec::len).sum();
+        let mut plan = SeriesPlan {
+            calendar,
+            order,
+            offsets,
+            parcel: Vec::with_capacity(n_series),
+            year: Vec::with_capacity(n_series),
+            tile: Vec::with_capacity(n_series),
+        };
+        for (p, ys) in years.iter().enumerate() {
+            plan.parcel.extend(std::iter::repeat_n(p as u32, ys.len()));
+            plan.year.extend(ys.iter().map(|y| y.0));
+            plan.tile.extend(ys.iter().map(|y| y.1));
+        }
+        Ok(plan)
+    }
+
+    pub fn len(&self) -> usize {
+        self.parcel.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parcel.is_empty()
+    }
+
+    /// Fills series `first..first + out.len() / series size` into `out` (`[series,
+    /// n_channels, n_bins]`; any earlier content is overwritten).
+    fn fill(
+        &self,
+        rows: &RowTable<'_>,
+        layout: &GridLayout,
+        scratch: &mut SeriesScratch,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let series_size = layout.n_channels * layout.n_bins;
+        for (i, block) in out.chunks_exact_mut(series_size).enumerate() {
+            let s = first + i;
+            let p = self.parcel[s] as usize;
+            let parcel_rows = &self.order[self.offsets[p]..self.offsets[p + 1]];
+            block.fill(0.0);
+            scratch.fill(
+                rows,
+                layout,
+                &self.calendar,
+                parcel_rows,
+                self.year[s],
+                block,
+            );
+        }
+    }
+}
+
 /// Resamples the rows onto the grid: per parcel-year series, bin means of the clear S2 rows
 /// (else the reconstructed ones) and of the S1 rows, interpolated over the gaps and
 /// normalised, with the observed masks as channels. A feature a series never has is 0.
 pub fn series_grid(rows: &RowTable<'_>, layout: &GridLayout) -> Result<SeriesGrid, KernelError> {
-    rows.check()?;
-    if layout.s2_channels.len() != rows.s2.len() || layout.s2_norm.len() != rows.s2.len() {
-        return Err(KernelError::Input(
-            "S2 features, channels and norms differ in count".into(),
-        ));
-    }
-    let n_bins = layout.n_bins;
-    let calendar = Calendar::spanning(rows.micros, layout)?;
-    let (order, offsets) = rows_by_group(rows.parcel, rows.n_parcels);
+    let plan = SeriesPlan::new(rows, layout)?;
+    let series_size = layout.n_channels * layout.n_bins;
+    let mut values = vec![0.0; plan.len() * series_size];
+    values
+        .par_chunks_mut(series_size * 64)
+        .enumerate()
+        .for_each_init(
+            || SeriesScratch::new(rows, layout.n_bins),
+            |scratch, (k, out)| plan.fill(rows, layout, scratch, k * 64, out),
+        );
+    Ok(SeriesGrid {
+        parcel: plan.parcel,
+        year: plan.year,
+        tile: plan.tile,
+        values,
+    })
+}
 
-    // Each parcel's distinct years (sorted): one series each.
-    let years: Vec<Vec<i32>> = (0..rows.n_parcels)
-        .into_par_iter()
-        .map(|p| {
-            let mut ys: Vec<i32> = order[offsets[p]..offsets[p + 1]]
-                .iter()
-                .map(|&r| calendar.day(rows.micros[r as usize]).0)
-                .collect();
-            ys.sort_unstable();
-            ys.dedup();
-            ys
-        })
-        .collect();
-    let n_series: usize = years.iter().map(Vec::len).sum();
-    let series_size = layout.n_channels * n_bins;
-    let mut grid = SeriesGrid {
-        parcel: Vec::with_capacity(n_series),
-        year: Vec::with_capacity(n_series),
-        tile: vec![NO_TILE; n_series],
-        values: vec![0.0; n_series * series_size],
-    };
-    for (p, ys) in years.iter().enumerate() {
-        grid.parcel.extend(std::iter::repeat_n(p as u32, ys.len()));
-        grid.year.extend(ys);
+/// Fills the plan's series on the grid batch by batch, `batch` series at a time, and hands
+/// each batch to `run(buffer index, first series, values)` as soon as it is filled. Each of
+/// `buffers` (at least `batch` series long) serves one thread, reused batch after batch, so
+/// the grid is never whole in memory and one thread fills while another runs the model.
+/// Batches are taken in order; after an error or `cancel` no new batch starts. Returns the
+/// first error of `run` (`Ok(Err(...))`), or `Cancelled`.
+pub fn grid_batches<E, F>(
+    rows: &RowTable<'_>,
+    layout: &GridLayout,
+    plan: &SeriesPlan,
+    batch: usize,
+    buffers: Vec<&mut [f32]>,
+    cancel: &AtomicBool,
+    run: &F,
+) -> Result<Result<(), E>, KernelError>
+where
+    E: Send,
+    F: Fn(usize, usize, &[f32]) -> Result<(), E> + Sync,
+{
+    let series_size = layout.n_channels * layout.n_bins;
+    if batch == 0 || buffers.iter().any(|b| b.len() < batch * series_size) {
+        return Err(KernelError::Input(format!(
+            "batch {batch}: every buffer must hold {batch} series of {series_size} values"
+        )));
     }
-    // Split the outputs per parcel so parcels fill theirs in parallel.
-    let mut work = Vec::with_capacity(rows.n_parcels);
-    let (mut values, mut tiles) = (grid.values.as_mut_slice(), grid.tile.as_mut_slice());
-    for (p, ys) in years.iter().enumerate() {
-        let (v, rest_v) = values.split_at_mut(ys.len() * series_size);
-        let (t, rest_t) = tiles.split_at_mut(ys.len());
-        work.push((p, ys, v, t));
-        (values, tiles) = (rest_v, rest_t);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let stop = || cancel.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed);
+    let results: Vec<Result<(), E>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = buffers
+            .into_iter()
+            .enumerate()
+            .map(|(index, buffer)| {
+                let (next, failed, stop) = (&next, &failed, &stop);
+                scope.spawn(move || {
+                    let mut scratch = SeriesScratch::new(rows, layout.n_bins);
+                    loop {
+                        let first = next.fetch_add(batch, Ordering::Relaxed);
+                        if first >= plan.len() || stop() {
+                            return Ok(());
+                        }
+                        let n = batch.min(plan.len() - first);
+                        let out = &mut buffer[..n * series_size];
+                        plan.fill(rows, layout, &mut scratch, first, out);
+                        if let Err(err) = run(index, first, out) {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(err);
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    if let Some(err) = results.into_iter().find_map(Result::err) {
+        return Ok(Err(err));
     }
-    work.into_par_iter().for_each_init(
-        || SeriesScratch::new(rows, n_bins),
-        |scratch, (p, ys, values, tiles)| {
-            let parcel_rows = &order[offsets[p]..offsets[p + 1]];
-            for (i, &year) in ys.iter().enumerate() {
-                let out = &mut values[i * series_size..(i + 1) * series_size];
-                tiles[i] = scratch.fill(rows, layout, &calendar, parcel_rows, year, out);
-            }
-        },
-    );
-    Ok(grid)
+    if cancel.load(Ordering::Relaxed) {
+        return Err(KernelError::Cancelled);
+    }
+    Ok(Ok(()))
 }
 
 struct SeriesScratch {
@@ -615,7 +739,7 @@ impl SeriesScratch {
         }
     }
 
-    /// Fills one series' `[n_channels, n_bins]` block; returns its tile.
+    /// Fills one series' `[n_channels, n_bins]` block (zeroed).
     fn fill(
         &mut self,
         rows: &RowTable<'_>,
@@ -624,20 +748,15 @@ impl SeriesScratch {
         parcel_rows: &[u32],
         year: i32,
         out: &mut [f32],
-    ) -> u32 {
+    ) {
         let n_bins = layout.n_bins;
         self.clear.clear();
         self.rebuilt.clear();
         self.s1.clear();
-        let mut tile = NO_TILE;
         for &r in parcel_rows {
             let r = r as usize;
             let (y, bin) = calendar.day(rows.micros[r]);
-            if y != year {
-                continue;
-            }
-            tile = tile.min(rows.tile[r]);
-            if bin == NO_BIN {
+            if y != year || bin == NO_BIN {
                 continue;
             }
             let bin = bin as usize;
@@ -701,7 +820,6 @@ impl SeriesScratch {
                 }
             }
         }
-        tile
     }
 }
 
