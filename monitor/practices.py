@@ -86,7 +86,10 @@ MIN_VALID_FRACTION: Final = 0.5  # S2 rows with fewer clear pixels are treated a
 DEFAULT_THRESHOLD: Final = 0.5
 # Non-maximum suppression radius per practice, in bins (two mowings are >= ~25 days apart).
 NMS_BINS: Final = {"mowing": 4, "ploughing": 5, "harvest": 6}
-BATCH: Final = 4096  # series per model call
+BATCH: Final = 4096  # series per model call on an accelerator (TensorRT)
+# Series per ONNX Runtime (CPU) call: a batch's activations stay in cache. CPU-seconds of the
+# shipped model per 100 000 series, 1 thread: 0.74 at 512, 0.76 at 2048, 0.85 at 4096.
+CPU_BATCH: Final = 512
 # Threads filling grid batches (one fills while another runs the model), whatever `workers`.
 _FILL_THREADS: Final = 2
 _MEMO_CHUNK: Final = 1024  # series compared at a time by `PredictionMemo`
@@ -327,7 +330,7 @@ class _Detected:
 def _grid_and_peaks(
     observations: pl.DataFrame, rows: _Rows, model: Model, threshold: float, workers: int
 ) -> _Detected:
-    """The grid, the model and peak decoding, batch by batch (`BATCH` series): each of
+    """The grid, the model and peak decoding, batch by batch (`_batch(model)`): each of
     `max(workers, 2)` threads fills a batch into its own reused buffer (Rust, GIL released),
     then runs the model and decodes the batch's peaks, while another fills the next one; at
     most `workers` model calls run at once (one on TensorRT). The same batches as `predict`
@@ -337,7 +340,8 @@ def _grid_and_peaks(
         raise ConfigError(f"workers {workers} is not >= 1")
     tiles, args, evidence = _grid_input(observations, rows, MIN_VALID_FRACTION)
     gate = threading.BoundedSemaphore(workers if model.backend == "onnxruntime" else 1)
-    shape = (BATCH, len(CHANNELS), N_BINS)
+    batch = _batch(model)
+    shape = (batch, len(CHANNELS), N_BINS)
     buffers = [np.empty(shape, dtype=np.float32) for _ in range(max(workers, _FILL_THREADS))]
     radius = [NMS_BINS[p] for p in PRACTICES]
     found: dict[int, tuple[npt.NDArray[Any], ...]] = {}
@@ -350,7 +354,7 @@ def _grid_and_peaks(
         found[first] = (series + first, *rest)
 
     parcel, year, series_tile = _core.practice_grid_batches(
-        **args, batch=BATCH, buffers=buffers, run=run
+        **args, batch=batch, buffers=buffers, run=run
     )
     # Batches in series order, then stably by practice: `decode_peaks`'s order over the whole.
     parts = [found[first] for first in sorted(found)]
@@ -500,21 +504,28 @@ def _shipped_model() -> Model:
     return load_model("practices", InferenceConfig())
 
 
+def _batch(model: Model) -> int:
+    """Series per model call: `CPU_BATCH` on ONNX Runtime, `BATCH` on TensorRT."""
+    return CPU_BATCH if model.backend == "onnxruntime" else BATCH
+
+
 def predict(model: Model, values: F32, *, workers: int = 1) -> F32:
-    """Per-bin practice probabilities (series, practice, bin), in batches, `workers` batches
-    at once. ONNX Runtime sessions run concurrently (the GIL is released) and a series'
-    output does not depend on its batch, so the result is the same; single-threaded sessions
-    on N workers cost ~30 % fewer CPU-seconds than one session with N intra-op threads
-    (measured on the shipped model, 2 cores: the model's small convolutions sync often)."""
+    """Per-bin practice probabilities (series, practice, bin), in batches (`_batch`),
+    `workers` batches at once. ONNX Runtime sessions run concurrently (the GIL is released)
+    and a series' output does not depend on its batch, so the result is the same;
+    single-threaded sessions on N workers cost ~30 % fewer CPU-seconds than one session with
+    N intra-op threads (measured on the shipped model, 2 cores: the model's small
+    convolutions sync often)."""
     if workers < 1:
         raise ConfigError(f"workers {workers} is not >= 1")
     out = np.empty((values.shape[0], len(PRACTICES), N_BINS), dtype=np.float32)
+    batch = _batch(model)
 
     def run(start: int) -> None:
-        chunk = values[start : start + BATCH]
+        chunk = values[start : start + batch]
         out[start : start + len(chunk)] = model.run({INPUT_NAME: chunk})[OUTPUT_NAME]
 
-    starts = range(0, values.shape[0], BATCH)
+    starts = range(0, values.shape[0], batch)
     if workers == 1 or len(starts) < 2 or model.backend != "onnxruntime":
         for start in starts:
             run(start)

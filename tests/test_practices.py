@@ -403,7 +403,7 @@ def test_model_outputs_do_not_depend_on_the_rest_of_the_batch() -> None:
 def test_batches_run_at_once_give_the_same_outputs() -> None:
     model = load_model("practices", InferenceConfig(threads=1))
     values = np.random.default_rng(5).standard_normal((9000, len(CHANNELS), N_BINS))
-    values = values.astype(np.float32)  # three batches
+    values = values.astype(np.float32)  # many batches
     assert np.array_equal(predict(model, values, workers=2), predict(model, values))
     with pytest.raises(ConfigError, match="workers 0"):
         predict(model, values, workers=0)

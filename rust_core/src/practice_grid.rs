@@ -137,15 +137,29 @@ impl Chunk<'_> {
             (bits[i >> 3] >> (i & 7)) & 1 == 1
         })
     }
+
+    /// The value of a row of the chunk, NaN when null.
+    #[inline]
+    fn get(&self, row: usize) -> f64 {
+        if self.is_valid(row) {
+            self.values[row]
+        } else {
+            f64::NAN
+        }
+    }
 }
 
-/// How the columns of a table are cut into chunks (Arrow record batches): each row's chunk
-/// and each chunk's first row, so chunked columns are read in place, not joined.
+/// How the columns of a table are cut into chunks (Arrow record batches), so chunked columns
+/// are read in place, not joined: each chunk's first row, and the chunk holding the first row
+/// of every block of `2^BLOCK_BITS` rows (a row's chunk is found among the few chunks of its
+/// block, from a table small enough to stay in cache, not from a per-row array).
 #[derive(Debug)]
 pub struct RowChunks {
-    chunk: Vec<u32>,
     start: Vec<usize>,
+    block: Vec<u32>,
 }
+
+const BLOCK_BITS: u32 = 12;
 
 impl RowChunks {
     /// The chunks of these lengths, in order.
@@ -154,17 +168,46 @@ impl RowChunks {
             return Err(KernelError::Input("more than 2^32 chunks".into()));
         }
         let mut start = Vec::with_capacity(lengths.len() + 1);
-        let mut chunk = Vec::with_capacity(lengths.iter().sum());
         start.push(0);
-        for (c, &len) in lengths.iter().enumerate() {
-            chunk.extend(std::iter::repeat_n(c as u32, len));
-            start.push(chunk.len());
+        for &len in lengths {
+            start.push(start[start.len() - 1] + len);
         }
-        Ok(RowChunks { chunk, start })
+        let n = start[lengths.len()];
+        // block[b]: the chunk of row min(b << BLOCK_BITS, n - 1), for b up to the block count
+        let blocks = n.div_ceil(1 << BLOCK_BITS);
+        let mut block = Vec::with_capacity(blocks + 1);
+        let mut c = 0;
+        for b in 0..=blocks {
+            let row = (b << BLOCK_BITS).min(n.saturating_sub(1));
+            while c + 1 < lengths.len() && start[c + 1] <= row {
+                c += 1;
+            }
+            block.push(c as u32);
+        }
+        Ok(RowChunks { start, block })
     }
 
     pub fn lengths(&self) -> impl Iterator<Item = usize> + '_ {
         self.start.windows(2).map(|w| w[1] - w[0])
+    }
+
+    /// Rows in all.
+    pub fn len(&self) -> usize {
+        self.start[self.start.len() - 1]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The chunk of a row and the row's index in it.
+    #[inline]
+    fn locate(&self, row: usize) -> (usize, usize) {
+        let b = row >> BLOCK_BITS;
+        let (first, last) = (self.block[b] as usize, self.block[b + 1] as usize);
+        // the row's chunk is the last of first..=last starting at or before it
+        let c = first + self.start[first + 1..=last].partition_point(|&s| s <= row);
+        (c, row - self.start[c])
     }
 }
 
@@ -177,11 +220,11 @@ pub struct Floats<'a> {
 
 impl Floats<'_> {
     pub fn len(&self) -> usize {
-        self.rows.chunk.len()
+        self.rows.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.chunk.is_empty()
+        self.rows.is_empty()
     }
 
     /// Whether the chunks are cut as `rows` says, each bitmap covering its chunk.
@@ -196,8 +239,8 @@ impl Floats<'_> {
 
     #[inline]
     fn locate(&self, row: usize) -> (&Chunk<'_>, usize) {
-        let c = self.rows.chunk[row] as usize;
-        (&self.chunks[c], row - self.rows.start[c])
+        let (c, i) = self.rows.locate(row);
+        (&self.chunks[c], i)
     }
 
     /// Whether the row's value is not null.
@@ -207,15 +250,17 @@ impl Floats<'_> {
         chunk.is_valid(i)
     }
 
+    /// The value of row `i` of chunk `c` (`RowChunks::locate`), NaN when null.
+    #[inline]
+    fn at(&self, (c, i): (usize, usize)) -> f64 {
+        self.chunks[c].get(i)
+    }
+
     /// The row's value, NaN when null.
     #[inline]
     pub fn get(&self, row: usize) -> f64 {
         let (chunk, i) = self.locate(row);
-        if chunk.is_valid(i) {
-            chunk.values[i]
-        } else {
-            f64::NAN
-        }
+        chunk.get(i)
     }
 }
 
@@ -248,6 +293,11 @@ pub struct SeriesGrid {
 
 impl RowTable<'_> {
     fn check(&self) -> Result<(), KernelError> {
+        if self.s2.is_empty() {
+            return Err(KernelError::Input(
+                "no Sentinel-2 feature (NDVI first)".into(),
+            ));
+        }
         let n = self.parcel.len();
         let mut lengths = vec![self.micros.len(), self.kind.len(), self.tile.len()];
         let mut floats = self.s2.clone();
@@ -255,7 +305,8 @@ impl RowTable<'_> {
             floats.extend([vv, vh]);
         }
         lengths.extend(floats.iter().map(Floats::len));
-        if !floats.iter().all(Floats::is_whole) {
+        let same_cut = |f: &Floats<'_>| f.rows.start == self.s2[0].rows.start;
+        if !floats.iter().all(|f| same_cut(f) && f.is_whole()) {
             return Err(KernelError::Input(
                 "a feature's chunks differ from the table's, or a bitmap is short".into(),
             ));
@@ -273,11 +324,6 @@ impl RowTable<'_> {
                 "parcel rank {bad} out of range (n_parcels {})",
                 self.n_parcels
             )));
-        }
-        if self.s2.is_empty() {
-            return Err(KernelError::Input(
-                "no Sentinel-2 feature (NDVI first)".into(),
-            ));
         }
         Ok(())
     }
@@ -315,45 +361,61 @@ pub fn row_kinds(
     if let Some((vv, vh)) = rows.s1 {
         floats.extend([vv, vh]);
     }
-    let same_length = rows.source.len() == n && floats.iter().all(|f| f.len() == n);
-    if !same_length || !floats.iter().all(Floats::is_whole) {
+    let same_cut = |f: &Floats<'_>| f.len() == n && f.rows.start == rows.ndvi.rows.start;
+    if rows.source.len() != n || !floats.iter().all(|f| same_cut(f) && f.is_whole()) {
         return Err(KernelError::Input(
             "row codes and columns differ in length".into(),
         ));
     }
-    let valid = rows.valid_fraction;
-    let classify = |r: usize| {
-        let at_least = |threshold: f64| {
-            let v = valid.get(r);
-            valid.is_valid(r) && (v.is_nan() || v >= threshold)
-        };
-        let ndvi = rows.ndvi.get(r);
-        let (sensor, source) = (rows.sensor[r], rows.source[r]);
-        let s2 = sensor == SENSOR_S2 && ndvi.is_finite();
-        let kind = if s2 && source == SOURCE_REBUILT {
-            KIND_S2_REBUILT
-        } else if s2 && at_least(min_valid) {
-            KIND_S2_CLEAR
-        } else if sensor == SENSOR_S1
-            && rows
-                .s1
-                .is_some_and(|(vv, vh)| vv.get(r).is_finite() && vh.get(r).is_finite())
-        {
-            KIND_S1
-        } else {
-            KIND_OTHER
-        };
-        let evidence = sensor == SENSOR_S2
-            && source == SOURCE_OBSERVED
-            && at_least(evidence_min_valid)
-            && !ndvi.is_nan();
-        (kind, evidence)
-    };
-    Ok((0..n)
+    // Chunk by chunk (in pieces of at most `PIECE` rows, in parallel): values read straight
+    // from their chunk, no per-row chunk lookup.
+    const PIECE: usize = 1 << 16;
+    let mut kind = vec![KIND_OTHER; n];
+    let mut evidence = vec![false; n];
+    let mut pieces = Vec::new();
+    let (mut kind_rest, mut evidence_rest) = (kind.as_mut_slice(), evidence.as_mut_slice());
+    for (c, len) in rows.ndvi.rows.lengths().enumerate() {
+        for first in (0..len).step_by(PIECE) {
+            let m = PIECE.min(len - first);
+            let (k, k_rest) = kind_rest.split_at_mut(m);
+            let (e, e_rest) = evidence_rest.split_at_mut(m);
+            pieces.push((c, first, k, e));
+            (kind_rest, evidence_rest) = (k_rest, e_rest);
+        }
+    }
+    pieces
         .into_par_iter()
-        .with_min_len(1 << 16)
-        .map(classify)
-        .unzip())
+        .for_each(|(c, first, kinds, evidences)| {
+            let (valid, ndvi) = (&rows.valid_fraction.chunks[c], &rows.ndvi.chunks[c]);
+            let s1 = rows.s1.map(|(vv, vh)| (&vv.chunks[c], &vh.chunks[c]));
+            let row0 = rows.ndvi.rows.start[c] + first;
+            for (j, (kind, evidence)) in kinds.iter_mut().zip(evidences.iter_mut()).enumerate() {
+                let (i, r) = (first + j, row0 + j);
+                let at_least = |threshold: f64| {
+                    let v = valid.values[i];
+                    valid.is_valid(i) && (v.is_nan() || v >= threshold)
+                };
+                let ndvi = ndvi.get(i);
+                let (sensor, source) = (rows.sensor[r], rows.source[r]);
+                let s2 = sensor == SENSOR_S2 && ndvi.is_finite();
+                *kind = if s2 && source == SOURCE_REBUILT {
+                    KIND_S2_REBUILT
+                } else if s2 && at_least(min_valid) {
+                    KIND_S2_CLEAR
+                } else if sensor == SENSOR_S1
+                    && s1.is_some_and(|(vv, vh)| vv.get(i).is_finite() && vh.get(i).is_finite())
+                {
+                    KIND_S1
+                } else {
+                    KIND_OTHER
+                };
+                *evidence = sensor == SENSOR_S2
+                    && source == SOURCE_OBSERVED
+                    && at_least(evidence_min_valid)
+                    && !ndvi.is_nan();
+            }
+        });
+    Ok((kind, evidence))
 }
 
 /// Row indices grouped by `group` (stable: table order inside a group) and group offsets.
@@ -534,14 +596,32 @@ impl Calendar {
 /// The series of a table (one per parcel-year, in (parcel rank, year) order) and where their
 /// rows are: what filling any batch of series on the grid needs.
 pub struct SeriesPlan {
-    calendar: Calendar,
     /// Row indices grouped by parcel (table order inside a parcel), and parcel offsets.
     order: Vec<u32>,
     offsets: Vec<usize>,
+    /// Per entry of `order`: its year's place among its parcel's years, kind and grid bin
+    /// (`pack`), so filling a series reads them in sequence, not from the row columns.
+    packed: Vec<u32>,
+    /// Each series' place among its parcel's years.
+    slot: Vec<u32>,
     pub parcel: Vec<u32>,
     pub year: Vec<i32>,
     /// Each series' smallest tile rank among its rows (`NO_TILE`: none has a tile).
     pub tile: Vec<u32>,
+}
+
+/// Bits of `SeriesPlan::packed`: bin (`BIN_MASK`: outside the grid), kind, year slot.
+const BIN_BITS: u32 = 14;
+const BIN_MASK: u32 = (1 << BIN_BITS) - 1;
+const KIND_BITS: u32 = 2;
+// Year slots: more than the years `MAX_DAYS` of acquisitions can cover.
+const _: () = assert!(MAX_DAYS / 365 + 2 < 1 << (32 - BIN_BITS - KIND_BITS));
+
+/// A row's `SeriesPlan::packed` entry (a kind other than `KIND_*` is `KIND_OTHER`).
+fn pack(slot: u32, kind: u8, bin: u32) -> u32 {
+    let bin = if bin == NO_BIN { BIN_MASK } else { bin };
+    let kind = if kind > KIND_S1 { KIND_OTHER } else { kind };
+    (slot << (BIN_BITS + KIND_BITS)) | (u32::from(kind) << BIN_BITS) | bin
 }
 
 impl SeriesPlan {
@@ -553,35 +633,62 @@ impl SeriesPlan {
                 "S2 features, channels and norms differ in count".into(),
             ));
         }
+        if layout.n_bins >= BIN_MASK as usize {
+            return Err(KernelError::Input(format!(
+                "{} bins: at most {}",
+                layout.n_bins,
+                BIN_MASK - 1
+            )));
+        }
         let calendar = Calendar::spanning(rows.micros, layout)?;
         let (order, offsets) = rows_by_group(rows.parcel, rows.n_parcels);
+        let mut packed = vec![0u32; order.len()];
+        let mut parcels = Vec::with_capacity(rows.n_parcels);
+        let mut rest = packed.as_mut_slice();
+        for p in 0..rows.n_parcels {
+            let (mine, others) = rest.split_at_mut(offsets[p + 1] - offsets[p]);
+            parcels.push((p, mine));
+            rest = others;
+        }
         // Each parcel's distinct years (sorted), with the smallest tile of each year's rows.
-        let years: Vec<Vec<(i32, u32)>> = (0..rows.n_parcels)
+        let years: Vec<Vec<(i32, u32)>> = parcels
             .into_par_iter()
-            .map(|p| {
-                let mut ys: Vec<(i32, u32)> = order[offsets[p]..offsets[p + 1]]
+            .map_init(Vec::new, |days, (p, packed)| {
+                let parcel_rows = &order[offsets[p]..offsets[p + 1]];
+                days.clear();
+                days.extend(
+                    parcel_rows
+                        .iter()
+                        .map(|&r| calendar.day(rows.micros[r as usize])),
+                );
+                let mut ys: Vec<(i32, u32)> = parcel_rows
                     .iter()
-                    .map(|&r| {
-                        let r = r as usize;
-                        (calendar.day(rows.micros[r]).0, rows.tile[r])
-                    })
+                    .zip(days.iter())
+                    .map(|(&r, &(year, _))| (year, rows.tile[r as usize]))
                     .collect();
                 ys.sort_unstable();
                 ys.dedup_by_key(|y| y.0); // keeps the first, smallest tile of each year
+                for ((out, &r), &(year, bin)) in packed.iter_mut().zip(parcel_rows).zip(days.iter())
+                {
+                    let slot = ys.partition_point(|y| y.0 < year) as u32;
+                    *out = pack(slot, rows.kind[r as usize], bin);
+                }
                 ys
             })
             .collect();
         let n_series: usize = years.iter().map(Vec::len).sum();
         let mut plan = SeriesPlan {
-            calendar,
             order,
             offsets,
+            packed,
+            slot: Vec::with_capacity(n_series),
             parcel: Vec::with_capacity(n_series),
             year: Vec::with_capacity(n_series),
             tile: Vec::with_capacity(n_series),
         };
         for (p, ys) in years.iter().enumerate() {
             plan.parcel.extend(std::iter::repeat_n(p as u32, ys.len()));
+            plan.slot.extend(0..ys.len() as u32);
             plan.year.extend(ys.iter().map(|y| y.0));
             plan.tile.extend(ys.iter().map(|y| y.1));
         }
@@ -610,16 +717,10 @@ impl SeriesPlan {
         for (i, block) in out.chunks_exact_mut(series_size).enumerate() {
             let s = first + i;
             let p = self.parcel[s] as usize;
-            let parcel_rows = &self.order[self.offsets[p]..self.offsets[p + 1]];
+            let span = self.offsets[p]..self.offsets[p + 1];
+            let entries = (&self.order[span.clone()], &self.packed[span]);
             block.fill(0.0);
-            scratch.fill(
-                rows,
-                layout,
-                &self.calendar,
-                parcel_rows,
-                self.year[s],
-                block,
-            );
+            scratch.fill(rows, layout, entries, self.slot[s], block);
         }
     }
 }
@@ -739,33 +840,41 @@ impl SeriesScratch {
         }
     }
 
-    /// Fills one series' `[n_channels, n_bins]` block (zeroed).
+    /// Fills one series' `[n_channels, n_bins]` block (zeroed) from its parcel's rows and
+    /// their `SeriesPlan::packed` entries: those of the series' year slot.
     fn fill(
         &mut self,
         rows: &RowTable<'_>,
         layout: &GridLayout,
-        calendar: &Calendar,
-        parcel_rows: &[u32],
-        year: i32,
+        (parcel_rows, packed): (&[u32], &[u32]),
+        slot: u32,
         out: &mut [f32],
     ) {
         let n_bins = layout.n_bins;
         self.clear.clear();
         self.rebuilt.clear();
         self.s1.clear();
-        for &r in parcel_rows {
-            let r = r as usize;
-            let (y, bin) = calendar.day(rows.micros[r]);
-            if y != year || bin == NO_BIN {
+        let chunks = rows.s2[0].rows;
+        for (&r, &entry) in parcel_rows.iter().zip(packed) {
+            let bin = entry & BIN_MASK;
+            if entry >> (BIN_BITS + KIND_BITS) != slot || bin == BIN_MASK {
                 continue;
             }
             let bin = bin as usize;
-            match rows.kind[r] {
-                KIND_S2_CLEAR => self.clear.add(bin, rows.s2.iter().map(|c| c.get(r))),
-                KIND_S2_REBUILT => self.rebuilt.add(bin, rows.s2.iter().map(|c| c.get(r))),
+            let at = || chunks.locate(r as usize);
+            match ((entry >> BIN_BITS) & ((1 << KIND_BITS) - 1)) as u8 {
+                KIND_S2_CLEAR => {
+                    let at = at();
+                    self.clear.add(bin, rows.s2.iter().map(|c| c.at(at)));
+                }
+                KIND_S2_REBUILT => {
+                    let at = at();
+                    self.rebuilt.add(bin, rows.s2.iter().map(|c| c.at(at)));
+                }
                 KIND_S1 => {
                     if let Some((vv, vh)) = rows.s1 {
-                        let (vv, vh) = (vv.get(r), vh.get(r));
+                        let at = at();
+                        let (vv, vh) = (vv.at(at), vh.at(at));
                         self.s1.add(bin, [vv, vh, vh - vv].into_iter());
                     }
                 }
