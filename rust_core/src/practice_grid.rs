@@ -1230,6 +1230,279 @@ mod tests {
         assert_eq!(evidence, yes.to_vec());
     }
 
+    /// A tiny deterministic generator for random test tables.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let z = (self.0 ^ (self.0 >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Random chunk lengths (some empty) adding up to `n`.
+    fn random_cuts(rng: &mut Rng, n: usize) -> Vec<usize> {
+        let mut lengths = Vec::new();
+        let mut left = n;
+        while left > 0 {
+            let len = match rng.below(4) {
+                0 => 0,
+                1 => rng.below(5) as usize,
+                _ => rng.below(9000) as usize,
+            }
+            .min(left);
+            lengths.push(len);
+            left -= len;
+        }
+        lengths.push(0);
+        lengths
+    }
+
+    #[test]
+    fn rows_are_located_in_their_chunk_as_a_linear_scan_finds_it() {
+        let mut rng = Rng(7);
+        for n in [1usize, 5, 4096, 4097, 30_000] {
+            let lengths = random_cuts(&mut rng, n);
+            let chunks = RowChunks::new(&lengths).unwrap();
+            assert_eq!(chunks.len(), n);
+            let mut expected = Vec::new();
+            for (c, &len) in lengths.iter().enumerate() {
+                expected.extend((0..len).map(|i| (c, i)));
+            }
+            let found: Vec<_> = (0..n).map(|r| chunks.locate(r)).collect();
+            assert_eq!(found, expected, "lengths {lengths:?}");
+        }
+    }
+
+    /// A random float column cut as `lengths`: values (some NaN or infinite) and, in some
+    /// chunks, a bitmap at a random bit offset with some nulls.
+    struct RandomColumn {
+        values: Vec<Vec<f64>>,
+        bits: Vec<Option<(Vec<u8>, usize)>>,
+    }
+
+    impl RandomColumn {
+        fn new(rng: &mut Rng, lengths: &[usize]) -> Self {
+            let mut column = RandomColumn {
+                values: vec![],
+                bits: vec![],
+            };
+            for &len in lengths {
+                let value = |rng: &mut Rng| match rng.below(20) {
+                    0 => f64::NAN,
+                    1 => f64::INFINITY,
+                    _ => rng.below(1000) as f64 / 1000.0 - 0.2,
+                };
+                column.values.push((0..len).map(|_| value(rng)).collect());
+                column.bits.push(if rng.below(2) == 0 {
+                    let offset = rng.below(8) as usize;
+                    let bits = (0..(offset + len).div_ceil(8) + 1)
+                        .map(|_| (rng.next() | rng.next()) as u8)
+                        .collect();
+                    Some((bits, offset))
+                } else {
+                    None
+                });
+            }
+            column
+        }
+
+        fn chunks(&self) -> Vec<Chunk<'_>> {
+            self.values
+                .iter()
+                .zip(&self.bits)
+                .map(|(values, bits)| Chunk {
+                    values,
+                    validity: bits.as_ref().map(|(b, o)| (b.as_slice(), *o)),
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn row_kinds_chunk_by_chunk_match_a_row_by_row_reference() {
+        let mut rng = Rng(11);
+        let n = 70_000;
+        let lengths = random_cuts(&mut rng, n);
+        let index = RowChunks::new(&lengths).unwrap();
+        let columns: Vec<_> = (0..4)
+            .map(|_| RandomColumn::new(&mut rng, &lengths))
+            .collect();
+        let chunks: Vec<_> = columns.iter().map(RandomColumn::chunks).collect();
+        let floats: Vec<_> = chunks
+            .iter()
+            .map(|c| Floats {
+                chunks: c,
+                rows: &index,
+            })
+            .collect();
+        let sensor: Vec<u8> = (0..n).map(|_| rng.below(3) as u8).collect();
+        let source: Vec<u8> = (0..n).map(|_| rng.below(3) as u8).collect();
+        let codes = RowCodes {
+            sensor: &sensor,
+            source: &source,
+            valid_fraction: floats[0],
+            ndvi: floats[1],
+            s1: Some((floats[2], floats[3])),
+        };
+        let (kind, evidence) = row_kinds(&codes, 0.5, 0.3).unwrap();
+        let at_least = |r: usize, t: f64| {
+            let v = floats[0].get(r);
+            floats[0].is_valid(r) && (v.is_nan() || v >= t)
+        };
+        for r in 0..n {
+            let ndvi = floats[1].get(r);
+            let s2 = sensor[r] == SENSOR_S2 && ndvi.is_finite();
+            let s1 = floats[2].get(r).is_finite() && floats[3].get(r).is_finite();
+            let expected = match () {
+                () if s2 && source[r] == SOURCE_REBUILT => KIND_S2_REBUILT,
+                () if s2 && at_least(r, 0.5) => KIND_S2_CLEAR,
+                () if sensor[r] == SENSOR_S1 && s1 => KIND_S1,
+                () => KIND_OTHER,
+            };
+            assert_eq!(kind[r], expected, "row {r}");
+            let clear = sensor[r] == SENSOR_S2 && source[r] == SOURCE_OBSERVED;
+            assert_eq!(evidence[r], clear && at_least(r, 0.3) && !ndvi.is_nan());
+        }
+        // columns cut differently are refused
+        let other = RowChunks::new(&[n]).unwrap();
+        let whole = RandomColumn::new(&mut rng, &[n]);
+        let whole_chunks = whole.chunks();
+        let cut_otherwise = RowCodes {
+            ndvi: Floats {
+                chunks: &whole_chunks,
+                rows: &other,
+            },
+            ..codes
+        };
+        assert!(row_kinds(&cut_otherwise, 0.5, 0.3).is_err());
+    }
+
+    #[test]
+    fn batches_fill_the_same_grid_as_the_whole_table() {
+        let mut rng = Rng(5);
+        let n = 20_000;
+        let n_parcels = 300;
+        let lengths = random_cuts(&mut rng, n);
+        let index = RowChunks::new(&lengths).unwrap();
+        let columns: Vec<_> = (0..4)
+            .map(|_| RandomColumn::new(&mut rng, &lengths))
+            .collect();
+        let chunks: Vec<_> = columns.iter().map(RandomColumn::chunks).collect();
+        let floats: Vec<_> = chunks
+            .iter()
+            .map(|c| Floats {
+                chunks: c,
+                rows: &index,
+            })
+            .collect();
+        let parcel: Vec<u32> = (0..n).map(|_| rng.below(n_parcels) as u32).collect();
+        // two years and a bit, so parcels have one to three series and rows fall off the grid
+        let micros: Vec<i64> = (0..n)
+            .map(|_| rng.below(800) as i64 * MICROS_PER_DAY + rng.below(1000) as i64)
+            .collect();
+        let kind: Vec<u8> = (0..n).map(|_| rng.below(5) as u8).collect();
+        let tile: Vec<u32> = (0..n)
+            .map(|_| [NO_TILE, 0, 1, 2][rng.below(4) as usize])
+            .collect();
+        let rows = RowTable {
+            parcel: &parcel,
+            n_parcels: n_parcels as usize,
+            micros: &micros,
+            kind: &kind,
+            tile: &tile,
+            s2: vec![floats[0], floats[1]],
+            s1: Some((floats[2], floats[3])),
+        };
+        let layout = GridLayout {
+            start_doy: 30,
+            bin_days: 5,
+            n_bins: 64,
+            n_channels: 8,
+            s2_channels: vec![0, 1],
+            s2_norm: vec![(0.5, 0.3), (0.1, 0.2)],
+            s2_observed: 2,
+            s2_reconstructed: 3,
+            s1_channels: [4, 5, 6],
+            s1_norm: [(0.0, 1.0), (0.2, 2.0), (-0.1, 0.5)],
+            s1_observed: 7,
+        };
+        let whole = series_grid(&rows, &layout).unwrap();
+        let size = layout.n_channels * layout.n_bins;
+        assert!(whole.parcel.len() > n_parcels as usize);
+        let plan = SeriesPlan::new(&rows, &layout).unwrap();
+        assert_eq!(
+            (&plan.parcel, &plan.year, &plan.tile),
+            (&whole.parcel, &whole.year, &whole.tile)
+        );
+        for (batch, threads) in [(1, 1), (7, 2), (64, 3), (5000, 2)] {
+            let mut buffers = vec![vec![f32::NAN; batch * size]; threads];
+            let got = std::sync::Mutex::new(vec![f32::NAN; whole.values.len()]);
+            let run = |_: usize, first: usize, values: &[f32]| -> Result<(), ()> {
+                got.lock().unwrap()[first * size..first * size + values.len()]
+                    .copy_from_slice(values);
+                Ok(())
+            };
+            let slices = buffers.iter_mut().map(Vec::as_mut_slice).collect();
+            let cancel = AtomicBool::new(false);
+            let done = grid_batches(&rows, &layout, &plan, batch, slices, &cancel, &run);
+            assert_eq!(done, Ok(Ok(())));
+            let got = got.into_inner().unwrap();
+            // bitwise, NaN included
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&whole.values), "batch {batch}");
+        }
+        // the first error stops the batches; a small buffer is refused; cancel stops them
+        let calls = AtomicUsize::new(0);
+        let failing = |_: usize, first: usize, _: &[f32]| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            if first >= 10 {
+                Err(first)
+            } else {
+                Ok(())
+            }
+        };
+        let mut buffer = vec![0.0; 10 * size];
+        let cancel = AtomicBool::new(false);
+        let done = grid_batches(
+            &rows,
+            &layout,
+            &plan,
+            10,
+            vec![&mut buffer],
+            &cancel,
+            &failing,
+        );
+        assert_eq!((done, calls.load(Ordering::Relaxed)), (Ok(Err(10)), 2));
+        let small = grid_batches(
+            &rows,
+            &layout,
+            &plan,
+            11,
+            vec![&mut buffer],
+            &cancel,
+            &failing,
+        );
+        assert!(small.is_err());
+        cancel.store(true, Ordering::Relaxed);
+        let stopped = grid_batches(
+            &rows,
+            &layout,
+            &plan,
+            10,
+            vec![&mut buffer],
+            &cancel,
+            &failing,
+        );
+        assert!(matches!(stopped, Err(KernelError::Cancelled)));
+    }
+
     #[test]
     fn peaks_take_one_per_plateau_and_refine_the_bin() {
         let p = [0.1f32, 0.6, 0.9, 0.6, 0.1, 0.7, 0.7, 0.2];
