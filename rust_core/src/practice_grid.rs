@@ -418,22 +418,39 @@ pub fn row_kinds(
     Ok((kind, evidence))
 }
 
-/// Row indices grouped by `group` (stable: table order inside a group) and group offsets.
-fn rows_by_group(group: &[u32], n_groups: usize) -> (Vec<u32>, Vec<usize>) {
-    let mut offsets = vec![0usize; n_groups + 1];
-    for &g in group {
-        offsets[g as usize + 1] += 1;
+/// Row indices grouped by parcel (stable: table order inside a parcel), parcel offsets, and
+/// each grouped row's `pack`ed kind and grid bin, with its year counted from `first_year` in
+/// place of the slot: the rows' columns are read here in table order, once.
+fn rows_by_parcel(
+    rows: &RowTable<'_>,
+    calendar: &Calendar,
+    first_year: i32,
+) -> (Vec<u32>, Vec<usize>, Vec<u32>) {
+    let n_parcels = rows.n_parcels;
+    let mut offsets = vec![0usize; n_parcels + 1];
+    for &p in rows.parcel {
+        offsets[p as usize + 1] += 1;
     }
-    for i in 0..n_groups {
+    for i in 0..n_parcels {
         offsets[i + 1] += offsets[i];
     }
-    let mut cursor = offsets[..n_groups].to_vec();
-    let mut order = vec![0u32; group.len()];
-    for (row, &g) in group.iter().enumerate() {
-        order[cursor[g as usize]] = row as u32;
-        cursor[g as usize] += 1;
+    let mut cursor = offsets[..n_parcels].to_vec();
+    let mut order = vec![0u32; rows.parcel.len()];
+    let mut packed = vec![0u32; rows.parcel.len()];
+    for (row, ((&p, &micros), &kind)) in rows
+        .parcel
+        .iter()
+        .zip(rows.micros)
+        .zip(rows.kind)
+        .enumerate()
+    {
+        let (year, bin) = calendar.day(micros);
+        let at = &mut cursor[p as usize];
+        order[*at] = row as u32;
+        packed[*at] = pack((year - first_year) as u32, kind, bin);
+        *at += 1;
     }
-    (order, offsets)
+    (order, offsets, packed)
 }
 
 /// Per-bin sums (f64, row order) and counts of some features over some rows of one series.
@@ -641,8 +658,8 @@ impl SeriesPlan {
             )));
         }
         let calendar = Calendar::spanning(rows.micros, layout)?;
-        let (order, offsets) = rows_by_group(rows.parcel, rows.n_parcels);
-        let mut packed = vec![0u32; order.len()];
+        let first_year = calendar.days.first().map_or(0, |d| d.0);
+        let (order, offsets, mut packed) = rows_by_parcel(rows, &calendar, first_year);
         let mut parcels = Vec::with_capacity(rows.n_parcels);
         let mut rest = packed.as_mut_slice();
         for p in 0..rows.n_parcels {
@@ -650,30 +667,27 @@ impl SeriesPlan {
             parcels.push((p, mine));
             rest = others;
         }
-        // Each parcel's distinct years (sorted), with the smallest tile of each year's rows.
+        // Each parcel's distinct years (sorted), with the smallest tile of each year's rows;
+        // each entry's year (counted from `first_year`) becomes its year's slot.
         let years: Vec<Vec<(i32, u32)>> = parcels
             .into_par_iter()
-            .map_init(Vec::new, |days, (p, packed)| {
+            .map(|(p, packed)| {
                 let parcel_rows = &order[offsets[p]..offsets[p + 1]];
-                days.clear();
-                days.extend(
-                    parcel_rows
-                        .iter()
-                        .map(|&r| calendar.day(rows.micros[r as usize])),
-                );
-                let mut ys: Vec<(i32, u32)> = parcel_rows
+                let year = |entry: u32| entry >> (BIN_BITS + KIND_BITS);
+                let mut ys: Vec<(u32, u32)> = parcel_rows
                     .iter()
-                    .zip(days.iter())
-                    .map(|(&r, &(year, _))| (year, rows.tile[r as usize]))
+                    .zip(packed.iter())
+                    .map(|(&r, &entry)| (year(entry), rows.tile[r as usize]))
                     .collect();
                 ys.sort_unstable();
                 ys.dedup_by_key(|y| y.0); // keeps the first, smallest tile of each year
-                for ((out, &r), &(year, bin)) in packed.iter_mut().zip(parcel_rows).zip(days.iter())
-                {
-                    let slot = ys.partition_point(|y| y.0 < year) as u32;
-                    *out = pack(slot, rows.kind[r as usize], bin);
+                for entry in packed.iter_mut() {
+                    let slot = ys.partition_point(|y| y.0 < year(*entry)) as u32;
+                    *entry = (slot << (BIN_BITS + KIND_BITS)) | (*entry & ((1 << 16) - 1));
                 }
-                ys
+                ys.iter()
+                    .map(|&(y, tile)| (first_year + y as i32, tile))
+                    .collect()
             })
             .collect();
         let n_series: usize = years.iter().map(Vec::len).sum();
