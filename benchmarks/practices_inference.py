@@ -5,11 +5,12 @@ The table: 100 000 parcel-seasons built from a simulated, replayed season (its 3
 repeated under new ids). Timed, best of 3:
 
 * `detect_practices` end to end (no event emitted before, then a third of them emitted), and
-  its steps as it runs them: `prepare`, parcel ranks (parcel ids ranked), the grid (rows onto
-  the model's grid: tile ranks, the feature columns' Arrow buffers, sensor and source codes,
-  then two Rust passes: row kinds, and the grid itself), the model, peak decoding, the events
-  (dates, ids, suppression of emitted ones, order: one Rust pass) and their evidence rows
-  (nearest clear images in Rust, product id lists from Arrow offsets);
+  its steps: `prepare`, parcel ranks (parcel ids ranked), the row columns (tile ranks, the
+  feature columns' Arrow buffers, sensor and source codes, row kinds in Rust), then batch by
+  batch on `--threads` threads the grid (rows onto the model's grid, Rust), the model and
+  peak decoding, overlapped (the model's CPU-seconds counted apart), the events (dates, ids,
+  suppression of emitted ones, order: one Rust pass) and their evidence rows (nearest clear
+  images in Rust, product id lists from Arrow offsets);
 * the model alone on that grid: ONNX Runtime at `--threads` intra-op threads, as `--threads`
   single-threaded calls at once (what `parcel-monitor detect` does) and at one thread;
   PyTorch eager (same weights) on `--torch-device` (cpu by default; `cuda` on a GPU node).
@@ -18,7 +19,8 @@ repeated under new ids). Timed, best of 3:
         [--torch-device cpu]
 
 Prints wall-clock parcels per second and parcels per CPU-second (on a shared machine the wall
-clock understates what free cores do), and the largest difference between the runtimes.
+clock understates what free cores do), the CPU-seconds of the model and of everything else,
+and the largest difference between the runtimes.
 """
 
 from __future__ import annotations
@@ -92,9 +94,9 @@ class _ModelClock:
 
 def step_breakdown(table: pl.DataFrame, model: Model, n: int, workers: int) -> None:
     """The steps of `detect_practices`, timed one by one (best of 3 runs each): the same
-    calls in the same order, through the module's private helpers. The grid, the model and
-    peak decoding run batch by batch, overlapped: the model's share is the CPU time of the
-    threads running it."""
+    calls, through the module's private helpers, one after the other (`detect_practices`
+    runs the parcel ranks beside the row columns). The grid, the model and peak decoding run
+    batch by batch, overlapped: the model's share is the CPU time of the threads running it."""
     from monitor import __version__
     from monitor import practices as p
     from monitor.events import ModelRef
@@ -106,16 +108,12 @@ def step_breakdown(table: pl.DataFrame, model: Model, n: int, workers: int) -> N
         clock = _ModelClock(model)
         observations = _step(best, "prepare (checks, UTC)", p.prepare, table)
         rows = _step(best, "parcel ranks", p._Rows.of, observations)
+        grid = _step(
+            best, "row columns (kinds, features)", p._grid_input, observations, p.MIN_VALID_FRACTION
+        )
         batches = "grid + model + peaks, by batch"
         found = _step(
-            best,
-            batches,
-            p._grid_and_peaks,
-            observations,
-            rows,
-            clock,
-            p.DEFAULT_THRESHOLD,
-            workers,
+            best, batches, p._grid_and_peaks, rows, grid, clock, p.DEFAULT_THRESHOLD, workers
         )
         model_cpu.append(clock.cpu)
         events = _step(

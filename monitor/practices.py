@@ -228,6 +228,10 @@ class _Rows:
     parcel: npt.NDArray[np.uint32]  # each row's rank in parcel_ids
     micros: npt.NDArray[np.int64]  # acquired, microseconds since the epoch (UTC)
 
+    def grid_args(self) -> dict[str, Any]:
+        """The grid kernels' keyword arguments these rows give."""
+        return {"parcel": self.parcel, "n_parcels": len(self.parcel_ids), "micros": self.micros}
+
     @classmethod
     def of(cls, observations: pl.DataFrame) -> _Rows:
         parcel_ids, parcel = _ranks(observations.get_column("parcel_id"))
@@ -243,11 +247,19 @@ def _tile_ranks(tile: pl.Series) -> tuple[pl.Series, npt.NDArray[np.uint32]]:
     return _ranks(tile)
 
 
-def _grid_input(
-    observations: pl.DataFrame, rows: _Rows, min_valid: float
-) -> tuple[pl.Series, dict[str, Any], npt.NDArray[np.bool_]]:
-    """The tile ids, the grid kernels' keyword arguments (`_core.practice_series_grid`) and
-    which rows may be an event's evidence, of prepared rows."""
+@dataclass(frozen=True)
+class _GridInput:
+    """The row columns of a prepared table as the grid kernels take them (`args`: their
+    keyword arguments but the parcel ranks and times, `_Rows.grid_args`), the tile ids, and
+    which rows may be an event's evidence."""
+
+    tiles: pl.Series
+    args: dict[str, Any]
+    evidence: npt.NDArray[np.bool_]
+
+
+def _grid_input(observations: pl.DataFrame, min_valid: float) -> _GridInput:
+    """`_GridInput` of prepared rows."""
     if "tile" in observations.columns:
         tiles, tile = _tile_ranks(observations.get_column("tile"))
         if tiles.null_count():  # sorted last: a row without a tile does not count
@@ -264,9 +276,6 @@ def _grid_input(
     s1 = (features[-2], features[-1]) if with_s1 else None
     kind, evidence = _row_flags(observations, valid, s2[0], s1, min_valid)
     args = {
-        "parcel": rows.parcel,
-        "n_parcels": len(rows.parcel_ids),
-        "micros": rows.micros,
         "kind": kind,
         "tile": tile,
         "s2": s2,
@@ -283,7 +292,7 @@ def _grid_input(
         "s1_norm": list(_S1_NORM),
         "s1_observed": CHANNELS.index("S1_observed"),
     }
-    return tiles, args, evidence
+    return _GridInput(tiles, args, evidence)
 
 
 def _series_keys(
@@ -306,14 +315,13 @@ def _series_keys(
 
 
 def _series_tensor(
-    observations: pl.DataFrame, rows: _Rows, min_valid: float = MIN_VALID_FRACTION
+    rows: _Rows, grid: _GridInput
 ) -> tuple[SeriesTensor, npt.NDArray[np.uint32], npt.NDArray[np.bool_]]:
     """The model input of prepared rows, each series' parcel rank, and which rows may be an
     event's evidence."""
-    tiles, args, evidence = _grid_input(observations, rows, min_valid)
-    parcel, year, series_tile, values = _core.practice_series_grid(**args)
-    keys = _series_keys(rows.parcel_ids, tiles, parcel, year, series_tile)
-    return SeriesTensor(keys, values), parcel, evidence
+    parcel, year, series_tile, values = _core.practice_series_grid(**rows.grid_args(), **grid.args)
+    keys = _series_keys(rows.parcel_ids, grid.tiles, parcel, year, series_tile)
+    return SeriesTensor(keys, values), parcel, grid.evidence
 
 
 @dataclass(frozen=True)
@@ -328,7 +336,7 @@ class _Detected:
 
 
 def _grid_and_peaks(
-    observations: pl.DataFrame, rows: _Rows, model: Model, threshold: float, workers: int
+    rows: _Rows, grid: _GridInput, model: Model, threshold: float, workers: int
 ) -> _Detected:
     """The grid, the model and peak decoding, batch by batch (`_batch(model)`): each of
     `max(workers, 2)` threads fills a batch into its own reused buffer (Rust, GIL released),
@@ -338,7 +346,6 @@ def _grid_and_peaks(
     first touch cost ~0.17 CPU-s per 100 000 series) and with both cores busy."""
     if workers < 1:
         raise ConfigError(f"workers {workers} is not >= 1")
-    tiles, args, evidence = _grid_input(observations, rows, MIN_VALID_FRACTION)
     gate = threading.BoundedSemaphore(workers if model.backend == "onnxruntime" else 1)
     batch = _batch(model)
     shape = (batch, len(CHANNELS), N_BINS)
@@ -354,7 +361,7 @@ def _grid_and_peaks(
         found[first] = (series + first, *rest)
 
     parcel, year, series_tile = _core.practice_grid_batches(
-        **args, batch=batch, buffers=buffers, run=run
+        **rows.grid_args(), **grid.args, batch=batch, buffers=buffers, run=run
     )
     # Batches in series order, then stably by practice: `decode_peaks`'s order over the whole.
     parts = [found[first] for first in sorted(found)]
@@ -371,8 +378,8 @@ def _grid_and_peaks(
             "confidence": confidence[order],
         }
     )
-    keys = _series_keys(rows.parcel_ids, tiles, parcel, year, series_tile)
-    return _Detected(keys, parcel, peaks, evidence)
+    keys = _series_keys(rows.parcel_ids, grid.tiles, parcel, year, series_tile)
+    return _Detected(keys, parcel, peaks, grid.evidence)
 
 
 def series_tensor(
@@ -380,7 +387,7 @@ def series_tensor(
 ) -> SeriesTensor:
     """Resample a parcel observation table onto the model's grid (see the module docstring)."""
     observations = prepare(observations)
-    return _series_tensor(observations, _Rows.of(observations), min_valid)[0]
+    return _series_tensor(_Rows.of(observations), _grid_input(observations, min_valid))[0]
 
 
 def decode_peaks(probability: F32, threshold: float) -> pl.DataFrame:
@@ -632,11 +639,14 @@ def detect_practices(
         raise ConfigError(f"threshold {threshold} is not in (0, 1)")
     model = model or _shipped_model()
     observations = prepare(observations)
-    rows = _Rows.of(observations)
+    with ThreadPoolExecutor(1) as pool:  # the parcel ranks beside the other row columns
+        ranked = pool.submit(_Rows.of, observations)
+        grid = _grid_input(observations, MIN_VALID_FRACTION)
+        rows = ranked.result()
     if memo is None:
-        found = _grid_and_peaks(observations, rows, model, threshold, workers)
+        found = _grid_and_peaks(rows, grid, model, threshold, workers)
     else:
-        tensor, parcel_rank, candidate = _series_tensor(observations, rows)
+        tensor, parcel_rank, candidate = _series_tensor(rows, grid)
         probability = memo.predict(model, tensor, workers=workers)
         peaks = decode_peaks(probability, threshold)
         found = _Detected(tensor.keys, parcel_rank, peaks, candidate)
