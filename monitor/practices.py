@@ -10,7 +10,9 @@
    columns are read in place from their Arrow chunks, and the per-row work (row kinds,
    binning, means, interpolation) runs in the Rust kernels of
    `rust_core/src/practice_grid.rs`, in parallel.
-2. The model gives per-bin probabilities of each practice (`PRACTICES`).
+2. The model gives per-bin probabilities of each practice (`PRACTICES`). `detect_practices`
+   never builds the whole grid: threads fill it batch by batch into reused buffers, each
+   running the model and step 3 on its batch while another fills the next.
 3. `decode_peaks` keeps local maxima above a threshold (non-maximum suppression per practice)
    and refines each date inside its bin with a parabola through the neighbouring bins (in the
    same kernel module, as is the search for each event's evidence rows).
