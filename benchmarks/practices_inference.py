@@ -5,11 +5,12 @@ The table: 100 000 parcel-seasons built from a simulated, replayed season (its 3
 repeated under new ids). Timed, best of 3:
 
 * `detect_practices` end to end (no event emitted before, then a third of them emitted), and
-  its steps as it runs them: `prepare`, parcel ranks (parcel ids ranked), the grid (rows onto
-  the model's grid: tile ranks, the feature columns' Arrow buffers, sensor and source codes,
-  then two Rust passes: row kinds, and the grid itself), the model, peak decoding, the events
-  (dates, ids, suppression of emitted ones, order: one Rust pass) and their evidence rows
-  (nearest clear images in Rust, product id lists from Arrow offsets);
+  its steps: `prepare`, parcel ranks (parcel ids ranked), the row columns (tile ranks, the
+  feature columns' Arrow buffers, sensor and source codes, row kinds in Rust), then batch by
+  batch on `--threads` threads the grid (rows onto the model's grid, Rust), the model and
+  peak decoding, overlapped (the model's CPU-seconds counted apart), the events (dates, ids,
+  suppression of emitted ones, order: one Rust pass) and their evidence rows (nearest clear
+  images in Rust, product id lists from Arrow offsets);
 * the model alone on that grid: ONNX Runtime at `--threads` intra-op threads, as `--threads`
   single-threaded calls at once (what `parcel-monitor detect` does) and at one thread;
   PyTorch eager (same weights) on `--torch-device` (cpu by default; `cuda` on a GPU node).
@@ -18,16 +19,17 @@ repeated under new ids). Timed, best of 3:
         [--torch-device cpu]
 
 Prints wall-clock parcels per second and parcels per CPU-second (on a shared machine the wall
-clock understates what free cores do), and the largest difference between the runtimes.
+clock understates what free cores do), the CPU-seconds of the model and of everything else,
+and the largest difference between the runtimes.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import threading
 import time
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -69,41 +71,70 @@ def _step(best: dict[str, tuple[float, float]], name: str, what: Callable[..., T
     return out
 
 
+class _ModelClock:
+    """A model whose `run` adds the CPU-seconds of the calling thread to `cpu` (exact for
+    single-threaded sessions, which run the model on that thread)."""
+
+    def __init__(self, model: Model) -> None:
+        self.model, self.cpu = model, 0.0
+        self.name, self.backend = model.name, model.backend
+        self._lock = threading.Lock()
+
+    @property
+    def input_names(self) -> list[str]:
+        return self.model.input_names
+
+    def run(self, inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        start = time.thread_time()
+        out = self.model.run(inputs)
+        with self._lock:
+            self.cpu += time.thread_time() - start
+        return out
+
+
 def step_breakdown(table: pl.DataFrame, model: Model, n: int, workers: int) -> None:
     """The steps of `detect_practices`, timed one by one (best of 3 runs each): the same
-    calls in the same order, through the module's private helpers."""
+    calls, through the module's private helpers, one after the other (`detect_practices`
+    runs the parcel ranks beside the row columns). The grid, the model and peak decoding run
+    batch by batch, overlapped: the model's share is the CPU time of the threads running it."""
     from monitor import __version__
     from monitor import practices as p
     from monitor.events import ModelRef
 
     best: dict[str, tuple[float, float]] = {}
     ref = ModelRef(model.name, __version__)
+    model_cpu: list[float] = []
     for _ in range(3):
+        clock = _ModelClock(model)
         observations = _step(best, "prepare (checks, UTC)", p.prepare, table)
         rows = _step(best, "parcel ranks", p._Rows.of, observations)
-        grid = "grid (row kinds, features, kernel)"
-        tensor, parcel_rank, evidence = _step(best, grid, p._series_tensor, observations, rows)
-        probability = _step(
-            best, "model", partial(p.predict, workers=workers), model, tensor.values
+        grid = _step(
+            best, "row columns (kinds, features)", p._grid_input, observations, p.MIN_VALID_FRACTION
         )
-        peaks = _step(best, "peak decoding", p.decode_peaks, probability, p.DEFAULT_THRESHOLD)
+        batches = "grid + model + peaks, by batch"
+        found = _step(
+            best, batches, p._grid_and_peaks, rows, grid, clock, p.DEFAULT_THRESHOLD, workers
+        )
+        model_cpu.append(clock.cpu)
         events = _step(
             best,
             "events (dates, ids, order)",
             p._event_frame,
-            tensor,
-            parcel_rank,
+            found.keys,
+            found.parcel,
             rows.parcel_ids,
-            peaks,
+            found.peaks,
             ref,
             set(),
         )
-        _step(best, "evidence rows", p._with_evidence, events, observations, rows, evidence)
+        _step(best, "evidence rows", p._with_evidence, events, observations, rows, found.evidence)
     for name, (wall, cpu) in best.items():
         parcels_line(f"  {name}", n, wall, cpu)
+    model = min(model_cpu)
+    print(f"    of which the model: {model:.2f} CPU-s, the rest {best[batches][1] - model:.2f}")
     wall, cpu = (sum(t[i] for t in best.values()) for i in (0, 1))
     parcels_line("  all steps", n, wall, cpu)
-    parcels_line("  all but the model", n, wall - best["model"][0], cpu - best["model"][1])
+    print(f"  CPU-s per {n} parcel-seasons: model {model:.2f}, the rest {cpu - model:.2f}")
 
 
 def torch_eager(values: F32, device: str, threads: int) -> Callable[[], F32] | None:

@@ -2,6 +2,7 @@
 typed facades in `monitor` instead. Checked against the compiled module by mypy stubtest."""
 
 import os
+from collections.abc import Callable
 from typing import Any, final
 
 import numpy as np
@@ -18,6 +19,7 @@ __all__ = [
     "pixel_set",
     "practice_decode_peaks",
     "practice_events_of_peaks",
+    "practice_grid_batches",
     "practice_group_keys",
     "practice_nearest_rows",
     "practice_row_kinds",
@@ -159,6 +161,29 @@ def practice_series_grid(
 ) -> tuple[
     npt.NDArray[np.uint32], npt.NDArray[np.int32], npt.NDArray[np.uint32], npt.NDArray[np.float32]
 ]: ...
+def practice_grid_batches(
+    parcel: npt.NDArray[np.uint32],
+    n_parcels: int,
+    micros: npt.NDArray[np.int64],
+    kind: npt.NDArray[np.uint8],
+    tile: npt.NDArray[np.uint32],
+    s2: list[_FloatColumn],
+    s1: tuple[_FloatColumn, _FloatColumn] | None,
+    start_doy: int,
+    bin_days: int,
+    n_bins: int,
+    n_channels: int,
+    s2_channels: list[int],
+    s2_norm: list[tuple[float, float]],
+    s2_observed: int,
+    s2_reconstructed: int,
+    s1_channels: list[int] | tuple[int, int, int],
+    s1_norm: list[tuple[float, float]] | tuple[tuple[float, float], ...],
+    s1_observed: int,
+    batch: int,
+    buffers: list[npt.NDArray[np.float32]],
+    run: Callable[[int, int, int], object],
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int32], npt.NDArray[np.uint32]]: ...
 def practice_decode_peaks(
     probability: npt.NDArray[np.float32], threshold: float, radius: list[int]
 ) -> tuple[

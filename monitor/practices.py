@@ -10,7 +10,9 @@
    columns are read in place from their Arrow chunks, and the per-row work (row kinds,
    binning, means, interpolation) runs in the Rust kernels of
    `rust_core/src/practice_grid.rs`, in parallel.
-2. The model gives per-bin probabilities of each practice (`PRACTICES`).
+2. The model gives per-bin probabilities of each practice (`PRACTICES`). `detect_practices`
+   never builds the whole grid: threads fill it batch by batch into reused buffers, each
+   running the model and step 3 on its batch while another fills the next.
 3. `decode_peaks` keeps local maxima above a threshold (non-maximum suppression per practice)
    and refines each date inside its bin with a parabola through the neighbouring bins (in the
    same kernel module, as is the search for each event's evidence rows).
@@ -34,13 +36,14 @@ trained with such channels dropped).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -85,7 +88,12 @@ MIN_VALID_FRACTION: Final = 0.5  # S2 rows with fewer clear pixels are treated a
 DEFAULT_THRESHOLD: Final = 0.5
 # Non-maximum suppression radius per practice, in bins (two mowings are >= ~25 days apart).
 NMS_BINS: Final = {"mowing": 4, "ploughing": 5, "harvest": 6}
-BATCH: Final = 4096  # series per model call
+BATCH: Final = 4096  # series per model call on an accelerator (TensorRT)
+# Series per ONNX Runtime (CPU) call: a batch's activations stay in cache. CPU-seconds of the
+# shipped model per 100 000 series, 1 thread: 0.74 at 512, 0.76 at 2048, 0.85 at 4096.
+CPU_BATCH: Final = 512
+# Threads filling grid batches (one fills while another runs the model), whatever `workers`.
+_FILL_THREADS: Final = 2
 _MEMO_CHUNK: Final = 1024  # series compared at a time by `PredictionMemo`
 # The missing tile of the grid kernel (rust_core/src/practice_grid.rs).
 _NO_TILE: Final = 2**32 - 1
@@ -222,6 +230,10 @@ class _Rows:
     parcel: npt.NDArray[np.uint32]  # each row's rank in parcel_ids
     micros: npt.NDArray[np.int64]  # acquired, microseconds since the epoch (UTC)
 
+    def grid_args(self) -> dict[str, Any]:
+        """The grid kernels' keyword arguments these rows give."""
+        return {"parcel": self.parcel, "n_parcels": len(self.parcel_ids), "micros": self.micros}
+
     @classmethod
     def of(cls, observations: pl.DataFrame) -> _Rows:
         parcel_ids, parcel = _ranks(observations.get_column("parcel_id"))
@@ -237,11 +249,19 @@ def _tile_ranks(tile: pl.Series) -> tuple[pl.Series, npt.NDArray[np.uint32]]:
     return _ranks(tile)
 
 
-def _series_tensor(
-    observations: pl.DataFrame, rows: _Rows, min_valid: float = MIN_VALID_FRACTION
-) -> tuple[SeriesTensor, npt.NDArray[np.uint32], npt.NDArray[np.bool_]]:
-    """The model input of prepared rows, each series' parcel rank, and which rows may be an
-    event's evidence."""
+@dataclass(frozen=True)
+class _GridInput:
+    """The row columns of a prepared table as the grid kernels take them (`args`: their
+    keyword arguments but the parcel ranks and times, `_Rows.grid_args`), the tile ids, and
+    which rows may be an event's evidence."""
+
+    tiles: pl.Series
+    args: dict[str, Any]
+    evidence: npt.NDArray[np.bool_]
+
+
+def _grid_input(observations: pl.DataFrame, min_valid: float) -> _GridInput:
+    """`_GridInput` of prepared rows."""
     if "tile" in observations.columns:
         tiles, tile = _tile_ranks(observations.get_column("tile"))
         if tiles.null_count():  # sorted last: a row without a tile does not count
@@ -257,36 +277,111 @@ def _series_tensor(
     s2 = features[: len(present)]
     s1 = (features[-2], features[-1]) if with_s1 else None
     kind, evidence = _row_flags(observations, valid, s2[0], s1, min_valid)
-    parcel, year, series_tile, values = _core.practice_series_grid(
-        rows.parcel,
-        len(rows.parcel_ids),
-        rows.micros,
-        kind,
-        tile,
-        s2,
-        s1,
-        GRID_START_DOY,
-        BIN_DAYS,
-        N_BINS,
-        len(CHANNELS),
-        present,
-        [_S2_NORM[i] for i in present],
-        CHANNELS.index("S2_observed"),
-        CHANNELS.index("S2_reconstructed"),
-        [CHANNELS.index(c) for c in ("VV", "VH", "VH_minus_VV")],
-        list(_S1_NORM),
-        CHANNELS.index("S1_observed"),
-    )
+    args = {
+        "kind": kind,
+        "tile": tile,
+        "s2": s2,
+        "s1": s1,
+        "start_doy": GRID_START_DOY,
+        "bin_days": BIN_DAYS,
+        "n_bins": N_BINS,
+        "n_channels": len(CHANNELS),
+        "s2_channels": present,
+        "s2_norm": [_S2_NORM[i] for i in present],
+        "s2_observed": CHANNELS.index("S2_observed"),
+        "s2_reconstructed": CHANNELS.index("S2_reconstructed"),
+        "s1_channels": [CHANNELS.index(c) for c in ("VV", "VH", "VH_minus_VV")],
+        "s1_norm": list(_S1_NORM),
+        "s1_observed": CHANNELS.index("S1_observed"),
+    }
+    return _GridInput(tiles, args, evidence)
+
+
+def _series_keys(
+    parcel_ids: pl.Series,
+    tiles: pl.Series,
+    parcel: npt.NDArray[np.uint32],
+    year: npt.NDArray[np.int32],
+    series_tile: npt.NDArray[np.uint32],
+) -> pl.DataFrame:
+    """`SeriesTensor.keys` of the grid kernels' series (parcel rank, year, tile rank)."""
     tile_index = pl.Series(series_tile, dtype=pl.UInt32)
-    keys = pl.DataFrame(
+    return pl.DataFrame(
         {
-            "parcel_id": rows.parcel_ids.gather(parcel),
+            "parcel_id": parcel_ids.gather(parcel),
             "year": pl.Series(year, dtype=pl.Int32),
             # a series none of whose rows has a tile has none
             "tile": tiles.gather(tile_index.set(tile_index == _NO_TILE, None)),
         }
     )
-    return SeriesTensor(keys, values), parcel, evidence
+
+
+def _series_tensor(
+    rows: _Rows, grid: _GridInput
+) -> tuple[SeriesTensor, npt.NDArray[np.uint32], npt.NDArray[np.bool_]]:
+    """The model input of prepared rows, each series' parcel rank, and which rows may be an
+    event's evidence."""
+    parcel, year, series_tile, values = _core.practice_series_grid(**rows.grid_args(), **grid.args)
+    keys = _series_keys(rows.parcel_ids, grid.tiles, parcel, year, series_tile)
+    return SeriesTensor(keys, values), parcel, grid.evidence
+
+
+@dataclass(frozen=True)
+class _Detected:
+    """What `_grid_and_peaks` finds: the series' keys and parcel ranks, the peaks of their
+    probabilities (`decode_peaks`) and which rows may be an event's evidence."""
+
+    keys: pl.DataFrame
+    parcel: npt.NDArray[np.uint32]
+    peaks: pl.DataFrame
+    evidence: npt.NDArray[np.bool_]
+
+
+def _grid_and_peaks(
+    rows: _Rows, grid: _GridInput, model: Model, threshold: float, workers: int
+) -> _Detected:
+    """The grid, the model and peak decoding, batch by batch (`_batch(model)`): each of
+    `max(workers, 2)` threads fills a batch into its own reused buffer (Rust, GIL released),
+    then runs the model and decodes the batch's peaks, while another fills the next one; at
+    most `workers` model calls run at once (one on TensorRT). The same batches as `predict`
+    over the whole tensor, so the same bits, without the whole tensor ever in memory (its
+    first touch cost ~0.17 CPU-s per 100 000 series) and with both cores busy."""
+    if workers < 1:
+        raise ConfigError(f"workers {workers} is not >= 1")
+    gate = threading.BoundedSemaphore(workers if model.backend == "onnxruntime" else 1)
+    batch = _batch(model)
+    shape = (batch, len(CHANNELS), N_BINS)
+    buffers = [np.empty(shape, dtype=np.float32) for _ in range(max(workers, _FILL_THREADS))]
+    radius = [NMS_BINS[p] for p in PRACTICES]
+    found: dict[int, tuple[npt.NDArray[Any], ...]] = {}
+
+    def run(index: int, first: int, n: int) -> None:
+        with gate:
+            probability = model.run({INPUT_NAME: buffers[index][:n]})[OUTPUT_NAME]
+        probability = np.ascontiguousarray(probability, dtype=np.float32)
+        series, *rest = _core.practice_decode_peaks(probability, threshold, radius)
+        found[first] = (series + first, *rest)
+
+    parcel, year, series_tile = _core.practice_grid_batches(
+        **rows.grid_args(), **grid.args, batch=batch, buffers=buffers, run=run
+    )
+    # Batches in series order, then stably by practice: `decode_peaks`'s order over the whole.
+    parts = [found[first] for first in sorted(found)]
+    series, practice, bins, confidence = (
+        np.concatenate([p[i] for p in parts]) if parts else np.empty(0, dtype)
+        for i, dtype in enumerate((np.int64, np.int64, np.float64, np.float64))
+    )
+    order = np.argsort(practice, kind="stable")
+    peaks = pl.DataFrame(
+        {
+            "series": series[order],
+            "practice": practice[order],
+            "bin": bins[order],
+            "confidence": confidence[order],
+        }
+    )
+    keys = _series_keys(rows.parcel_ids, grid.tiles, parcel, year, series_tile)
+    return _Detected(keys, parcel, peaks, grid.evidence)
 
 
 def series_tensor(
@@ -294,7 +389,7 @@ def series_tensor(
 ) -> SeriesTensor:
     """Resample a parcel observation table onto the model's grid (see the module docstring)."""
     observations = prepare(observations)
-    return _series_tensor(observations, _Rows.of(observations), min_valid)[0]
+    return _series_tensor(_Rows.of(observations), _grid_input(observations, min_valid))[0]
 
 
 def decode_peaks(probability: F32, threshold: float) -> pl.DataFrame:
@@ -317,7 +412,7 @@ def _moments(days: npt.NDArray[np.int32]) -> pl.Series:
 
 
 def _event_frame(
-    tensor: SeriesTensor,
+    keys: pl.DataFrame,
     series_parcel: npt.NDArray[np.uint32],
     parcel_ids: pl.Series,
     peaks: pl.DataFrame,
@@ -333,7 +428,7 @@ def _event_frame(
         practice.to_numpy(),
         peaks.get_column("bin").to_numpy(),
         series_parcel,
-        tensor.keys.get_column("year").to_numpy(),
+        keys.get_column("year").to_numpy(),
         _text_column(parcel_ids),
         _text_column(pl.Series(EVENT_TYPES)),
         GRID_START_DOY,
@@ -350,7 +445,7 @@ def _event_frame(
             "event_id": event_id.cast(pl.String),
             "parcel_rank": parcel_rank,
             "parcel_id": parcel_ids.gather(parcel_rank),
-            "tile": tensor.keys.get_column("tile").gather(series),
+            "tile": keys.get_column("tile").gather(series),
             "type": pl.Series(EVENT_TYPES).gather(practice.gather(peak)),
             "date": pl.Series(day).cast(pl.Date),
             "time": _moments(day),
@@ -418,21 +513,28 @@ def _shipped_model() -> Model:
     return load_model("practices", InferenceConfig())
 
 
+def _batch(model: Model) -> int:
+    """Series per model call: `CPU_BATCH` on ONNX Runtime, `BATCH` on TensorRT."""
+    return CPU_BATCH if model.backend == "onnxruntime" else BATCH
+
+
 def predict(model: Model, values: F32, *, workers: int = 1) -> F32:
-    """Per-bin practice probabilities (series, practice, bin), in batches, `workers` batches
-    at once. ONNX Runtime sessions run concurrently (the GIL is released) and a series'
-    output does not depend on its batch, so the result is the same; single-threaded sessions
-    on N workers cost ~30 % fewer CPU-seconds than one session with N intra-op threads
-    (measured on the shipped model, 2 cores: the model's small convolutions sync often)."""
+    """Per-bin practice probabilities (series, practice, bin), in batches (`_batch`),
+    `workers` batches at once. ONNX Runtime sessions run concurrently (the GIL is released)
+    and a series' output does not depend on its batch, so the result is the same;
+    single-threaded sessions on N workers cost ~30 % fewer CPU-seconds than one session with
+    N intra-op threads (measured on the shipped model, 2 cores: the model's small
+    convolutions sync often)."""
     if workers < 1:
         raise ConfigError(f"workers {workers} is not >= 1")
     out = np.empty((values.shape[0], len(PRACTICES), N_BINS), dtype=np.float32)
+    batch = _batch(model)
 
     def run(start: int) -> None:
-        chunk = values[start : start + BATCH]
+        chunk = values[start : start + batch]
         out[start : start + len(chunk)] = model.run({INPUT_NAME: chunk})[OUTPUT_NAME]
 
-    starts = range(0, values.shape[0], BATCH)
+    starts = range(0, values.shape[0], batch)
     if workers == 1 or len(starts) < 2 or model.backend != "onnxruntime":
         for start in starts:
             run(start)
@@ -539,21 +641,26 @@ def detect_practices(
         raise ConfigError(f"threshold {threshold} is not in (0, 1)")
     model = model or _shipped_model()
     observations = prepare(observations)
-    rows = _Rows.of(observations)
-    tensor, parcel_rank, candidate = _series_tensor(observations, rows)
-    if tensor.keys.is_empty():
+    with ThreadPoolExecutor(1) as pool:  # the parcel ranks beside the other row columns
+        ranked = pool.submit(_Rows.of, observations)
+        grid = _grid_input(observations, MIN_VALID_FRACTION)
+        rows = ranked.result()
+    if memo is None:
+        found = _grid_and_peaks(rows, grid, model, threshold, workers)
+    else:
+        tensor, parcel_rank, candidate = _series_tensor(rows, grid)
+        probability = memo.predict(model, tensor, workers=workers)
+        peaks = decode_peaks(probability, threshold)
+        found = _Detected(tensor.keys, parcel_rank, peaks, candidate)
+    if found.keys.is_empty():
         return _empty_events()
-    probability = (
-        predict(model, tensor.values, workers=workers)
-        if memo is None
-        else memo.predict(model, tensor, workers=workers)
-    )
-    peaks = decode_peaks(probability, threshold)
     model_ref = ModelRef(model.name, __version__)
-    events = _event_frame(tensor, parcel_rank, rows.parcel_ids, peaks, model_ref, emitted or set())
+    events = _event_frame(
+        found.keys, found.parcel, rows.parcel_ids, found.peaks, model_ref, emitted or set()
+    )
     if events.is_empty():
         return _empty_events()
-    return _with_evidence(events, observations, rows, candidate).select(EVENT_COLUMNS)
+    return _with_evidence(events, observations, rows, found.evidence).select(EVENT_COLUMNS)
 
 
 def _empty_events() -> pl.DataFrame:

@@ -13,8 +13,9 @@ import torch
 
 from models.practices import PracticeNet, PracticeProbabilities, from_onnx
 from models.practices_training import TOLERANCE_DAYS, export_module, match_events
+from monitor import practices
 from monitor.cli import main
-from monitor.errors import ConfigError, ObservationError
+from monitor.errors import ConfigError, ModelError, ObservationError
 from monitor.events import validate_event
 from monitor.infer import InferenceConfig, artifact_path, load_model
 from monitor.practices import (
@@ -403,7 +404,7 @@ def test_model_outputs_do_not_depend_on_the_rest_of_the_batch() -> None:
 def test_batches_run_at_once_give_the_same_outputs() -> None:
     model = load_model("practices", InferenceConfig(threads=1))
     values = np.random.default_rng(5).standard_normal((9000, len(CHANNELS), N_BINS))
-    values = values.astype(np.float32)  # three batches
+    values = values.astype(np.float32)  # many batches
     assert np.array_equal(predict(model, values, workers=2), predict(model, values))
     with pytest.raises(ConfigError, match="workers 0"):
         predict(model, values, workers=0)
@@ -439,3 +440,49 @@ def test_memo_reuses_unchanged_series_and_gives_the_same_events(
     assert detect_practices(later, memo=memo).equals(detect_practices(later))
     assert detect_practices(later, memo=memo).equals(detect_practices(later))
     assert memo.predicted == 0
+
+
+def test_detection_batch_by_batch_matches_the_whole_tensor(
+    season: tuple[Path, pl.DataFrame, pl.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The grid filled batch by batch, overlapped with the model, gives the events of the
+    whole tensor run through the model (what a memo does), on many-chunk and sliced tables,
+    whatever the batches and the workers."""
+    _, observations, _ = season
+    model = load_model("practices", InferenceConfig(threads=1))
+    chunked = pl.concat(
+        [observations.slice(0, 1000), observations.slice(1000, 5), observations.slice(1005)],
+        rechunk=False,
+    )
+    assert chunked.n_chunks() > 1
+    sliced = pl.concat([observations.head(77), observations], rechunk=True).slice(77)
+    assert sliced.get_column("NDVI_mean").to_arrow().offset == 77
+    monkeypatch.setattr(practices, "CPU_BATCH", 7)  # many batches of 7 series
+    for table in (chunked, sliced):
+        whole = detect_practices(table, model=model, memo=PredictionMemo())
+        assert whole.height > 10
+        for workers in (1, 3):
+            assert detect_practices(table, model=model, workers=workers).equals(whole)
+
+
+class _BrokenModel:
+    name = "practices"
+    backend = "onnxruntime"
+
+    @property
+    def input_names(self) -> list[str]:
+        return [INPUT_NAME]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise ModelError("model practices: broken")
+
+
+def test_a_model_error_in_a_batch_is_raised_by_detection(
+    season: tuple[Path, pl.DataFrame, pl.DataFrame],
+) -> None:
+    _, observations, _ = season
+    for workers in (1, 2):
+        with pytest.raises(ModelError, match="broken"):
+            detect_practices(observations, model=_BrokenModel(), workers=workers)
+    with pytest.raises(ConfigError, match="workers 0"):
+        detect_practices(observations, workers=0)

@@ -106,7 +106,7 @@ def _reference(
 def test_events_match_a_straightforward_reference(seed: int) -> None:
     tensor, series_parcel, parcel_ids, peaks = _random_peaks(seed)
     columns = list(EVENT_COLUMNS[: EVENT_COLUMNS.index("model_version") + 1])
-    frame = _event_frame(tensor, series_parcel, parcel_ids, peaks, MODEL, set())
+    frame = _event_frame(tensor.keys, series_parcel, parcel_ids, peaks, MODEL, set())
     assert frame.select(columns).rows() == _reference(tensor, peaks, set())
     # parcel ranks index the ranked ids
     assert parcel_ids.gather(frame.get_column("parcel_rank")).equals(
@@ -119,7 +119,7 @@ def test_events_match_a_straightforward_reference(seed: int) -> None:
         year = rows[i]["date"].year
         window = (rows[i]["date"].timetuple().tm_yday - GRID_START_DOY) // WINDOW_DAYS
         emitted.add(_window_id(rows[i]["parcel_id"], rows[i]["type"], year, window + shift))
-    kept = _event_frame(tensor, series_parcel, parcel_ids, peaks, MODEL, emitted)
+    kept = _event_frame(tensor.keys, series_parcel, parcel_ids, peaks, MODEL, emitted)
     expected = _reference(tensor, peaks, emitted)
     assert kept.select(columns).rows() == expected
     assert 0 < len(expected) < len(rows) - len(rows) // 7
@@ -127,6 +127,6 @@ def test_events_match_a_straightforward_reference(seed: int) -> None:
 
 def test_no_peaks_give_an_empty_frame() -> None:
     tensor, series_parcel, parcel_ids, peaks = _random_peaks(3)
-    frame = _event_frame(tensor, series_parcel, parcel_ids, peaks.head(0), MODEL, {"x"})
+    frame = _event_frame(tensor.keys, series_parcel, parcel_ids, peaks.head(0), MODEL, {"x"})
     assert frame.is_empty()
     assert frame.schema["window_start"] == pl.Datetime("us", "UTC")

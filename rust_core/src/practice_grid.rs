@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
@@ -136,15 +137,29 @@ impl Chunk<'_> {
             (bits[i >> 3] >> (i & 7)) & 1 == 1
         })
     }
+
+    /// The value of a row of the chunk, NaN when null.
+    #[inline]
+    fn get(&self, row: usize) -> f64 {
+        if self.is_valid(row) {
+            self.values[row]
+        } else {
+            f64::NAN
+        }
+    }
 }
 
-/// How the columns of a table are cut into chunks (Arrow record batches): each row's chunk
-/// and each chunk's first row, so chunked columns are read in place, not joined.
+/// How the columns of a table are cut into chunks (Arrow record batches), so chunked columns
+/// are read in place, not joined: each chunk's first row, and the chunk holding the first row
+/// of every block of `2^BLOCK_BITS` rows (a row's chunk is found among the few chunks of its
+/// block, from a table small enough to stay in cache, not from a per-row array).
 #[derive(Debug)]
 pub struct RowChunks {
-    chunk: Vec<u32>,
     start: Vec<usize>,
+    block: Vec<u32>,
 }
+
+const BLOCK_BITS: u32 = 12;
 
 impl RowChunks {
     /// The chunks of these lengths, in order.
@@ -153,17 +168,46 @@ impl RowChunks {
             return Err(KernelError::Input("more than 2^32 chunks".into()));
         }
         let mut start = Vec::with_capacity(lengths.len() + 1);
-        let mut chunk = Vec::with_capacity(lengths.iter().sum());
         start.push(0);
-        for (c, &len) in lengths.iter().enumerate() {
-            chunk.extend(std::iter::repeat_n(c as u32, len));
-            start.push(chunk.len());
+        for &len in lengths {
+            start.push(start[start.len() - 1] + len);
         }
-        Ok(RowChunks { chunk, start })
+        let n = start[lengths.len()];
+        // block[b]: the chunk of row min(b << BLOCK_BITS, n - 1), for b up to the block count
+        let blocks = n.div_ceil(1 << BLOCK_BITS);
+        let mut block = Vec::with_capacity(blocks + 1);
+        let mut c = 0;
+        for b in 0..=blocks {
+            let row = (b << BLOCK_BITS).min(n.saturating_sub(1));
+            while c + 1 < lengths.len() && start[c + 1] <= row {
+                c += 1;
+            }
+            block.push(c as u32);
+        }
+        Ok(RowChunks { start, block })
     }
 
     pub fn lengths(&self) -> impl Iterator<Item = usize> + '_ {
         self.start.windows(2).map(|w| w[1] - w[0])
+    }
+
+    /// Rows in all.
+    pub fn len(&self) -> usize {
+        self.start[self.start.len() - 1]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The chunk of a row and the row's index in it.
+    #[inline]
+    fn locate(&self, row: usize) -> (usize, usize) {
+        let b = row >> BLOCK_BITS;
+        let (first, last) = (self.block[b] as usize, self.block[b + 1] as usize);
+        // the row's chunk is the last of first..=last starting at or before it
+        let c = first + self.start[first + 1..=last].partition_point(|&s| s <= row);
+        (c, row - self.start[c])
     }
 }
 
@@ -176,11 +220,11 @@ pub struct Floats<'a> {
 
 impl Floats<'_> {
     pub fn len(&self) -> usize {
-        self.rows.chunk.len()
+        self.rows.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.chunk.is_empty()
+        self.rows.is_empty()
     }
 
     /// Whether the chunks are cut as `rows` says, each bitmap covering its chunk.
@@ -195,8 +239,8 @@ impl Floats<'_> {
 
     #[inline]
     fn locate(&self, row: usize) -> (&Chunk<'_>, usize) {
-        let c = self.rows.chunk[row] as usize;
-        (&self.chunks[c], row - self.rows.start[c])
+        let (c, i) = self.rows.locate(row);
+        (&self.chunks[c], i)
     }
 
     /// Whether the row's value is not null.
@@ -206,15 +250,17 @@ impl Floats<'_> {
         chunk.is_valid(i)
     }
 
+    /// The value of row `i` of chunk `c` (`RowChunks::locate`), NaN when null.
+    #[inline]
+    fn at(&self, (c, i): (usize, usize)) -> f64 {
+        self.chunks[c].get(i)
+    }
+
     /// The row's value, NaN when null.
     #[inline]
     pub fn get(&self, row: usize) -> f64 {
         let (chunk, i) = self.locate(row);
-        if chunk.is_valid(i) {
-            chunk.values[i]
-        } else {
-            f64::NAN
-        }
+        chunk.get(i)
     }
 }
 
@@ -247,6 +293,11 @@ pub struct SeriesGrid {
 
 impl RowTable<'_> {
     fn check(&self) -> Result<(), KernelError> {
+        if self.s2.is_empty() {
+            return Err(KernelError::Input(
+                "no Sentinel-2 feature (NDVI first)".into(),
+            ));
+        }
         let n = self.parcel.len();
         let mut lengths = vec![self.micros.len(), self.kind.len(), self.tile.len()];
         let mut floats = self.s2.clone();
@@ -254,7 +305,8 @@ impl RowTable<'_> {
             floats.extend([vv, vh]);
         }
         lengths.extend(floats.iter().map(Floats::len));
-        if !floats.iter().all(Floats::is_whole) {
+        let same_cut = |f: &Floats<'_>| f.rows.start == self.s2[0].rows.start;
+        if !floats.iter().all(|f| same_cut(f) && f.is_whole()) {
             return Err(KernelError::Input(
                 "a feature's chunks differ from the table's, or a bitmap is short".into(),
             ));
@@ -272,11 +324,6 @@ impl RowTable<'_> {
                 "parcel rank {bad} out of range (n_parcels {})",
                 self.n_parcels
             )));
-        }
-        if self.s2.is_empty() {
-            return Err(KernelError::Input(
-                "no Sentinel-2 feature (NDVI first)".into(),
-            ));
         }
         Ok(())
     }
@@ -314,63 +361,96 @@ pub fn row_kinds(
     if let Some((vv, vh)) = rows.s1 {
         floats.extend([vv, vh]);
     }
-    let same_length = rows.source.len() == n && floats.iter().all(|f| f.len() == n);
-    if !same_length || !floats.iter().all(Floats::is_whole) {
+    let same_cut = |f: &Floats<'_>| f.len() == n && f.rows.start == rows.ndvi.rows.start;
+    if rows.source.len() != n || !floats.iter().all(|f| same_cut(f) && f.is_whole()) {
         return Err(KernelError::Input(
             "row codes and columns differ in length".into(),
         ));
     }
-    let valid = rows.valid_fraction;
-    let classify = |r: usize| {
-        let at_least = |threshold: f64| {
-            let v = valid.get(r);
-            valid.is_valid(r) && (v.is_nan() || v >= threshold)
-        };
-        let ndvi = rows.ndvi.get(r);
-        let (sensor, source) = (rows.sensor[r], rows.source[r]);
-        let s2 = sensor == SENSOR_S2 && ndvi.is_finite();
-        let kind = if s2 && source == SOURCE_REBUILT {
-            KIND_S2_REBUILT
-        } else if s2 && at_least(min_valid) {
-            KIND_S2_CLEAR
-        } else if sensor == SENSOR_S1
-            && rows
-                .s1
-                .is_some_and(|(vv, vh)| vv.get(r).is_finite() && vh.get(r).is_finite())
-        {
-            KIND_S1
-        } else {
-            KIND_OTHER
-        };
-        let evidence = sensor == SENSOR_S2
-            && source == SOURCE_OBSERVED
-            && at_least(evidence_min_valid)
-            && !ndvi.is_nan();
-        (kind, evidence)
-    };
-    Ok((0..n)
+    // Chunk by chunk (in pieces of at most `PIECE` rows, in parallel): values read straight
+    // from their chunk, no per-row chunk lookup.
+    const PIECE: usize = 1 << 16;
+    let mut kind = vec![KIND_OTHER; n];
+    let mut evidence = vec![false; n];
+    let mut pieces = Vec::new();
+    let (mut kind_rest, mut evidence_rest) = (kind.as_mut_slice(), evidence.as_mut_slice());
+    for (c, len) in rows.ndvi.rows.lengths().enumerate() {
+        for first in (0..len).step_by(PIECE) {
+            let m = PIECE.min(len - first);
+            let (k, k_rest) = kind_rest.split_at_mut(m);
+            let (e, e_rest) = evidence_rest.split_at_mut(m);
+            pieces.push((c, first, k, e));
+            (kind_rest, evidence_rest) = (k_rest, e_rest);
+        }
+    }
+    pieces
         .into_par_iter()
-        .with_min_len(1 << 16)
-        .map(classify)
-        .unzip())
+        .for_each(|(c, first, kinds, evidences)| {
+            let (valid, ndvi) = (&rows.valid_fraction.chunks[c], &rows.ndvi.chunks[c]);
+            let s1 = rows.s1.map(|(vv, vh)| (&vv.chunks[c], &vh.chunks[c]));
+            let row0 = rows.ndvi.rows.start[c] + first;
+            for (j, (kind, evidence)) in kinds.iter_mut().zip(evidences.iter_mut()).enumerate() {
+                let (i, r) = (first + j, row0 + j);
+                let at_least = |threshold: f64| {
+                    let v = valid.values[i];
+                    valid.is_valid(i) && (v.is_nan() || v >= threshold)
+                };
+                let ndvi = ndvi.get(i);
+                let (sensor, source) = (rows.sensor[r], rows.source[r]);
+                let s2 = sensor == SENSOR_S2 && ndvi.is_finite();
+                *kind = if s2 && source == SOURCE_REBUILT {
+                    KIND_S2_REBUILT
+                } else if s2 && at_least(min_valid) {
+                    KIND_S2_CLEAR
+                } else if sensor == SENSOR_S1
+                    && s1.is_some_and(|(vv, vh)| vv.get(i).is_finite() && vh.get(i).is_finite())
+                {
+                    KIND_S1
+                } else {
+                    KIND_OTHER
+                };
+                *evidence = sensor == SENSOR_S2
+                    && source == SOURCE_OBSERVED
+                    && at_least(evidence_min_valid)
+                    && !ndvi.is_nan();
+            }
+        });
+    Ok((kind, evidence))
 }
 
-/// Row indices grouped by `group` (stable: table order inside a group) and group offsets.
-fn rows_by_group(group: &[u32], n_groups: usize) -> (Vec<u32>, Vec<usize>) {
-    let mut offsets = vec![0usize; n_groups + 1];
-    for &g in group {
-        offsets[g as usize + 1] += 1;
+/// Row indices grouped by parcel (stable: table order inside a parcel), parcel offsets, and
+/// each grouped row's `pack`ed kind and grid bin, with its year counted from `first_year` in
+/// place of the slot: the rows' columns are read here in table order, once.
+fn rows_by_parcel(
+    rows: &RowTable<'_>,
+    calendar: &Calendar,
+    first_year: i32,
+) -> (Vec<u32>, Vec<usize>, Vec<u32>) {
+    let n_parcels = rows.n_parcels;
+    let mut offsets = vec![0usize; n_parcels + 1];
+    for &p in rows.parcel {
+        offsets[p as usize + 1] += 1;
     }
-    for i in 0..n_groups {
+    for i in 0..n_parcels {
         offsets[i + 1] += offsets[i];
     }
-    let mut cursor = offsets[..n_groups].to_vec();
-    let mut order = vec![0u32; group.len()];
-    for (row, &g) in group.iter().enumerate() {
-        order[cursor[g as usize]] = row as u32;
-        cursor[g as usize] += 1;
+    let mut cursor = offsets[..n_parcels].to_vec();
+    let mut order = vec![0u32; rows.parcel.len()];
+    let mut packed = vec![0u32; rows.parcel.len()];
+    for (row, ((&p, &micros), &kind)) in rows
+        .parcel
+        .iter()
+        .zip(rows.micros)
+        .zip(rows.kind)
+        .enumerate()
+    {
+        let (year, bin) = calendar.day(micros);
+        let at = &mut cursor[p as usize];
+        order[*at] = row as u32;
+        packed[*at] = pack((year - first_year) as u32, kind, bin);
+        *at += 1;
     }
-    (order, offsets)
+    (order, offsets, packed)
 }
 
 /// Per-bin sums (f64, row order) and counts of some features over some rows of one series.
@@ -530,65 +610,224 @@ impl Calendar {
     }
 }
 
+/// The series of a table (one per parcel-year, in (parcel rank, year) order) and where their
+/// rows are: what filling any batch of series on the grid needs.
+pub struct SeriesPlan {
+    /// Row indices grouped by parcel (table order inside a parcel), and parcel offsets.
+    order: Vec<u32>,
+    offsets: Vec<usize>,
+    /// Per entry of `order`: its year's place among its parcel's years, kind and grid bin
+    /// (`pack`), so filling a series reads them in sequence, not from the row columns.
+    packed: Vec<u32>,
+    /// Each series' place among its parcel's years.
+    slot: Vec<u32>,
+    pub parcel: Vec<u32>,
+    pub year: Vec<i32>,
+    /// Each series' smallest tile rank among its rows (`NO_TILE`: none has a tile).
+    pub tile: Vec<u32>,
+}
+
+/// Bits of `SeriesPlan::packed`: bin (`BIN_MASK`: outside the grid), kind, year slot.
+const BIN_BITS: u32 = 14;
+const BIN_MASK: u32 = (1 << BIN_BITS) - 1;
+const KIND_BITS: u32 = 2;
+// Year slots: more than the years `MAX_DAYS` of acquisitions can cover.
+const _: () = assert!(MAX_DAYS / 365 + 2 < 1 << (32 - BIN_BITS - KIND_BITS));
+
+/// A row's `SeriesPlan::packed` entry (a kind other than `KIND_*` is `KIND_OTHER`).
+fn pack(slot: u32, kind: u8, bin: u32) -> u32 {
+    let bin = if bin == NO_BIN { BIN_MASK } else { bin };
+    let kind = if kind > KIND_S1 { KIND_OTHER } else { kind };
+    (slot << (BIN_BITS + KIND_BITS)) | (u32::from(kind) << BIN_BITS) | bin
+}
+
+impl SeriesPlan {
+    /// Checks the rows and finds their series.
+    pub fn new(rows: &RowTable<'_>, layout: &GridLayout) -> Result<Self, KernelError> {
+        rows.check()?;
+        if layout.s2_channels.len() != rows.s2.len() || layout.s2_norm.len() != rows.s2.len() {
+            return Err(KernelError::Input(
+                "S2 features, channels and norms differ in count".into(),
+            ));
+        }
+        if layout.n_bins >= BIN_MASK as usize {
+            return Err(KernelError::Input(format!(
+                "{} bins: at most {}",
+                layout.n_bins,
+                BIN_MASK - 1
+            )));
+        }
+        let calendar = Calendar::spanning(rows.micros, layout)?;
+        let first_year = calendar.days.first().map_or(0, |d| d.0);
+        let (order, offsets, mut packed) = rows_by_parcel(rows, &calendar, first_year);
+        let mut parcels = Vec::with_capacity(rows.n_parcels);
+        let mut rest = packed.as_mut_slice();
+        for p in 0..rows.n_parcels {
+            let (mine, others) = rest.split_at_mut(offsets[p + 1] - offsets[p]);
+            parcels.push((p, mine));
+            rest = others;
+        }
+        // Each parcel's distinct years (sorted), with the smallest tile of each year's rows;
+        // each entry's year (counted from `first_year`) becomes its year's slot.
+        let years: Vec<Vec<(i32, u32)>> = parcels
+            .into_par_iter()
+            .map(|(p, packed)| {
+                let parcel_rows = &order[offsets[p]..offsets[p + 1]];
+                let year = |entry: u32| entry >> (BIN_BITS + KIND_BITS);
+                let mut ys: Vec<(u32, u32)> = parcel_rows
+                    .iter()
+                    .zip(packed.iter())
+                    .map(|(&r, &entry)| (year(entry), rows.tile[r as usize]))
+                    .collect();
+                ys.sort_unstable();
+                ys.dedup_by_key(|y| y.0); // keeps the first, smallest tile of each year
+                for entry in packed.iter_mut() {
+                    let slot = ys.partition_point(|y| y.0 < year(*entry)) as u32;
+                    *entry = (slot << (BIN_BITS + KIND_BITS)) | (*entry & ((1 << 16) - 1));
+                }
+                ys.iter()
+                    .map(|&(y, tile)| (first_year + y as i32, tile))
+                    .collect()
+            })
+            .collect();
+        let n_series: usize = years.iter().map(Vec::len).sum();
+        let mut plan = SeriesPlan {
+            order,
+            offsets,
+            packed,
+            slot: Vec::with_capacity(n_series),
+            parcel: Vec::with_capacity(n_series),
+            year: Vec::with_capacity(n_series),
+            tile: Vec::with_capacity(n_series),
+        };
+        for (p, ys) in years.iter().enumerate() {
+            plan.parcel.extend(std::iter::repeat_n(p as u32, ys.len()));
+            plan.slot.extend(0..ys.len() as u32);
+            plan.year.extend(ys.iter().map(|y| y.0));
+            plan.tile.extend(ys.iter().map(|y| y.1));
+        }
+        Ok(plan)
+    }
+
+    pub fn len(&self) -> usize {
+        self.parcel.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parcel.is_empty()
+    }
+
+    /// Fills series `first..first + out.len() / series size` into `out` (`[series,
+    /// n_channels, n_bins]`; any earlier content is overwritten).
+    fn fill(
+        &self,
+        rows: &RowTable<'_>,
+        layout: &GridLayout,
+        scratch: &mut SeriesScratch,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let series_size = layout.n_channels * layout.n_bins;
+        for (i, block) in out.chunks_exact_mut(series_size).enumerate() {
+            let s = first + i;
+            let p = self.parcel[s] as usize;
+            let span = self.offsets[p]..self.offsets[p + 1];
+            let entries = (&self.order[span.clone()], &self.packed[span]);
+            block.fill(0.0);
+            scratch.fill(rows, layout, entries, self.slot[s], block);
+        }
+    }
+}
+
 /// Resamples the rows onto the grid: per parcel-year series, bin means of the clear S2 rows
 /// (else the reconstructed ones) and of the S1 rows, interpolated over the gaps and
 /// normalised, with the observed masks as channels. A feature a series never has is 0.
 pub fn series_grid(rows: &RowTable<'_>, layout: &GridLayout) -> Result<SeriesGrid, KernelError> {
-    rows.check()?;
-    if layout.s2_channels.len() != rows.s2.len() || layout.s2_norm.len() != rows.s2.len() {
-        return Err(KernelError::Input(
-            "S2 features, channels and norms differ in count".into(),
-        ));
-    }
-    let n_bins = layout.n_bins;
-    let calendar = Calendar::spanning(rows.micros, layout)?;
-    let (order, offsets) = rows_by_group(rows.parcel, rows.n_parcels);
+    let plan = SeriesPlan::new(rows, layout)?;
+    let series_size = layout.n_channels * layout.n_bins;
+    let mut values = vec![0.0; plan.len() * series_size];
+    values
+        .par_chunks_mut(series_size * 64)
+        .enumerate()
+        .for_each_init(
+            || SeriesScratch::new(rows, layout.n_bins),
+            |scratch, (k, out)| plan.fill(rows, layout, scratch, k * 64, out),
+        );
+    Ok(SeriesGrid {
+        parcel: plan.parcel,
+        year: plan.year,
+        tile: plan.tile,
+        values,
+    })
+}
 
-    // Each parcel's distinct years (sorted): one series each.
-    let years: Vec<Vec<i32>> = (0..rows.n_parcels)
-        .into_par_iter()
-        .map(|p| {
-            let mut ys: Vec<i32> = order[offsets[p]..offsets[p + 1]]
-                .iter()
-                .map(|&r| calendar.day(rows.micros[r as usize]).0)
-                .collect();
-            ys.sort_unstable();
-            ys.dedup();
-            ys
-        })
-        .collect();
-    let n_series: usize = years.iter().map(Vec::len).sum();
-    let series_size = layout.n_channels * n_bins;
-    let mut grid = SeriesGrid {
-        parcel: Vec::with_capacity(n_series),
-        year: Vec::with_capacity(n_series),
-        tile: vec![NO_TILE; n_series],
-        values: vec![0.0; n_series * series_size],
-    };
-    for (p, ys) in years.iter().enumerate() {
-        grid.parcel.extend(std::iter::repeat_n(p as u32, ys.len()));
-        grid.year.extend(ys);
+/// Fills the plan's series on the grid batch by batch, `batch` series at a time, and hands
+/// each batch to `run(buffer index, first series, values)` as soon as it is filled. Each of
+/// `buffers` (at least `batch` series long) serves one thread, reused batch after batch, so
+/// the grid is never whole in memory and one thread fills while another runs the model.
+/// Batches are taken in order; after an error or `cancel` no new batch starts. Returns the
+/// first error of `run` (`Ok(Err(...))`), or `Cancelled`.
+pub fn grid_batches<E, F>(
+    rows: &RowTable<'_>,
+    layout: &GridLayout,
+    plan: &SeriesPlan,
+    batch: usize,
+    buffers: Vec<&mut [f32]>,
+    cancel: &AtomicBool,
+    run: &F,
+) -> Result<Result<(), E>, KernelError>
+where
+    E: Send,
+    F: Fn(usize, usize, &[f32]) -> Result<(), E> + Sync,
+{
+    let series_size = layout.n_channels * layout.n_bins;
+    if batch == 0 || buffers.iter().any(|b| b.len() < batch * series_size) {
+        return Err(KernelError::Input(format!(
+            "batch {batch}: every buffer must hold {batch} series of {series_size} values"
+        )));
     }
-    // Split the outputs per parcel so parcels fill theirs in parallel.
-    let mut work = Vec::with_capacity(rows.n_parcels);
-    let (mut values, mut tiles) = (grid.values.as_mut_slice(), grid.tile.as_mut_slice());
-    for (p, ys) in years.iter().enumerate() {
-        let (v, rest_v) = values.split_at_mut(ys.len() * series_size);
-        let (t, rest_t) = tiles.split_at_mut(ys.len());
-        work.push((p, ys, v, t));
-        (values, tiles) = (rest_v, rest_t);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let stop = || cancel.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed);
+    let results: Vec<Result<(), E>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = buffers
+            .into_iter()
+            .enumerate()
+            .map(|(index, buffer)| {
+                let (next, failed, stop) = (&next, &failed, &stop);
+                scope.spawn(move || {
+                    let mut scratch = SeriesScratch::new(rows, layout.n_bins);
+                    loop {
+                        let first = next.fetch_add(batch, Ordering::Relaxed);
+                        if first >= plan.len() || stop() {
+                            return Ok(());
+                        }
+                        let n = batch.min(plan.len() - first);
+                        let out = &mut buffer[..n * series_size];
+                        plan.fill(rows, layout, &mut scratch, first, out);
+                        if let Err(err) = run(index, first, out) {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(err);
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    if let Some(err) = results.into_iter().find_map(Result::err) {
+        return Ok(Err(err));
     }
-    work.into_par_iter().for_each_init(
-        || SeriesScratch::new(rows, n_bins),
-        |scratch, (p, ys, values, tiles)| {
-            let parcel_rows = &order[offsets[p]..offsets[p + 1]];
-            for (i, &year) in ys.iter().enumerate() {
-                let out = &mut values[i * series_size..(i + 1) * series_size];
-                tiles[i] = scratch.fill(rows, layout, &calendar, parcel_rows, year, out);
-            }
-        },
-    );
-    Ok(grid)
+    if cancel.load(Ordering::Relaxed) {
+        return Err(KernelError::Cancelled);
+    }
+    Ok(Ok(()))
 }
 
 struct SeriesScratch {
@@ -615,38 +854,41 @@ impl SeriesScratch {
         }
     }
 
-    /// Fills one series' `[n_channels, n_bins]` block; returns its tile.
+    /// Fills one series' `[n_channels, n_bins]` block (zeroed) from its parcel's rows and
+    /// their `SeriesPlan::packed` entries: those of the series' year slot.
     fn fill(
         &mut self,
         rows: &RowTable<'_>,
         layout: &GridLayout,
-        calendar: &Calendar,
-        parcel_rows: &[u32],
-        year: i32,
+        (parcel_rows, packed): (&[u32], &[u32]),
+        slot: u32,
         out: &mut [f32],
-    ) -> u32 {
+    ) {
         let n_bins = layout.n_bins;
         self.clear.clear();
         self.rebuilt.clear();
         self.s1.clear();
-        let mut tile = NO_TILE;
-        for &r in parcel_rows {
-            let r = r as usize;
-            let (y, bin) = calendar.day(rows.micros[r]);
-            if y != year {
-                continue;
-            }
-            tile = tile.min(rows.tile[r]);
-            if bin == NO_BIN {
+        let chunks = rows.s2[0].rows;
+        for (&r, &entry) in parcel_rows.iter().zip(packed) {
+            let bin = entry & BIN_MASK;
+            if entry >> (BIN_BITS + KIND_BITS) != slot || bin == BIN_MASK {
                 continue;
             }
             let bin = bin as usize;
-            match rows.kind[r] {
-                KIND_S2_CLEAR => self.clear.add(bin, rows.s2.iter().map(|c| c.get(r))),
-                KIND_S2_REBUILT => self.rebuilt.add(bin, rows.s2.iter().map(|c| c.get(r))),
+            let at = || chunks.locate(r as usize);
+            match ((entry >> BIN_BITS) & ((1 << KIND_BITS) - 1)) as u8 {
+                KIND_S2_CLEAR => {
+                    let at = at();
+                    self.clear.add(bin, rows.s2.iter().map(|c| c.at(at)));
+                }
+                KIND_S2_REBUILT => {
+                    let at = at();
+                    self.rebuilt.add(bin, rows.s2.iter().map(|c| c.at(at)));
+                }
                 KIND_S1 => {
                     if let Some((vv, vh)) = rows.s1 {
-                        let (vv, vh) = (vv.get(r), vh.get(r));
+                        let at = at();
+                        let (vv, vh) = (vv.at(at), vh.at(at));
                         self.s1.add(bin, [vv, vh, vh - vv].into_iter());
                     }
                 }
@@ -701,7 +943,6 @@ impl SeriesScratch {
                 }
             }
         }
-        tile
     }
 }
 
@@ -1001,6 +1242,279 @@ mod tests {
         assert_eq!(kind, vec![c, o, c, o, r, o, s, o, o]);
         let yes = [true, false, true, false, false, false, false, false, false];
         assert_eq!(evidence, yes.to_vec());
+    }
+
+    /// A tiny deterministic generator for random test tables.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let z = (self.0 ^ (self.0 >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Random chunk lengths (some empty) adding up to `n`.
+    fn random_cuts(rng: &mut Rng, n: usize) -> Vec<usize> {
+        let mut lengths = Vec::new();
+        let mut left = n;
+        while left > 0 {
+            let len = match rng.below(4) {
+                0 => 0,
+                1 => rng.below(5) as usize,
+                _ => rng.below(9000) as usize,
+            }
+            .min(left);
+            lengths.push(len);
+            left -= len;
+        }
+        lengths.push(0);
+        lengths
+    }
+
+    #[test]
+    fn rows_are_located_in_their_chunk_as_a_linear_scan_finds_it() {
+        let mut rng = Rng(7);
+        for n in [1usize, 5, 4096, 4097, 30_000] {
+            let lengths = random_cuts(&mut rng, n);
+            let chunks = RowChunks::new(&lengths).unwrap();
+            assert_eq!(chunks.len(), n);
+            let mut expected = Vec::new();
+            for (c, &len) in lengths.iter().enumerate() {
+                expected.extend((0..len).map(|i| (c, i)));
+            }
+            let found: Vec<_> = (0..n).map(|r| chunks.locate(r)).collect();
+            assert_eq!(found, expected, "lengths {lengths:?}");
+        }
+    }
+
+    /// A random float column cut as `lengths`: values (some NaN or infinite) and, in some
+    /// chunks, a bitmap at a random bit offset with some nulls.
+    struct RandomColumn {
+        values: Vec<Vec<f64>>,
+        bits: Vec<Option<(Vec<u8>, usize)>>,
+    }
+
+    impl RandomColumn {
+        fn new(rng: &mut Rng, lengths: &[usize]) -> Self {
+            let mut column = RandomColumn {
+                values: vec![],
+                bits: vec![],
+            };
+            for &len in lengths {
+                let value = |rng: &mut Rng| match rng.below(20) {
+                    0 => f64::NAN,
+                    1 => f64::INFINITY,
+                    _ => rng.below(1000) as f64 / 1000.0 - 0.2,
+                };
+                column.values.push((0..len).map(|_| value(rng)).collect());
+                column.bits.push(if rng.below(2) == 0 {
+                    let offset = rng.below(8) as usize;
+                    let bits = (0..(offset + len).div_ceil(8) + 1)
+                        .map(|_| (rng.next() | rng.next()) as u8)
+                        .collect();
+                    Some((bits, offset))
+                } else {
+                    None
+                });
+            }
+            column
+        }
+
+        fn chunks(&self) -> Vec<Chunk<'_>> {
+            self.values
+                .iter()
+                .zip(&self.bits)
+                .map(|(values, bits)| Chunk {
+                    values,
+                    validity: bits.as_ref().map(|(b, o)| (b.as_slice(), *o)),
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn row_kinds_chunk_by_chunk_match_a_row_by_row_reference() {
+        let mut rng = Rng(11);
+        let n = 70_000;
+        let lengths = random_cuts(&mut rng, n);
+        let index = RowChunks::new(&lengths).unwrap();
+        let columns: Vec<_> = (0..4)
+            .map(|_| RandomColumn::new(&mut rng, &lengths))
+            .collect();
+        let chunks: Vec<_> = columns.iter().map(RandomColumn::chunks).collect();
+        let floats: Vec<_> = chunks
+            .iter()
+            .map(|c| Floats {
+                chunks: c,
+                rows: &index,
+            })
+            .collect();
+        let sensor: Vec<u8> = (0..n).map(|_| rng.below(3) as u8).collect();
+        let source: Vec<u8> = (0..n).map(|_| rng.below(3) as u8).collect();
+        let codes = RowCodes {
+            sensor: &sensor,
+            source: &source,
+            valid_fraction: floats[0],
+            ndvi: floats[1],
+            s1: Some((floats[2], floats[3])),
+        };
+        let (kind, evidence) = row_kinds(&codes, 0.5, 0.3).unwrap();
+        let at_least = |r: usize, t: f64| {
+            let v = floats[0].get(r);
+            floats[0].is_valid(r) && (v.is_nan() || v >= t)
+        };
+        for r in 0..n {
+            let ndvi = floats[1].get(r);
+            let s2 = sensor[r] == SENSOR_S2 && ndvi.is_finite();
+            let s1 = floats[2].get(r).is_finite() && floats[3].get(r).is_finite();
+            let expected = match () {
+                () if s2 && source[r] == SOURCE_REBUILT => KIND_S2_REBUILT,
+                () if s2 && at_least(r, 0.5) => KIND_S2_CLEAR,
+                () if sensor[r] == SENSOR_S1 && s1 => KIND_S1,
+                () => KIND_OTHER,
+            };
+            assert_eq!(kind[r], expected, "row {r}");
+            let clear = sensor[r] == SENSOR_S2 && source[r] == SOURCE_OBSERVED;
+            assert_eq!(evidence[r], clear && at_least(r, 0.3) && !ndvi.is_nan());
+        }
+        // columns cut differently are refused
+        let other = RowChunks::new(&[n]).unwrap();
+        let whole = RandomColumn::new(&mut rng, &[n]);
+        let whole_chunks = whole.chunks();
+        let cut_otherwise = RowCodes {
+            ndvi: Floats {
+                chunks: &whole_chunks,
+                rows: &other,
+            },
+            ..codes
+        };
+        assert!(row_kinds(&cut_otherwise, 0.5, 0.3).is_err());
+    }
+
+    #[test]
+    fn batches_fill_the_same_grid_as_the_whole_table() {
+        let mut rng = Rng(5);
+        let n = 20_000;
+        let n_parcels = 300;
+        let lengths = random_cuts(&mut rng, n);
+        let index = RowChunks::new(&lengths).unwrap();
+        let columns: Vec<_> = (0..4)
+            .map(|_| RandomColumn::new(&mut rng, &lengths))
+            .collect();
+        let chunks: Vec<_> = columns.iter().map(RandomColumn::chunks).collect();
+        let floats: Vec<_> = chunks
+            .iter()
+            .map(|c| Floats {
+                chunks: c,
+                rows: &index,
+            })
+            .collect();
+        let parcel: Vec<u32> = (0..n).map(|_| rng.below(n_parcels) as u32).collect();
+        // two years and a bit, so parcels have one to three series and rows fall off the grid
+        let micros: Vec<i64> = (0..n)
+            .map(|_| rng.below(800) as i64 * MICROS_PER_DAY + rng.below(1000) as i64)
+            .collect();
+        let kind: Vec<u8> = (0..n).map(|_| rng.below(5) as u8).collect();
+        let tile: Vec<u32> = (0..n)
+            .map(|_| [NO_TILE, 0, 1, 2][rng.below(4) as usize])
+            .collect();
+        let rows = RowTable {
+            parcel: &parcel,
+            n_parcels: n_parcels as usize,
+            micros: &micros,
+            kind: &kind,
+            tile: &tile,
+            s2: vec![floats[0], floats[1]],
+            s1: Some((floats[2], floats[3])),
+        };
+        let layout = GridLayout {
+            start_doy: 30,
+            bin_days: 5,
+            n_bins: 64,
+            n_channels: 8,
+            s2_channels: vec![0, 1],
+            s2_norm: vec![(0.5, 0.3), (0.1, 0.2)],
+            s2_observed: 2,
+            s2_reconstructed: 3,
+            s1_channels: [4, 5, 6],
+            s1_norm: [(0.0, 1.0), (0.2, 2.0), (-0.1, 0.5)],
+            s1_observed: 7,
+        };
+        let whole = series_grid(&rows, &layout).unwrap();
+        let size = layout.n_channels * layout.n_bins;
+        assert!(whole.parcel.len() > n_parcels as usize);
+        let plan = SeriesPlan::new(&rows, &layout).unwrap();
+        assert_eq!(
+            (&plan.parcel, &plan.year, &plan.tile),
+            (&whole.parcel, &whole.year, &whole.tile)
+        );
+        for (batch, threads) in [(1, 1), (7, 2), (64, 3), (5000, 2)] {
+            let mut buffers = vec![vec![f32::NAN; batch * size]; threads];
+            let got = std::sync::Mutex::new(vec![f32::NAN; whole.values.len()]);
+            let run = |_: usize, first: usize, values: &[f32]| -> Result<(), ()> {
+                got.lock().unwrap()[first * size..first * size + values.len()]
+                    .copy_from_slice(values);
+                Ok(())
+            };
+            let slices = buffers.iter_mut().map(Vec::as_mut_slice).collect();
+            let cancel = AtomicBool::new(false);
+            let done = grid_batches(&rows, &layout, &plan, batch, slices, &cancel, &run);
+            assert_eq!(done, Ok(Ok(())));
+            let got = got.into_inner().unwrap();
+            // bitwise, NaN included
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&whole.values), "batch {batch}");
+        }
+        // the first error stops the batches; a small buffer is refused; cancel stops them
+        let calls = AtomicUsize::new(0);
+        let failing = |_: usize, first: usize, _: &[f32]| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            if first >= 10 {
+                Err(first)
+            } else {
+                Ok(())
+            }
+        };
+        let mut buffer = vec![0.0; 10 * size];
+        let cancel = AtomicBool::new(false);
+        let done = grid_batches(
+            &rows,
+            &layout,
+            &plan,
+            10,
+            vec![&mut buffer],
+            &cancel,
+            &failing,
+        );
+        assert_eq!((done, calls.load(Ordering::Relaxed)), (Ok(Err(10)), 2));
+        let small = grid_batches(
+            &rows,
+            &layout,
+            &plan,
+            11,
+            vec![&mut buffer],
+            &cancel,
+            &failing,
+        );
+        assert!(small.is_err());
+        cancel.store(true, Ordering::Relaxed);
+        let stopped = grid_batches(
+            &rows,
+            &layout,
+            &plan,
+            10,
+            vec![&mut buffer],
+            &cancel,
+            &failing,
+        );
+        assert!(matches!(stopped, Err(KernelError::Cancelled)));
     }
 
     #[test]

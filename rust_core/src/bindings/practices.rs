@@ -3,18 +3,19 @@
 
 use numpy::ndarray::Array3;
 use numpy::{
-    IntoPyArray, PyArray1, PyArray3, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods,
+    IntoPyArray, PyArray1, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray3,
+    PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::arrays::slice;
-use super::interrupt::{input_err, to_py_err};
+use super::arrays::{slice, slice_mut};
+use super::interrupt::{input_err, run_interruptible, to_py_err};
 use crate::event_json::Strings;
 use crate::practice_events::{practice_events, EventCalendar, PeakTable};
 use crate::practice_grid::{
-    decode_peaks, group_keys, nearest_rows, row_kinds, series_grid, Chunk, Floats, GridLayout,
-    RowChunks, RowCodes, RowTable,
+    decode_peaks, grid_batches, group_keys, nearest_rows, row_kinds, series_grid, Chunk, Floats,
+    GridLayout, RowChunks, RowCodes, RowTable, SeriesPlan,
 };
 
 type Column<'py, T> = PyReadonlyArray1<'py, T>;
@@ -104,6 +105,66 @@ fn practice_row_kinds<'py>(
     Ok((kind.into_pyarray(py), evidence.into_pyarray(py)))
 }
 
+/// The grid kernels' arguments as Python passes them: the row columns and the layout.
+struct GridInput<'py> {
+    parcel: Column<'py, u32>,
+    n_parcels: usize,
+    micros: Column<'py, i64>,
+    kind: Column<'py, u8>,
+    tile: Column<'py, u32>,
+    s2: Vec<FloatColumn<'py>>,
+    s1: Option<(FloatColumn<'py>, FloatColumn<'py>)>,
+    layout: GridLayout,
+}
+
+impl GridInput<'_> {
+    /// `kernel` on the rows, borrowed in place.
+    fn with_rows<T>(&self, kernel: impl FnOnce(&RowTable<'_>) -> PyResult<T>) -> PyResult<T> {
+        let layout = &self.layout;
+        let masks = [
+            layout.s2_observed,
+            layout.s2_reconstructed,
+            layout.s1_observed,
+        ];
+        let mut channels = layout
+            .s2_channels
+            .iter()
+            .chain(&layout.s1_channels)
+            .chain(&masks);
+        if layout.bin_days < 1 || layout.n_bins == 0 || channels.any(|&c| c >= layout.n_channels) {
+            return Err(input_err(format!(
+                "bad grid layout: bin_days {}, n_bins {}, channels out of {}",
+                layout.bin_days, layout.n_bins, layout.n_channels
+            )));
+        }
+        let s2 = self
+            .s2
+            .iter()
+            .enumerate()
+            .map(|(i, c)| chunks(c, &format!("S2 feature {i}")))
+            .collect::<PyResult<Vec<_>>>()?;
+        let s1 = match &self.s1 {
+            Some((vv, vh)) => Some((chunks(vv, "VV")?, chunks(vh, "VH")?)),
+            None => None,
+        };
+        let index = row_chunks(s2.first())?;
+        let floats = |chunks| Floats {
+            chunks,
+            rows: &index,
+        };
+        let rows = RowTable {
+            parcel: slice(&self.parcel, "parcel")?,
+            n_parcels: self.n_parcels,
+            micros: slice(&self.micros, "micros")?,
+            kind: slice(&self.kind, "kind")?,
+            tile: slice(&self.tile, "tile")?,
+            s2: s2.iter().map(|c| floats(c)).collect(),
+            s1: s1.as_ref().map(|(vv, vh)| (floats(vv), floats(vh))),
+        };
+        kernel(&rows)
+    }
+}
+
 type GridOut<'py> = (
     Bound<'py, PyArray1<u32>>,
     Bound<'py, PyArray1<i32>>,
@@ -140,53 +201,32 @@ fn practice_series_grid<'py>(
     s1_norm: [(f32, f32); 3],
     s1_observed: usize,
 ) -> PyResult<GridOut<'py>> {
-    let masks = [s2_observed, s2_reconstructed, s1_observed];
-    let mut channels = s2_channels.iter().chain(&s1_channels).chain(&masks);
-    if bin_days < 1 || n_bins == 0 || channels.any(|&c| c >= n_channels) {
-        return Err(input_err(format!(
-            "bad grid layout: bin_days {bin_days}, n_bins {n_bins}, channels out of \
-             {n_channels}"
-        )));
-    }
-    let s2 = s2
-        .iter()
-        .enumerate()
-        .map(|(i, c)| chunks(c, &format!("S2 feature {i}")))
-        .collect::<PyResult<Vec<_>>>()?;
-    let s1 = match &s1 {
-        Some((vv, vh)) => Some((chunks(vv, "VV")?, chunks(vh, "VH")?)),
-        None => None,
-    };
-    let index = row_chunks(s2.first())?;
-    let floats = |chunks| Floats {
-        chunks,
-        rows: &index,
-    };
-    let rows = RowTable {
-        parcel: slice(&parcel, "parcel")?,
+    let input = GridInput {
+        parcel,
         n_parcels,
-        micros: slice(&micros, "micros")?,
-        kind: slice(&kind, "kind")?,
-        tile: slice(&tile, "tile")?,
-        s2: s2.iter().map(|c| floats(c)).collect(),
-        s1: s1.as_ref().map(|(vv, vh)| (floats(vv), floats(vh))),
+        micros,
+        kind,
+        tile,
+        s2,
+        s1,
+        layout: GridLayout {
+            start_doy,
+            bin_days,
+            n_bins,
+            n_channels,
+            s2_channels,
+            s2_norm,
+            s2_observed,
+            s2_reconstructed,
+            s1_channels,
+            s1_norm,
+            s1_observed,
+        },
     };
-    let layout = GridLayout {
-        start_doy,
-        bin_days,
-        n_bins,
-        n_channels,
-        s2_channels,
-        s2_norm,
-        s2_observed,
-        s2_reconstructed,
-        s1_channels,
-        s1_norm,
-        s1_observed,
-    };
-    let grid = py
-        .detach(|| series_grid(&rows, &layout))
-        .map_err(to_py_err)?;
+    let grid = input.with_rows(|rows| {
+        py.detach(|| series_grid(rows, &input.layout))
+            .map_err(to_py_err)
+    })?;
     let n = grid.parcel.len();
     let values = Array3::from_shape_vec((n, n_channels, n_bins), grid.values)
         .map_err(|e| input_err(e.to_string()))?;
@@ -195,6 +235,104 @@ fn practice_series_grid<'py>(
         grid.year.into_pyarray(py),
         grid.tile.into_pyarray(py),
         values.into_pyarray(py),
+    ))
+}
+
+type KeysOut<'py> = (
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<i32>>,
+    Bound<'py, PyArray1<u32>>,
+);
+
+/// `practice_series_grid` batch by batch: each thread fills `batch` series at a time into its
+/// buffer of `buffers` (`[batch, n_channels, n_bins]` float32, reused) and calls
+/// `run(buffer index, first series, series count)` with the GIL, which reads that buffer
+/// before the thread fills it again. Returns the series' (parcel rank, year, tile rank);
+/// raises the first error `run` raised. Interruptible between batches.
+#[pyfunction]
+#[pyo3(signature = (
+    parcel, n_parcels, micros, kind, tile, s2, s1, start_doy, bin_days, n_bins, n_channels,
+    s2_channels, s2_norm, s2_observed, s2_reconstructed, s1_channels, s1_norm, s1_observed,
+    batch, buffers, run
+))]
+#[allow(clippy::too_many_arguments)]
+fn practice_grid_batches<'py>(
+    py: Python<'py>,
+    parcel: Column<'py, u32>,
+    n_parcels: usize,
+    micros: Column<'py, i64>,
+    kind: Column<'py, u8>,
+    tile: Column<'py, u32>,
+    s2: Vec<FloatColumn<'py>>,
+    s1: Option<(FloatColumn<'py>, FloatColumn<'py>)>,
+    start_doy: i64,
+    bin_days: i64,
+    n_bins: usize,
+    n_channels: usize,
+    s2_channels: Vec<usize>,
+    s2_norm: Vec<(f32, f32)>,
+    s2_observed: usize,
+    s2_reconstructed: usize,
+    s1_channels: [usize; 3],
+    s1_norm: [(f32, f32); 3],
+    s1_observed: usize,
+    batch: usize,
+    buffers: Vec<Bound<'py, PyArray3<f32>>>,
+    run: Bound<'py, PyAny>,
+) -> PyResult<KeysOut<'py>> {
+    let input = GridInput {
+        parcel,
+        n_parcels,
+        micros,
+        kind,
+        tile,
+        s2,
+        s1,
+        layout: GridLayout {
+            start_doy,
+            bin_days,
+            n_bins,
+            n_channels,
+            s2_channels,
+            s2_norm,
+            s2_observed,
+            s2_reconstructed,
+            s1_channels,
+            s1_norm,
+            s1_observed,
+        },
+    };
+    if buffers.is_empty() {
+        return Err(input_err("no buffer to fill"));
+    }
+    let mut guards = buffers
+        .iter()
+        .map(|b| {
+            b.try_readwrite()
+                .map_err(|e| input_err(format!("buffer: {e}")))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let slices = guards
+        .iter_mut()
+        .map(|g| slice_mut(g, "buffer"))
+        .collect::<PyResult<Vec<_>>>()?;
+    let run = run.unbind();
+    let (parcel, year, tile) = input.with_rows(|rows| {
+        let layout = &input.layout;
+        run_interruptible(py, |cancel| {
+            let plan = SeriesPlan::new(rows, layout)?;
+            let call = |index: usize, first: usize, values: &[f32]| {
+                let n = values.len() / (layout.n_channels * layout.n_bins);
+                Python::attach(|py| run.call1(py, (index, first, n)).map(drop))
+            };
+            let done = grid_batches(rows, layout, &plan, batch, slices, cancel, &call)?;
+            Ok(done.map(|()| (plan.parcel, plan.year, plan.tile)))
+        })?
+    })?;
+    Ok((
+        parcel.into_pyarray(py),
+        year.into_pyarray(py),
+        tile.into_pyarray(py),
     ))
 }
 
@@ -326,6 +464,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(practice_group_keys, m)?)?;
     m.add_function(wrap_pyfunction!(practice_row_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(practice_series_grid, m)?)?;
+    m.add_function(wrap_pyfunction!(practice_grid_batches, m)?)?;
     m.add_function(wrap_pyfunction!(practice_decode_peaks, m)?)?;
     m.add_function(wrap_pyfunction!(practice_nearest_rows, m)?)?;
     m.add_function(wrap_pyfunction!(practice_events_of_peaks, m)?)?;
