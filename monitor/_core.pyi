@@ -11,6 +11,9 @@ __all__ = [
     "LabelRaster",
     "__version__",
     "build_label_raster",
+    "coarse_block_any",
+    "coarse_block_mean",
+    "coarse_detail_transfer",
     "encode_events",
     "encode_record_batches",
     "event_ids",
@@ -119,6 +122,20 @@ def tiling_extract(
 def tiling_stitch(
     tiles: npt.NDArray[np.float32], height: int, width: int, overlap: int
 ) -> npt.NDArray[np.float32]: ...
+def coarse_block_mean(
+    image: npt.NDArray[np.float32], factor: int, decibel: bool
+) -> npt.NDArray[np.float32]: ...
+def coarse_block_any(mask: npt.NDArray[np.bool_], factor: int) -> npt.NDArray[np.bool_]: ...
+def coarse_detail_transfer(
+    block_t0: npt.NDArray[np.float32],
+    predicted: npt.NDArray[np.float32],
+    sigma: npt.NDArray[np.float32],
+    t0: npt.NDArray[np.float32],
+    pixels: npt.NDArray[np.bool_],
+    factor: int,
+    reflectance: npt.NDArray[np.float32],
+    uncertainty: npt.NDArray[np.float32],
+) -> None: ...
 
 # A float column in Arrow's chunks: each chunk's values, and its validity bitmap with the bit
 # offset when some are null. The columns of one call are cut alike.

@@ -153,12 +153,13 @@ def reconstruct(
         if coarsen > 1:
             # The block's predicted change on top of the pixel's own t0 (detail transfer): a
             # block across a parcel edge would otherwise give the parcel its neighbour's mix.
-            coarse_t0 = inputs[0]
-            change = np.nan_to_num(predicted - coarse_t0)
-            predicted = clear_t0.astype(np.float32) + _upsample(change, coarsen, height, width)
-            sigma = _upsample(sigma, coarsen, height, width)
-        reflectance[:, pixels] = predicted[:, pixels]
-        uncertainty[:, pixels] = sigma[:, pixels]
+            t0 = np.ascontiguousarray(clear_t0, dtype=np.float32)
+            kernels.detail_transfer(
+                inputs[0], predicted, sigma, t0, pixels, coarsen, reflectance, uncertainty
+            )
+        else:
+            reflectance[:, pixels] = predicted[:, pixels]
+            uncertainty[:, pixels] = sigma[:, pixels]
     no_t0 = invalid & np.isnan(clear_t0).any(axis=0)
     reflectance[:, no_t0] = np.nan
     uncertainty[:, no_t0] = np.nan
@@ -187,69 +188,16 @@ def coarse_inputs(
 
     Reflectance: mean of the block's finite pixels (NaN when none); radar: mean in linear
     power, back to dB (averaging dB would bias dark targets); `invalid`: a block is to be
-    predicted when any of its pixels is.
+    predicted when any of its pixels is. Rust kernels (`kernels.block_mean`, `block_any`):
+    one pass over each input.
     """
-
-    def reflectance(a: npt.NDArray[np.floating[Any]]) -> Float32Array:
-        return _block_mean(a.astype(np.float32, copy=False), factor)
-
-    def radar(a: npt.NDArray[np.floating[Any]]) -> Float32Array:
-        power = _block_mean(np.exp(a.astype(np.float32) * _DB_TO_LN), factor)
-        out = np.full_like(power, np.nan)
-        np.log10(power, out=out, where=power > 0)
-        return (out * 10).astype(np.float32)
-
-    padded = _pad_to(invalid[None], factor)[0]
-    coarse_invalid = np.zeros(_coarse_shape(padded.shape, factor), dtype=bool)
-    for view in _phases(padded, factor):
-        coarse_invalid |= view
     return (
-        reflectance(clear_t0),
-        None if next_clear is None else reflectance(next_clear),
-        radar(s1_t),
-        radar(s1_t0),
-        coarse_invalid,
+        kernels.block_mean(clear_t0, factor),
+        None if next_clear is None else kernels.block_mean(next_clear, factor),
+        kernels.block_mean(s1_t, factor, decibel=True),
+        kernels.block_mean(s1_t0, factor, decibel=True),
+        kernels.block_any(invalid, factor),
     )
-
-
-#: dB to natural-log units of power: 10^(x/10) = exp(x * ln(10)/10).
-_DB_TO_LN = np.float32(math.log(10.0) / 10.0)
-
-
-def _pad_to(a: npt.NDArray[Any], factor: int) -> npt.NDArray[Any]:
-    """`[C, H, W]` padded by edge replication to multiples of `factor`."""
-    pad_h, pad_w = -a.shape[1] % factor, -a.shape[2] % factor
-    return np.pad(a, ((0, 0), (0, pad_h), (0, pad_w)), "edge") if pad_h or pad_w else a
-
-
-def _coarse_shape(shape: tuple[int, ...], factor: int) -> tuple[int, ...]:
-    return (*shape[:-2], shape[-2] // factor, shape[-1] // factor)
-
-
-def _phases(a: npt.NDArray[Any], factor: int) -> list[npt.NDArray[Any]]:
-    """The `factor`² strided views of `a [..., H, W]` (multiples of `factor`), one per pixel
-    position in a block: summing them is a block sum without a slow 4-D reduction."""
-    return [a[..., i::factor, j::factor] for i in range(factor) for j in range(factor)]
-
-
-def _block_mean(a: Float32Array, factor: int) -> Float32Array:
-    """Mean of the finite values of each block of `a [C, H, W]`, NaN where none."""
-    padded = _pad_to(a, factor)
-    shape = _coarse_shape(padded.shape, factor)
-    total = np.zeros(shape, dtype=np.float32)
-    count = np.zeros(shape, dtype=np.float32)
-    for view in _phases(padded, factor):
-        finite = np.isfinite(view)
-        total += np.where(finite, view, np.float32(0))
-        count += finite
-    out = np.full(shape, np.nan, dtype=np.float32)
-    np.divide(total, count, out=out, where=count > 0)
-    return out
-
-
-def _upsample(a: Float32Array, factor: int, height: int, width: int) -> Float32Array:
-    """Nearest-neighbour `[C, h, w]` -> `[C, height, width]` (each block to its pixels)."""
-    return np.ascontiguousarray(a.repeat(factor, axis=1).repeat(factor, axis=2)[:, :height, :width])
 
 
 def _predict(

@@ -247,7 +247,7 @@ class ReconstructionStage:
         observed_valid = scl_valid & _has_data(rasters)
         target = need[labels] & ~observed_valid
         filled = _Filled(rasters, need.size)
-        blocks = _blocks(target, cfg.block_rows, cfg.tile, cfg.overlap, align=cfg.coarsen)
+        blocks = _blocks(target, cfg.block_rows, cfg.tile, cfg.overlap, cfg.coarsen)
         for rows, cols in blocks:
             self._fill_block(acq, refs, rows, cols, target, labels, filled)
         # Only the pixels actually rebuilt join the clear ones: a target pixel with no clear t0
@@ -293,7 +293,9 @@ class ReconstructionStage:
             )
             return
         span = (slice(ctx0, ctx1), slice(c0, c1))
-        observed = s2_reflectance(filled.rasters, window=span)
+        # Only the target pixels of the output are kept, and the model never reads the
+        # observation: the bands already converted (some pixels filled by the block above) do.
+        observed = filled.reflectance[:, span[0], span[1]]
         gap = (acq.acquired - refs.t0.acquired) / timedelta(days=1)
         out = reconstruct(
             observed,
@@ -385,8 +387,8 @@ class _Filled:
     (by label) of what was reconstructed."""
 
     def __init__(self, rasters: AcquisitionRasters, n_labels: int) -> None:
-        self.rasters = rasters
-        self.bands = list(s2_reflectance(rasters))
+        self.reflectance = s2_reflectance(rasters)
+        self.bands = list(self.reflectance)
         self.done = np.zeros(rasters.shape, dtype=bool)
         self.count = np.zeros(n_labels, dtype=np.float64)
         self.sigma_sum = np.zeros((len(BANDS), n_labels), dtype=np.float64)
@@ -436,29 +438,37 @@ def _with_scl(entry: IndexedAcquisition) -> tuple[str, ...]:
 
 
 def _blocks(
-    target: BoolArray, block_rows: int, tile: int, overlap: int, align: int = 1
+    target: BoolArray, block_rows: int, tile: int, overlap: int, coarsen: int = 1
 ) -> list[tuple[tuple[int, int, int, int], tuple[int, int]]]:
     """Row blocks over the target's bounding columns: ((ctx0, core0, core1, ctx1), (c0, c1)).
 
-    Cores tile the target's rows; context adds `overlap` rows each side; every span is widened
-    to at least `tile` pixels where the grid allows, so the network sees whole windows. Spans
-    start on multiples of `align`, so coarse network pixels cover the same grid pixels
-    whatever the blocks.
+    Cores tile the target's rows; context adds `overlap` grid rows each side; every span is
+    widened to at least one network window (`tile` network pixels of `coarsen` grid pixels)
+    where the grid allows. A block's rows hold a whole number n of the tiling kernel's windows
+    (n (tile - overlap) + overlap network rows, context included: none is cut by the block's
+    edge and run for a few rows), the largest n whose core fits in `block_rows`; a smaller
+    `block_rows` gives cores of that many rows. Spans start on multiples of `coarsen`, so
+    network pixels cover the same grid pixels whatever the blocks.
     """
     height, width = target.shape
     rows = np.flatnonzero(target.any(axis=1))
     cols = np.flatnonzero(target.any(axis=0))
     if rows.size == 0:
         return []
-    c0, c1 = _widen(int(cols[0]) - overlap, int(cols[-1]) + 1 + overlap, tile, width)
-    c0 -= c0 % align
+    window = tile * coarsen
+    c0, c1 = _widen(int(cols[0]) - overlap, int(cols[-1]) + 1 + overlap, window, width)
+    c0 -= c0 % coarsen
+    step = (tile - overlap) * coarsen
+    n = (block_rows + 2 * overlap - overlap * coarsen) // step
+    core_rows = n * step + overlap * coarsen - 2 * overlap if n >= 1 else block_rows
     out = []
-    for core0 in range(int(rows[0]), int(rows[-1]) + 1, block_rows):
-        core1 = min(core0 + block_rows, int(rows[-1]) + 1)
+    first = int(rows[0]) - int(rows[0]) % coarsen
+    for core0 in range(first, int(rows[-1]) + 1, core_rows):
+        core1 = min(core0 + core_rows, int(rows[-1]) + 1)
         if not target[core0:core1, c0:c1].any():
             continue
-        ctx0, ctx1 = _widen(core0 - overlap, core1 + overlap, tile, height)
-        ctx0 -= ctx0 % align
+        ctx0, ctx1 = _widen(core0 - overlap, core1 + overlap, window, height)
+        ctx0 -= ctx0 % coarsen
         out.append(((ctx0, core0, core1, ctx1), (c0, c1)))
     return out
 
