@@ -17,7 +17,9 @@ __all__ = [
     "encode_events",
     "encode_record_batches",
     "event_ids",
+    "fill_back_block",
     "key_partitions",
+    "physical_values",
     "pixel_set",
     "practice_decode_peaks",
     "practice_events_of_peaks",
@@ -135,6 +137,28 @@ def coarse_detail_transfer(
     factor: int,
     reflectance: npt.NDArray[np.float32],
     uncertainty: npt.NDArray[np.float32],
+) -> None: ...
+def fill_back_block(
+    bands: npt.NDArray[np.float32],
+    done: npt.NDArray[np.bool_],
+    count: npt.NDArray[np.float64],
+    sigma_sum: npt.NDArray[np.float64],
+    confidence: npt.NDArray[np.float64],
+    reflectance: npt.NDArray[np.float32],
+    sigma: npt.NDArray[np.float32],
+    target: npt.NDArray[np.bool_],
+    labels: npt.NDArray[np.uint32],
+    row: int,
+    col: int,
+    sigma_ref: float,
+) -> None: ...
+def physical_values(
+    raw: npt.NDArray[Any],
+    scale: float,
+    offset: float,
+    nodata: float | None,
+    out: npt.NDArray[np.float32],
+    valid: npt.NDArray[np.bool_] | None = None,
 ) -> None: ...
 
 # A float column in Arrow's chunks: each chunk's values, and its validity bitmap with the bit

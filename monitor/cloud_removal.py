@@ -23,7 +23,6 @@ replay, pass the next clear composite too (`next_clear`, `next_gap_days`) for a 
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -59,33 +58,41 @@ _ALL: Window = (slice(None), slice(None))
 
 
 def s2_reflectance(
-    rasters: AcquisitionRasters, bands: tuple[str, ...] = BANDS, window: Window = _ALL
+    rasters: AcquisitionRasters,
+    bands: tuple[str, ...] = BANDS,
+    window: Window = _ALL,
+    valid: npt.NDArray[np.bool_] | None = None,
 ) -> Float32Array:
     """`[B, H, W]` reflectance (scale and offset applied) of `bands` over `window` of the
-    rasters, NaN where nodata."""
-    return np.stack([_physical(rasters, name, window) for name in bands])
+    rasters, NaN where nodata or (given `valid [H, W]` of the window) not valid."""
+    return _physical_stack(rasters, bands, window, valid)
 
 
 def s1_stack(rasters: AcquisitionRasters) -> Float32Array:
     """`[2, H, W]` VV, VH backscatter in dB (the reader converts linear items), NaN where
     nodata."""
-    return np.stack([_physical(rasters, name, _ALL) for name in POLARISATIONS])
+    return _physical_stack(rasters, POLARISATIONS, _ALL, None)
 
 
-def _physical(rasters: AcquisitionRasters, name: str, window: Window) -> Float32Array:
-    band = rasters.bands.get(name)
-    if band is None:
+def _physical_stack(
+    rasters: AcquisitionRasters,
+    names: tuple[str, ...],
+    window: Window,
+    valid: npt.NDArray[np.bool_] | None,
+) -> Float32Array:
+    missing = [name for name in names if name not in rasters.bands]
+    if missing:
         have = ", ".join(rasters.bands)
         raise ModelError(
-            f"cloud removal needs band {name} of {rasters.acquisition.product_id!r} (read: {have})"
+            f"cloud removal needs band {missing[0]} of {rasters.acquisition.product_id!r} "
+            f"(read: {have})"
         )
-    raw = band.data[window]
-    values = raw.astype(np.float32) * np.float32(band.scale) + np.float32(band.offset)
-    invalid = np.isnan(values)  # NaN data stays NaN through scale and offset
-    if band.nodata is not None and not math.isnan(band.nodata):
-        invalid |= raw == band.nodata
-    values[invalid] = np.nan
-    return values
+    raws = [rasters.bands[name].data[window] for name in names]
+    out = np.empty((len(names), *raws[0].shape), dtype=np.float32)
+    for plane, name, raw in zip(out, names, raws, strict=True):
+        band = rasters.bands[name]
+        kernels.physical_values(raw, band.scale, band.offset, band.nodata, plane, valid)
+    return out
 
 
 def reconstruct(

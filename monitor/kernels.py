@@ -35,6 +35,8 @@ __all__ = [
     "block_mean",
     "detail_transfer",
     "extract_tiles",
+    "fill_back",
+    "physical_values",
     "pixel_sets",
     "stitch",
     "tile_windows",
@@ -326,6 +328,59 @@ def detail_transfer(
         reflectance,
         uncertainty,
     )
+
+
+def fill_back(
+    bands: npt.NDArray[np.float32],
+    done: npt.NDArray[np.bool_],
+    sums: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]],
+    block: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
+    target: npt.NDArray[np.bool_],
+    labels: npt.NDArray[np.uint32],
+    at: tuple[int, int],
+    sigma_ref: float,
+) -> None:
+    """Writes a block's reconstructed pixels back, in one pass: where `target [h, w]` is True
+    and the block's `(reflectance, sigma)` (`[C, h, w]`) are finite in every band, sets the
+    pixel in `bands [C, H, W]` and `done [H, W]` at offset `at = (row, col)`, and adds it to
+    the per-label `sums = (count [n], sigma_sum [C, n], confidence [n])` by its `labels` value
+    (confidence: `exp(-mean sigma over the bands / sigma_ref)`). Outputs in place (C-contiguous;
+    float32 bands, float64 sums)."""
+    count, sigma_sum, confidence = sums
+    reflectance, sigma = block
+    _core.fill_back_block(
+        bands,
+        done,
+        count,
+        sigma_sum,
+        confidence,
+        np.ascontiguousarray(reflectance, dtype=np.float32),
+        np.ascontiguousarray(sigma, dtype=np.float32),
+        _bool2d(target, "target"),
+        np.ascontiguousarray(labels, dtype=np.uint32),
+        int(at[0]),
+        int(at[1]),
+        float(sigma_ref),
+    )
+
+
+def physical_values(
+    raw: npt.NDArray[np.generic],
+    scale: float,
+    offset: float,
+    nodata: float | None,
+    out: npt.NDArray[np.float32],
+    valid: npt.NDArray[np.bool_] | None = None,
+) -> None:
+    """Writes `raw * scale + offset` (float32 arithmetic, as numpy's) of a 2-D band into `out`
+    (float32, same shape, C-contiguous), NaN where the raw value is NaN or `nodata`, or where
+    `valid` (same shape) is False: one pass instead of numpy's five."""
+    band = _raster2d(raw, "raw band", _BAND_DTYPES)
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != band.shape:
+        got = _shape_of(out)
+        raise KernelError(f"out must be a float32 array of shape {band.shape}, got {got}")
+    mask = None if valid is None else _bool2d(valid, "valid")
+    _core.physical_values(band, float(scale), float(offset), _opt_float(nodata), out, mask)
 
 
 def _bool2d(mask: npt.NDArray[np.bool_], what: str) -> npt.NDArray[np.bool_]:

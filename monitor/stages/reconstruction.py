@@ -72,7 +72,7 @@ from monitor.cloud_removal import (
 from monitor.errors import ConfigError
 from monitor.events import STAT_PREFIX, EventBatch, ModelRef, observation_events
 from monitor.infer import InferenceConfig, Model, load_model
-from monitor.kernels import validity_mask_from_scl, zonal_statistics
+from monitor.kernels import fill_back, validity_mask_from_scl, zonal_statistics
 from monitor.observations import validate_observations
 from monitor.raster import AcquisitionRasters, read_acquisition
 from monitor.stac import Acquisition
@@ -270,11 +270,10 @@ class ReconstructionStage:
         c0, c1 = cols
         window = Window(c0, ctx0, c1 - c0, ctx1 - ctx0)
         t0 = read_acquisition(refs.t0.acquisition(), _with_scl(refs.t0), window)
-        clear_t0 = s2_reflectance(t0)
+        clear = None
         if "SCL" in t0.bands:
-            clear_t0[
-                :, ~validity_mask_from_scl(t0.bands["SCL"].data, self.config.mask.invalid_classes)
-            ] = np.nan
+            clear = validity_mask_from_scl(t0.bands["SCL"].data, self.config.mask.invalid_classes)
+        clear_t0 = s2_reflectance(t0, valid=clear)
         s1_t = s1_stack(read_acquisition(refs.s1_t.acquisition(), POLARISATIONS, window))
         s1_t0 = s1_stack(read_acquisition(refs.s1_t0.acquisition(), POLARISATIONS, window))
         empty = [
@@ -311,14 +310,10 @@ class ReconstructionStage:
             batch=self.config.batch,
             coarsen=self.config.coarsen,
         )
-        core = slice(core0 - ctx0, core1 - ctx0)
-        filled.add(
-            (slice(core0, core1), span[1]),
-            out.reflectance[:, core],
-            out.uncertainty[:, core],
-            target[core0:core1, c0:c1],
-            labels[core0:core1, c0:c1],
-        )
+        core_target = target[span].copy()  # the context rows are the next block's
+        core_target[: core0 - ctx0] = False
+        core_target[core1 - ctx0 :] = False
+        filled.add((ctx0, c0), out.reflectance, out.uncertainty, core_target, labels[span])
 
     def _rows(
         self,
@@ -396,23 +391,24 @@ class _Filled:
 
     def add(
         self,
-        span: tuple[slice, slice],
+        at: tuple[int, int],
         reflectance: Float32Array,
         sigma: Float32Array,
         target: BoolArray,
         labels: npt.NDArray[np.uint32],
     ) -> None:
-        done = target & np.isfinite(reflectance).all(axis=0) & np.isfinite(sigma).all(axis=0)
-        for band, values in zip(self.bands, reflectance, strict=True):
-            band[span][done] = values[done]
-        self.done[span] |= done
-        where = labels[done]
-        n = self.count.size
-        self.count += np.bincount(where, minlength=n)
-        for j in range(len(BANDS)):
-            self.sigma_sum[j] += np.bincount(where, weights=sigma[j][done], minlength=n)
-        mean_sigma = sigma[:, done].mean(axis=0)
-        self.confidence += np.bincount(where, weights=np.exp(-mean_sigma / SIGMA_REF), minlength=n)
+        """The finite `target` pixels of a block's output (placed at `at` = (row, col)) into
+        the bands and the per-parcel sums (Rust, one pass)."""
+        fill_back(
+            self.reflectance,
+            self.done,
+            (self.count, self.sigma_sum, self.confidence),
+            (reflectance, sigma),
+            target,
+            labels,
+            at,
+            SIGMA_REF,
+        )
 
 
 def _clear_fraction(data: StageInput) -> float | None:

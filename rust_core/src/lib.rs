@@ -7,12 +7,14 @@
 pub mod coarse;
 pub mod coverage;
 pub mod event_json;
+pub mod fill_back;
 pub mod grid;
 pub mod kernel_error;
 pub mod label;
 pub mod label_build;
 pub mod label_cache;
 pub mod mask;
+pub mod physical;
 pub mod pixelset;
 pub mod polygons;
 pub mod practice_events;

@@ -1,17 +1,22 @@
-//! Block reductions and detail transfer for cloud removal on a coarser grid.
+//! Cloud removal's pixel work: block reductions and detail transfer on a coarser grid, and the
+//! write-back of reconstructed pixels with per-label sums.
 
 use numpy::ndarray::{Array2, Array3};
 use numpy::{
-    IntoPyArray, PyArray2, PyArray3, PyReadonlyArray2, PyReadonlyArray3, PyReadwriteArray3,
-    PyUntypedArrayMethods,
+    IntoPyArray, PyArray2, PyArray3, PyReadonlyArray2, PyReadonlyArray3, PyReadwriteArray1,
+    PyReadwriteArray2, PyReadwriteArray3, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 
+use super::arrays::Raster2;
 use super::arrays::{slice, slice_mut};
 use super::interrupt::{input_err, to_py_err};
 use crate::coarse::{
     block_any, block_mean, coarse_shape, detail_transfer, Average, BlockPrediction, PixelPlanes,
 };
+use crate::fill_back::{fill_block, Block, Filled};
+use crate::physical::to_physical;
+use crate::raster_value::Band;
 
 /// `[C, H, W]` float32 to the mean of each `factor`² block's finite values (`decibel`: in
 /// linear power, returned in dB), `[C, ceil(H/f), ceil(W/f)]`.
@@ -98,9 +103,94 @@ fn coarse_detail_transfer<'py>(
         .map_err(to_py_err)
 }
 
+/// Writes the finite target pixels of a block's `reflectance`/`sigma [C, h, w]` into
+/// `bands [C, H, W]` at `(row, col)`, sets `done [H, W]` there and adds them to the per-label
+/// `count [n]`, `sigma_sum [C, n]` and `confidence [n]` (`exp(-mean sigma / sigma_ref)`).
+#[pyfunction]
+#[pyo3(signature = (
+    bands, done, count, sigma_sum, confidence, reflectance, sigma, target, labels, row, col,
+    sigma_ref
+))]
+#[allow(clippy::too_many_arguments)]
+fn fill_back_block<'py>(
+    py: Python<'py>,
+    mut bands: PyReadwriteArray3<'py, f32>,
+    mut done: PyReadwriteArray2<'py, bool>,
+    mut count: PyReadwriteArray1<'py, f64>,
+    mut sigma_sum: PyReadwriteArray2<'py, f64>,
+    mut confidence: PyReadwriteArray1<'py, f64>,
+    reflectance: PyReadonlyArray3<'py, f32>,
+    sigma: PyReadonlyArray3<'py, f32>,
+    target: PyReadonlyArray2<'py, bool>,
+    labels: PyReadonlyArray2<'py, u32>,
+    row: usize,
+    col: usize,
+    sigma_ref: f64,
+) -> PyResult<()> {
+    let [c, height, width] = [bands.shape()[0], bands.shape()[1], bands.shape()[2]];
+    let [h, w] = [target.shape()[0], target.shape()[1]];
+    let filled = Filled {
+        bands: slice_mut(&mut bands, "bands")?,
+        done: slice_mut(&mut done, "done")?,
+        channels: c,
+        height,
+        width,
+        count: slice_mut(&mut count, "count")?,
+        sigma_sum: slice_mut(&mut sigma_sum, "sigma_sum")?,
+        confidence: slice_mut(&mut confidence, "confidence")?,
+    };
+    let block = Block {
+        reflectance: slice(&reflectance, "reflectance")?,
+        sigma: slice(&sigma, "sigma")?,
+        target: slice(&target, "target")?,
+        labels: slice(&labels, "labels")?,
+        row,
+        col,
+        height: h,
+        width: w,
+    };
+    py.detach(|| fill_block(filled, &block, sigma_ref))
+        .map_err(to_py_err)
+}
+
+/// Physical values (`raw * scale + offset`, float32) of a 2-D raster of any band dtype into
+/// `out` (same shape, in place): NaN where nodata, NaN or (given `valid`) not valid.
+#[pyfunction]
+#[pyo3(signature = (raw, scale, offset, nodata, out, valid=None))]
+fn physical_values<'py>(
+    py: Python<'py>,
+    raw: Bound<'py, PyAny>,
+    scale: f64,
+    offset: f64,
+    nodata: Option<f64>,
+    mut out: PyReadwriteArray2<'py, f32>,
+    valid: Option<PyReadonlyArray2<'py, bool>>,
+) -> PyResult<()> {
+    let raster = Raster2::borrow(&raw, "raw band")?;
+    if raster.shape() != (out.shape()[0], out.shape()[1]) {
+        return Err(input_err(format!(
+            "raw band is {:?}, out {:?}",
+            raster.shape(),
+            out.shape()
+        )));
+    }
+    let band = Band {
+        data: raster.data(),
+        scale,
+        offset,
+        nodata,
+    };
+    let mask = valid.as_ref().map(|v| slice(v, "valid")).transpose()?;
+    let dst = slice_mut(&mut out, "out")?;
+    py.detach(|| to_physical(&band, mask, dst))
+        .map_err(to_py_err)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(coarse_block_mean, m)?)?;
     m.add_function(wrap_pyfunction!(coarse_block_any, m)?)?;
     m.add_function(wrap_pyfunction!(coarse_detail_transfer, m)?)?;
+    m.add_function(wrap_pyfunction!(fill_back_block, m)?)?;
+    m.add_function(wrap_pyfunction!(physical_values, m)?)?;
     Ok(())
 }
