@@ -5,7 +5,10 @@ reflectance of `BANDS` at date t from the last clear reflectance at t0, Sentinel
 and near t0, and the gap t - t0, with a per-pixel standard deviation. `reconstruct` runs it
 through the tiling kernel (`kernels.extract_tiles` / `stitch`, overlapping windows blended with
 a linear ramp, so no seams), only on the windows that hold a pixel the validity mask rejects,
-and keeps every valid pixel as observed (uncertainty 0 there).
+and keeps every valid pixel as observed (uncertainty 0 there). The per-pixel work around the
+network is in Rust (`monitor.kernels`): band conversion (`physical_values`), the 2 x 2 block
+means of the 20 m mode (`block_mean`, `block_any`) and its detail transfer back to the pixels
+(`detail_transfer`), one pass each.
 
 Typical use, per S2 acquisition at t with some invalid pixels (load the model once)::
 
@@ -23,20 +26,24 @@ replay, pass the next clear composite too (`next_clear`, `next_gap_days`) for a 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import tempfile
+from pathlib import Path
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from monitor import kernels
 from monitor.errors import ModelError
-from monitor.infer import InferenceConfig, Model, load_model
+from monitor.infer import InferenceConfig, Model, artifact_path, load_model
 from monitor.model_io import BANDS as BANDS
 from monitor.model_io import POLARISATIONS as POLARISATIONS
 from monitor.model_io import TILE_MULTIPLE
 from monitor.raster import AcquisitionRasters
 
 MODEL_NAME = "cloud_removal"
+#: The window (px) the shipped ONNX file declares: its inputs are fixed at 128 x 128.
+EXPORTED_TILE: Final = 128
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -95,6 +102,36 @@ def _physical_stack(
     return out
 
 
+def load_for_tile(config: InferenceConfig, tile: int = EXPORTED_TILE) -> Model:
+    """The shipped network for windows of `tile` px (a multiple of 8).
+
+    The network is fully convolutional (no normalisation layer, no fixed-size reshape), but
+    the exported file declares 128 x 128 inputs. For another tile the file is loaded with the
+    `onnx` package, its inputs' and outputs' height and width are made free, and that copy
+    (the same graph and weights; the shipped file is not changed) goes to ONNX Runtime.
+    TensorRT builds its engine for the exported tile only.
+    """
+    if tile == EXPORTED_TILE:
+        return load_model(MODEL_NAME, config)
+    if tile < TILE_MULTIPLE or tile % TILE_MULTIPLE:
+        raise ModelError(f"cloud removal tile must be a multiple of {TILE_MULTIPLE}, got {tile}")
+    if config.backend != "onnxruntime":
+        raise ModelError(
+            f"cloud removal on {config.backend} runs {EXPORTED_TILE} px tiles only, got {tile}"
+        )
+    import onnx
+
+    proto = onnx.load(str(artifact_path(MODEL_NAME)))
+    for value in (*proto.graph.input, *proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 4:  # [batch, channels, height, width]
+            dims[2].dim_param, dims[3].dim_param = "height", "width"
+    with tempfile.TemporaryDirectory(prefix="cloud-removal-") as folder:
+        path = Path(folder) / f"{MODEL_NAME}.onnx"
+        onnx.save(proto, str(path))
+        return load_model(path, config)  # the session holds the model: the file may go
+
+
 def reconstruct(
     observed: npt.NDArray[np.floating[Any]],
     clear_t0: npt.NDArray[np.floating[Any]],
@@ -120,11 +157,11 @@ def reconstruct(
     Reprocessing only: `next_clear [3, H, W]`, the next clear reflectance, `next_gap_days`
     after t (both or neither). Missing radar pixels (NaN) are filled with the band's median;
     pixels without a clear t0 (NaN) stay NaN, and where `next_clear` is NaN the t0-only
-    prediction is used. `model`: default the shipped artifact on ONNX Runtime; `tile` must be
-    the model's tile (the shipped one: 128 px). `coarsen` 2 runs the network on 2 x 2 block
-    means (`coarse_inputs`: a quarter of the pixels) and gives each invalid pixel its own t0
-    plus its block's predicted change (and the block's uncertainty); pixels without a clear
-    t0 stay NaN as at full resolution.
+    prediction is used. `model`: default the shipped artifact on ONNX Runtime for `tile`
+    (`load_for_tile`); a model given must take `tile` px windows. `coarsen` 2 runs the
+    network on 2 x 2 block means (`coarse_inputs`: a quarter of the pixels) and gives each
+    invalid pixel its own t0 plus its block's predicted change (and the block's uncertainty);
+    pixels without a clear t0 stay NaN as at full resolution.
     """
     height, width = _check_inputs(observed, clear_t0, s1_t, s1_t0, gap_days, valid)
     if coarsen not in (1, 2):
@@ -151,7 +188,7 @@ def reconstruct(
     for pixels, after, after_gap in runs:
         if not pixels.any():
             continue
-        model = model or load_model(MODEL_NAME, InferenceConfig())
+        model = model or load_for_tile(InferenceConfig(), tile)
         timing = (float(gap_days), float(after_gap), float(day_of_year))
         inputs = (clear_t0, after, s1_t, s1_t0, pixels)
         if coarsen > 1:
