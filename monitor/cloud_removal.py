@@ -258,41 +258,53 @@ def _predict(
 ) -> tuple[Float32Array, Float32Array]:
     """Model output over the whole grid on the windows touching `invalid` (zeros elsewhere)."""
     height, width = invalid.shape
-    t0 = np.nan_to_num(clear_t0.astype(np.float32), nan=0.0)
-    after = t0 if next_clear is None else np.nan_to_num(next_clear.astype(np.float32), nan=0.0)
-    image = np.concatenate(
-        [
-            t0,
-            after,
-            _fill_radar(s1_t),
-            _fill_radar(s1_t0),
-            invalid[None].astype(np.float32),
-        ]
-    )
     # Grids smaller than a tile are edge-padded, not zero-padded: zeros are not radar.
     padded_h, padded_w = max(height, tile), max(width, tile)
-    if (padded_h, padded_w) != (height, width):
-        image = np.pad(image, ((0, 0), (0, padded_h - height), (0, padded_w - width)), "edge")
-    tiles = kernels.extract_tiles(image, tile, overlap)
-    wanted = np.flatnonzero(tiles[:, -1].reshape(len(tiles), -1).max(axis=1) > 0)
+
+    def windows_of(image: Float32Array) -> Float32Array:
+        """`[n, C, tile, tile]`, contiguous per input: a batch of consecutive windows is a view
+        the model reads as is."""
+        if (padded_h, padded_w) != (height, width):
+            pad = ((0, 0), (0, padded_h - height), (0, padded_w - width))
+            image = np.pad(image, pad, "edge")
+        return kernels.extract_tiles(image, tile, overlap)
+
+    t0 = windows_of(_zero_nan(clear_t0))
+    inputs = {
+        "s2_t0": t0,
+        "s2_next": t0 if next_clear is None else windows_of(_zero_nan(next_clear)),
+        "s1_t": windows_of(_fill_radar(s1_t)),
+        "s1_t0": windows_of(_fill_radar(s1_t0)),
+    }
+    windows = kernels.tile_windows(padded_h, padded_w, tile, overlap)
+    wanted = [
+        k
+        for k, w in enumerate(windows)
+        if invalid[w.row : w.row + w.height, w.col : w.col + w.width].any()
+    ]
     n_bands = len(BANDS)
-    outputs = np.zeros((len(tiles), 2 * n_bands, tile, tile), dtype=np.float32)
+    reflectance = np.zeros((len(windows), n_bands, tile, tile), dtype=np.float32)
+    uncertainty = np.zeros_like(reflectance)
     for start in range(0, len(wanted), batch):
         chosen = wanted[start : start + batch]
-        x = tiles[chosen]
-        result = model.run(
-            {
-                "s2_t0": np.ascontiguousarray(x[:, :n_bands]),
-                "s2_next": np.ascontiguousarray(x[:, n_bands : 2 * n_bands]),
-                "s1_t": np.ascontiguousarray(x[:, 2 * n_bands : 2 * n_bands + 2]),
-                "s1_t0": np.ascontiguousarray(x[:, 2 * n_bands + 2 : 2 * n_bands + 4]),
-                "timing": np.tile(np.asarray(timing, dtype=np.float32), (len(chosen), 1)),
-            }
-        )
-        outputs[chosen, :n_bands] = result["reflectance"]
-        outputs[chosen, n_bands:] = result["uncertainty"]
-    stitched = kernels.stitch(outputs, padded_h, padded_w, overlap)[:, :height, :width]
-    return stitched[:n_bands], stitched[n_bands:]
+        run: slice | list[int] = chosen
+        if chosen[-1] - chosen[0] == len(chosen) - 1:  # consecutive: views, no copies
+            run = slice(chosen[0], chosen[-1] + 1)
+        feed = {name: array[run] for name, array in inputs.items()}
+        feed["timing"] = np.tile(np.asarray(timing, dtype=np.float32), (len(chosen), 1))
+        result = model.run(feed)
+        reflectance[run] = result["reflectance"]
+        uncertainty[run] = result["uncertainty"]
+    return (
+        kernels.stitch(reflectance, padded_h, padded_w, overlap)[:, :height, :width],
+        kernels.stitch(uncertainty, padded_h, padded_w, overlap)[:, :height, :width],
+    )
+
+
+def _zero_nan(a: npt.NDArray[np.floating[Any]]) -> Float32Array:
+    out = a.astype(np.float32, copy=True)
+    np.copyto(out, np.float32(0), where=np.isnan(out))
+    return out
 
 
 def _fill_radar(s1: npt.NDArray[np.floating[Any]]) -> Float32Array:
