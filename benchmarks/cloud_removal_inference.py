@@ -3,7 +3,8 @@
     python -m benchmarks.cloud_removal_inference [--tiles 32] [--tile 128] [--threads 2]
 
 The shipped model (`monitor/artifacts/cloud_removal.onnx`) runs on `--tiles` tiles of
-`--tile`² pixels in batches of 16, through ONNX Runtime (`monitor.infer`) and through the
+`--tile`² pixels in batches of 16, through ONNX Runtime (`monitor.cloud_removal.load_for_tile`:
+the shipped file, with free height and width for tiles other than its 128) and through the
 PyTorch network rebuilt from the same file's weights (needs the train extra), both on
 `--threads` threads; best of `--repeats`. Reported: megapixels per second of each, their
 ratio, and the largest difference between their outputs. Then the whole runtime path,
@@ -54,8 +55,8 @@ def main() -> None:
     import torch
 
     from models.cloud_removal import INPUT_NAMES, from_onnx
-    from monitor.cloud_removal import reconstruct
-    from monitor.infer import InferenceConfig, artifact_path, load_model
+    from monitor.cloud_removal import load_for_tile, reconstruct
+    from monitor.infer import InferenceConfig, artifact_path
 
     path = artifact_path("cloud_removal")
     rng = np.random.default_rng(0)
@@ -65,7 +66,7 @@ def main() -> None:
     ]
     megapixels = args.tiles * args.tile**2 / 1e6
 
-    session = load_model(path, InferenceConfig(threads=args.threads))
+    session = load_for_tile(InferenceConfig(threads=args.threads), args.tile)
     session.run(batches[0])  # warm-up
     ort_time, ort_out = _best(
         lambda: np.concatenate([session.run(b)["reflectance"] for b in batches]), args.repeats
@@ -100,6 +101,7 @@ def main() -> None:
             cloudy,
             day_of_year=120,
             model=session,
+            tile=args.tile,
         ),
         args.repeats,
     )

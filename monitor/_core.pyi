@@ -12,10 +12,15 @@ __all__ = [
     "LabelRaster",
     "__version__",
     "build_label_raster",
+    "coarse_block_any",
+    "coarse_block_mean",
+    "coarse_detail_transfer",
     "encode_events",
     "encode_record_batches",
     "event_ids",
+    "fill_back_block",
     "key_partitions",
+    "physical_values",
     "pixel_set",
     "practice_decode_peaks",
     "practice_events_of_peaks",
@@ -121,6 +126,42 @@ def tiling_extract(
 def tiling_stitch(
     tiles: npt.NDArray[np.float32], height: int, width: int, overlap: int
 ) -> npt.NDArray[np.float32]: ...
+def coarse_block_mean(
+    image: npt.NDArray[np.float32], factor: int, decibel: bool
+) -> npt.NDArray[np.float32]: ...
+def coarse_block_any(mask: npt.NDArray[np.bool_], factor: int) -> npt.NDArray[np.bool_]: ...
+def coarse_detail_transfer(
+    block_t0: npt.NDArray[np.float32],
+    predicted: npt.NDArray[np.float32],
+    sigma: npt.NDArray[np.float32],
+    t0: npt.NDArray[np.float32],
+    pixels: npt.NDArray[np.bool_],
+    factor: int,
+    reflectance: npt.NDArray[np.float32],
+    uncertainty: npt.NDArray[np.float32],
+) -> None: ...
+def fill_back_block(
+    bands: npt.NDArray[np.float32],
+    done: npt.NDArray[np.bool_],
+    count: npt.NDArray[np.float64],
+    sigma_sum: npt.NDArray[np.float64],
+    confidence: npt.NDArray[np.float64],
+    reflectance: npt.NDArray[np.float32],
+    sigma: npt.NDArray[np.float32],
+    target: npt.NDArray[np.bool_],
+    labels: npt.NDArray[np.uint32],
+    row: int,
+    col: int,
+    sigma_ref: float,
+) -> None: ...
+def physical_values(
+    raw: npt.NDArray[Any],
+    scale: float,
+    offset: float,
+    nodata: float | None,
+    out: npt.NDArray[np.float32],
+    valid: npt.NDArray[np.bool_] | None = None,
+) -> None: ...
 
 # A float column in Arrow's chunks: each chunk's values, and its validity bitmap with the bit
 # offset when some are null. The columns of one call are cut alike.

@@ -5,7 +5,10 @@ reflectance of `BANDS` at date t from the last clear reflectance at t0, Sentinel
 and near t0, and the gap t - t0, with a per-pixel standard deviation. `reconstruct` runs it
 through the tiling kernel (`kernels.extract_tiles` / `stitch`, overlapping windows blended with
 a linear ramp, so no seams), only on the windows that hold a pixel the validity mask rejects,
-and keeps every valid pixel as observed (uncertainty 0 there).
+and keeps every valid pixel as observed (uncertainty 0 there). The per-pixel work around the
+network is in Rust (`monitor.kernels`): band conversion (`physical_values`), the 2 x 2 block
+means of the 20 m mode (`block_mean`, `block_any`) and its detail transfer back to the pixels
+(`detail_transfer`), one pass each.
 
 Typical use, per S2 acquisition at t with some invalid pixels (load the model once)::
 
@@ -23,21 +26,24 @@ replay, pass the next clear composite too (`next_clear`, `next_gap_days`) for a 
 
 from __future__ import annotations
 
-import math
-from typing import Any, NamedTuple
+import tempfile
+from pathlib import Path
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from monitor import kernels
 from monitor.errors import ModelError
-from monitor.infer import InferenceConfig, Model, load_model
+from monitor.infer import InferenceConfig, Model, artifact_path, load_model
 from monitor.model_io import BANDS as BANDS
 from monitor.model_io import POLARISATIONS as POLARISATIONS
 from monitor.model_io import TILE_MULTIPLE
 from monitor.raster import AcquisitionRasters
 
 MODEL_NAME = "cloud_removal"
+#: The window (px) the shipped ONNX file declares: its inputs are fixed at 128 x 128.
+EXPORTED_TILE: Final = 128
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -59,33 +65,71 @@ _ALL: Window = (slice(None), slice(None))
 
 
 def s2_reflectance(
-    rasters: AcquisitionRasters, bands: tuple[str, ...] = BANDS, window: Window = _ALL
+    rasters: AcquisitionRasters,
+    bands: tuple[str, ...] = BANDS,
+    window: Window = _ALL,
+    valid: npt.NDArray[np.bool_] | None = None,
 ) -> Float32Array:
     """`[B, H, W]` reflectance (scale and offset applied) of `bands` over `window` of the
-    rasters, NaN where nodata."""
-    return np.stack([_physical(rasters, name, window) for name in bands])
+    rasters, NaN where nodata or (given `valid [H, W]` of the window) not valid."""
+    return _physical_stack(rasters, bands, window, valid)
 
 
 def s1_stack(rasters: AcquisitionRasters) -> Float32Array:
     """`[2, H, W]` VV, VH backscatter in dB (the reader converts linear items), NaN where
     nodata."""
-    return np.stack([_physical(rasters, name, _ALL) for name in POLARISATIONS])
+    return _physical_stack(rasters, POLARISATIONS, _ALL, None)
 
 
-def _physical(rasters: AcquisitionRasters, name: str, window: Window) -> Float32Array:
-    band = rasters.bands.get(name)
-    if band is None:
+def _physical_stack(
+    rasters: AcquisitionRasters,
+    names: tuple[str, ...],
+    window: Window,
+    valid: npt.NDArray[np.bool_] | None,
+) -> Float32Array:
+    missing = [name for name in names if name not in rasters.bands]
+    if missing:
         have = ", ".join(rasters.bands)
         raise ModelError(
-            f"cloud removal needs band {name} of {rasters.acquisition.product_id!r} (read: {have})"
+            f"cloud removal needs band {missing[0]} of {rasters.acquisition.product_id!r} "
+            f"(read: {have})"
         )
-    raw = band.data[window]
-    values = raw.astype(np.float32) * np.float32(band.scale) + np.float32(band.offset)
-    invalid = np.isnan(values)  # NaN data stays NaN through scale and offset
-    if band.nodata is not None and not math.isnan(band.nodata):
-        invalid |= raw == band.nodata
-    values[invalid] = np.nan
-    return values
+    raws = [rasters.bands[name].data[window] for name in names]
+    out = np.empty((len(names), *raws[0].shape), dtype=np.float32)
+    for plane, name, raw in zip(out, names, raws, strict=True):
+        band = rasters.bands[name]
+        kernels.physical_values(raw, band.scale, band.offset, band.nodata, plane, valid)
+    return out
+
+
+def load_for_tile(config: InferenceConfig, tile: int = EXPORTED_TILE) -> Model:
+    """The shipped network for windows of `tile` px (a multiple of 8).
+
+    The network is fully convolutional (no normalisation layer, no fixed-size reshape), but
+    the exported file declares 128 x 128 inputs. For another tile the file is loaded with the
+    `onnx` package, its inputs' and outputs' height and width are made free, and that copy
+    (the same graph and weights; the shipped file is not changed) goes to ONNX Runtime.
+    TensorRT builds its engine for the exported tile only.
+    """
+    if tile == EXPORTED_TILE:
+        return load_model(MODEL_NAME, config)
+    if tile < TILE_MULTIPLE or tile % TILE_MULTIPLE:
+        raise ModelError(f"cloud removal tile must be a multiple of {TILE_MULTIPLE}, got {tile}")
+    if config.backend != "onnxruntime":
+        raise ModelError(
+            f"cloud removal on {config.backend} runs {EXPORTED_TILE} px tiles only, got {tile}"
+        )
+    import onnx
+
+    proto = onnx.load(str(artifact_path(MODEL_NAME)))
+    for value in (*proto.graph.input, *proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 4:  # [batch, channels, height, width]
+            dims[2].dim_param, dims[3].dim_param = "height", "width"
+    with tempfile.TemporaryDirectory(prefix="cloud-removal-") as folder:
+        path = Path(folder) / f"{MODEL_NAME}.onnx"
+        onnx.save(proto, str(path))
+        return load_model(path, config)  # the session holds the model: the file may go
 
 
 def reconstruct(
@@ -113,11 +157,11 @@ def reconstruct(
     Reprocessing only: `next_clear [3, H, W]`, the next clear reflectance, `next_gap_days`
     after t (both or neither). Missing radar pixels (NaN) are filled with the band's median;
     pixels without a clear t0 (NaN) stay NaN, and where `next_clear` is NaN the t0-only
-    prediction is used. `model`: default the shipped artifact on ONNX Runtime; `tile` must be
-    the model's tile (the shipped one: 128 px). `coarsen` 2 runs the network on 2 x 2 block
-    means (`coarse_inputs`: a quarter of the pixels) and gives each invalid pixel its own t0
-    plus its block's predicted change (and the block's uncertainty); pixels without a clear
-    t0 stay NaN as at full resolution.
+    prediction is used. `model`: default the shipped artifact on ONNX Runtime for `tile`
+    (`load_for_tile`); a model given must take `tile` px windows. `coarsen` 2 runs the
+    network on 2 x 2 block means (`coarse_inputs`: a quarter of the pixels) and gives each
+    invalid pixel its own t0 plus its block's predicted change (and the block's uncertainty);
+    pixels without a clear t0 stay NaN as at full resolution.
     """
     height, width = _check_inputs(observed, clear_t0, s1_t, s1_t0, gap_days, valid)
     if coarsen not in (1, 2):
@@ -144,7 +188,7 @@ def reconstruct(
     for pixels, after, after_gap in runs:
         if not pixels.any():
             continue
-        model = model or load_model(MODEL_NAME, InferenceConfig())
+        model = model or load_for_tile(InferenceConfig(), tile)
         timing = (float(gap_days), float(after_gap), float(day_of_year))
         inputs = (clear_t0, after, s1_t, s1_t0, pixels)
         if coarsen > 1:
@@ -153,12 +197,13 @@ def reconstruct(
         if coarsen > 1:
             # The block's predicted change on top of the pixel's own t0 (detail transfer): a
             # block across a parcel edge would otherwise give the parcel its neighbour's mix.
-            coarse_t0 = inputs[0]
-            change = np.nan_to_num(predicted - coarse_t0)
-            predicted = clear_t0.astype(np.float32) + _upsample(change, coarsen, height, width)
-            sigma = _upsample(sigma, coarsen, height, width)
-        reflectance[:, pixels] = predicted[:, pixels]
-        uncertainty[:, pixels] = sigma[:, pixels]
+            t0 = np.ascontiguousarray(clear_t0, dtype=np.float32)
+            kernels.detail_transfer(
+                inputs[0], predicted, sigma, t0, pixels, coarsen, reflectance, uncertainty
+            )
+        else:
+            reflectance[:, pixels] = predicted[:, pixels]
+            uncertainty[:, pixels] = sigma[:, pixels]
     no_t0 = invalid & np.isnan(clear_t0).any(axis=0)
     reflectance[:, no_t0] = np.nan
     uncertainty[:, no_t0] = np.nan
@@ -187,69 +232,16 @@ def coarse_inputs(
 
     Reflectance: mean of the block's finite pixels (NaN when none); radar: mean in linear
     power, back to dB (averaging dB would bias dark targets); `invalid`: a block is to be
-    predicted when any of its pixels is.
+    predicted when any of its pixels is. Rust kernels (`kernels.block_mean`, `block_any`):
+    one pass over each input.
     """
-
-    def reflectance(a: npt.NDArray[np.floating[Any]]) -> Float32Array:
-        return _block_mean(a.astype(np.float32, copy=False), factor)
-
-    def radar(a: npt.NDArray[np.floating[Any]]) -> Float32Array:
-        power = _block_mean(np.exp(a.astype(np.float32) * _DB_TO_LN), factor)
-        out = np.full_like(power, np.nan)
-        np.log10(power, out=out, where=power > 0)
-        return (out * 10).astype(np.float32)
-
-    padded = _pad_to(invalid[None], factor)[0]
-    coarse_invalid = np.zeros(_coarse_shape(padded.shape, factor), dtype=bool)
-    for view in _phases(padded, factor):
-        coarse_invalid |= view
     return (
-        reflectance(clear_t0),
-        None if next_clear is None else reflectance(next_clear),
-        radar(s1_t),
-        radar(s1_t0),
-        coarse_invalid,
+        kernels.block_mean(clear_t0, factor),
+        None if next_clear is None else kernels.block_mean(next_clear, factor),
+        kernels.block_mean(s1_t, factor, decibel=True),
+        kernels.block_mean(s1_t0, factor, decibel=True),
+        kernels.block_any(invalid, factor),
     )
-
-
-#: dB to natural-log units of power: 10^(x/10) = exp(x * ln(10)/10).
-_DB_TO_LN = np.float32(math.log(10.0) / 10.0)
-
-
-def _pad_to(a: npt.NDArray[Any], factor: int) -> npt.NDArray[Any]:
-    """`[C, H, W]` padded by edge replication to multiples of `factor`."""
-    pad_h, pad_w = -a.shape[1] % factor, -a.shape[2] % factor
-    return np.pad(a, ((0, 0), (0, pad_h), (0, pad_w)), "edge") if pad_h or pad_w else a
-
-
-def _coarse_shape(shape: tuple[int, ...], factor: int) -> tuple[int, ...]:
-    return (*shape[:-2], shape[-2] // factor, shape[-1] // factor)
-
-
-def _phases(a: npt.NDArray[Any], factor: int) -> list[npt.NDArray[Any]]:
-    """The `factor`² strided views of `a [..., H, W]` (multiples of `factor`), one per pixel
-    position in a block: summing them is a block sum without a slow 4-D reduction."""
-    return [a[..., i::factor, j::factor] for i in range(factor) for j in range(factor)]
-
-
-def _block_mean(a: Float32Array, factor: int) -> Float32Array:
-    """Mean of the finite values of each block of `a [C, H, W]`, NaN where none."""
-    padded = _pad_to(a, factor)
-    shape = _coarse_shape(padded.shape, factor)
-    total = np.zeros(shape, dtype=np.float32)
-    count = np.zeros(shape, dtype=np.float32)
-    for view in _phases(padded, factor):
-        finite = np.isfinite(view)
-        total += np.where(finite, view, np.float32(0))
-        count += finite
-    out = np.full(shape, np.nan, dtype=np.float32)
-    np.divide(total, count, out=out, where=count > 0)
-    return out
-
-
-def _upsample(a: Float32Array, factor: int, height: int, width: int) -> Float32Array:
-    """Nearest-neighbour `[C, h, w]` -> `[C, height, width]` (each block to its pixels)."""
-    return np.ascontiguousarray(a.repeat(factor, axis=1).repeat(factor, axis=2)[:, :height, :width])
 
 
 def _predict(
@@ -266,41 +258,53 @@ def _predict(
 ) -> tuple[Float32Array, Float32Array]:
     """Model output over the whole grid on the windows touching `invalid` (zeros elsewhere)."""
     height, width = invalid.shape
-    t0 = np.nan_to_num(clear_t0.astype(np.float32), nan=0.0)
-    after = t0 if next_clear is None else np.nan_to_num(next_clear.astype(np.float32), nan=0.0)
-    image = np.concatenate(
-        [
-            t0,
-            after,
-            _fill_radar(s1_t),
-            _fill_radar(s1_t0),
-            invalid[None].astype(np.float32),
-        ]
-    )
     # Grids smaller than a tile are edge-padded, not zero-padded: zeros are not radar.
     padded_h, padded_w = max(height, tile), max(width, tile)
-    if (padded_h, padded_w) != (height, width):
-        image = np.pad(image, ((0, 0), (0, padded_h - height), (0, padded_w - width)), "edge")
-    tiles = kernels.extract_tiles(image, tile, overlap)
-    wanted = np.flatnonzero(tiles[:, -1].reshape(len(tiles), -1).max(axis=1) > 0)
+
+    def windows_of(image: Float32Array) -> Float32Array:
+        """`[n, C, tile, tile]`, contiguous per input: a batch of consecutive windows is a view
+        the model reads as is."""
+        if (padded_h, padded_w) != (height, width):
+            pad = ((0, 0), (0, padded_h - height), (0, padded_w - width))
+            image = np.pad(image, pad, "edge")
+        return kernels.extract_tiles(image, tile, overlap)
+
+    t0 = windows_of(_zero_nan(clear_t0))
+    inputs = {
+        "s2_t0": t0,
+        "s2_next": t0 if next_clear is None else windows_of(_zero_nan(next_clear)),
+        "s1_t": windows_of(_fill_radar(s1_t)),
+        "s1_t0": windows_of(_fill_radar(s1_t0)),
+    }
+    windows = kernels.tile_windows(padded_h, padded_w, tile, overlap)
+    wanted = [
+        k
+        for k, w in enumerate(windows)
+        if invalid[w.row : w.row + w.height, w.col : w.col + w.width].any()
+    ]
     n_bands = len(BANDS)
-    outputs = np.zeros((len(tiles), 2 * n_bands, tile, tile), dtype=np.float32)
+    reflectance = np.zeros((len(windows), n_bands, tile, tile), dtype=np.float32)
+    uncertainty = np.zeros_like(reflectance)
     for start in range(0, len(wanted), batch):
         chosen = wanted[start : start + batch]
-        x = tiles[chosen]
-        result = model.run(
-            {
-                "s2_t0": np.ascontiguousarray(x[:, :n_bands]),
-                "s2_next": np.ascontiguousarray(x[:, n_bands : 2 * n_bands]),
-                "s1_t": np.ascontiguousarray(x[:, 2 * n_bands : 2 * n_bands + 2]),
-                "s1_t0": np.ascontiguousarray(x[:, 2 * n_bands + 2 : 2 * n_bands + 4]),
-                "timing": np.tile(np.asarray(timing, dtype=np.float32), (len(chosen), 1)),
-            }
-        )
-        outputs[chosen, :n_bands] = result["reflectance"]
-        outputs[chosen, n_bands:] = result["uncertainty"]
-    stitched = kernels.stitch(outputs, padded_h, padded_w, overlap)[:, :height, :width]
-    return stitched[:n_bands], stitched[n_bands:]
+        run: slice | list[int] = chosen
+        if chosen[-1] - chosen[0] == len(chosen) - 1:  # consecutive: views, no copies
+            run = slice(chosen[0], chosen[-1] + 1)
+        feed = {name: array[run] for name, array in inputs.items()}
+        feed["timing"] = np.tile(np.asarray(timing, dtype=np.float32), (len(chosen), 1))
+        result = model.run(feed)
+        reflectance[run] = result["reflectance"]
+        uncertainty[run] = result["uncertainty"]
+    return (
+        kernels.stitch(reflectance, padded_h, padded_w, overlap)[:, :height, :width],
+        kernels.stitch(uncertainty, padded_h, padded_w, overlap)[:, :height, :width],
+    )
+
+
+def _zero_nan(a: npt.NDArray[np.floating[Any]]) -> Float32Array:
+    out = a.astype(np.float32, copy=True)
+    np.copyto(out, np.float32(0), where=np.isnan(out))
+    return out
 
 
 def _fill_radar(s1: npt.NDArray[np.floating[Any]]) -> Float32Array:

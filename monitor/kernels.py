@@ -31,7 +31,12 @@ __all__ = [
     "LabelRaster",
     "PixelSets",
     "Window",
+    "block_any",
+    "block_mean",
+    "detail_transfer",
     "extract_tiles",
+    "fill_back",
+    "physical_values",
     "pixel_sets",
     "stitch",
     "tile_windows",
@@ -275,6 +280,124 @@ def stitch(
         )
     data = np.ascontiguousarray(tiles, dtype=np.float32)
     return _core.tiling_stitch(data, height, width, overlap)
+
+
+def block_mean(
+    image: npt.NDArray[np.generic], factor: int, *, decibel: bool = False
+) -> npt.NDArray[np.float32]:
+    """Mean of the finite values of each `factor` x `factor` block of `image [C, H, W]`:
+    `[C, ceil(H/f), ceil(W/f)]`, NaN where a block has none; partial edge blocks are completed
+    by replicating the last row/column (numpy's `edge` padding). `decibel`: the mean is taken
+    in linear power (`10^(x/10)`) and returned in dB."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3:
+        raise KernelError(f"image must be a [C, H, W] array, got {_shape_of(image)}")
+    data = np.ascontiguousarray(image, dtype=np.float32)
+    return _core.coarse_block_mean(data, _factor(factor), decibel)
+
+
+def block_any(mask: npt.NDArray[np.bool_], factor: int) -> npt.NDArray[np.bool_]:
+    """`[ceil(H/f), ceil(W/f)]`: True where any pixel of the block of `mask [H, W]` is."""
+    return _core.coarse_block_any(_bool2d(mask, "mask"), _factor(factor))
+
+
+def detail_transfer(
+    block_t0: npt.NDArray[np.float32],
+    predicted: npt.NDArray[np.float32],
+    sigma: npt.NDArray[np.float32],
+    t0: npt.NDArray[np.float32],
+    pixels: npt.NDArray[np.bool_],
+    factor: int,
+    reflectance: npt.NDArray[np.float32],
+    uncertainty: npt.NDArray[np.float32],
+) -> None:
+    """Where `pixels [H, W]` is True, writes `t0 + (predicted - block_t0)` of the pixel's block
+    (the change counted 0 where it is not finite) into `reflectance`, and the block's `sigma`
+    into `uncertainty`; other pixels are left as they are. Pixel arrays `[C, H, W]`, block
+    arrays `[C, ceil(H/f), ceil(W/f)]`, all float32 and C-contiguous (the outputs are written
+    in place)."""
+    for name, out in (("reflectance", reflectance), ("uncertainty", uncertainty)):
+        if not isinstance(out, np.ndarray) or out.dtype != np.float32:
+            raise KernelError(f"{name} must be a float32 array, got {_shape_of(out)}")
+    _core.coarse_detail_transfer(
+        np.ascontiguousarray(block_t0, dtype=np.float32),
+        np.ascontiguousarray(predicted, dtype=np.float32),
+        np.ascontiguousarray(sigma, dtype=np.float32),
+        np.ascontiguousarray(t0, dtype=np.float32),
+        _bool2d(pixels, "pixels"),
+        _factor(factor),
+        reflectance,
+        uncertainty,
+    )
+
+
+def fill_back(
+    bands: npt.NDArray[np.float32],
+    done: npt.NDArray[np.bool_],
+    sums: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]],
+    block: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
+    target: npt.NDArray[np.bool_],
+    labels: npt.NDArray[np.uint32],
+    at: tuple[int, int],
+    sigma_ref: float,
+) -> None:
+    """Writes a block's reconstructed pixels back, in one pass: where `target [h, w]` is True
+    and the block's `(reflectance, sigma)` (`[C, h, w]`) are finite in every band, sets the
+    pixel in `bands [C, H, W]` and `done [H, W]` at offset `at = (row, col)`, and adds it to
+    the per-label `sums = (count [n], sigma_sum [C, n], confidence [n])` by its `labels` value
+    (confidence: `exp(-mean sigma over the bands / sigma_ref)`). Outputs in place (C-contiguous;
+    float32 bands, float64 sums)."""
+    count, sigma_sum, confidence = sums
+    reflectance, sigma = block
+    _core.fill_back_block(
+        bands,
+        done,
+        count,
+        sigma_sum,
+        confidence,
+        np.ascontiguousarray(reflectance, dtype=np.float32),
+        np.ascontiguousarray(sigma, dtype=np.float32),
+        _bool2d(target, "target"),
+        np.ascontiguousarray(labels, dtype=np.uint32),
+        int(at[0]),
+        int(at[1]),
+        float(sigma_ref),
+    )
+
+
+def physical_values(
+    raw: npt.NDArray[np.generic],
+    scale: float,
+    offset: float,
+    nodata: float | None,
+    out: npt.NDArray[np.float32],
+    valid: npt.NDArray[np.bool_] | None = None,
+) -> None:
+    """Writes `raw * scale + offset` (float32 arithmetic, as numpy's) of a 2-D band into `out`
+    (float32, same shape, C-contiguous), NaN where the raw value is NaN or `nodata`, or where
+    `valid` (same shape) is False: one pass instead of numpy's five."""
+    band = _raster2d(raw, "raw band", _BAND_DTYPES)
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != band.shape:
+        got = _shape_of(out)
+        raise KernelError(f"out must be a float32 array of shape {band.shape}, got {got}")
+    mask = None if valid is None else _bool2d(valid, "valid")
+    _core.physical_values(band, float(scale), float(offset), _opt_float(nodata), out, mask)
+
+
+def _bool2d(mask: npt.NDArray[np.bool_], what: str) -> npt.NDArray[np.bool_]:
+    _raster2d(mask, what, (np.bool_,))
+    return np.ascontiguousarray(mask, dtype=np.bool_)
+
+
+def _factor(factor: int) -> int:
+    if factor < 1:
+        raise KernelError(f"block factor must be >= 1, got {factor}")
+    return int(factor)
+
+
+def _shape_of(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array of shape {value.shape}"
+    return type(value).__name__
 
 
 def _raster2d(

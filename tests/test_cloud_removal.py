@@ -10,7 +10,14 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from monitor.cloud_removal import BANDS, POLARISATIONS, coarse_inputs, reconstruct
+from monitor.cloud_removal import (
+    BANDS,
+    EXPORTED_TILE,
+    POLARISATIONS,
+    coarse_inputs,
+    load_for_tile,
+    reconstruct,
+)
 from monitor.errors import ModelError
 from monitor.infer import Backend, InferenceConfig, Model, artifact_path, load_model
 
@@ -204,6 +211,38 @@ def test_tiled_run_has_no_seams(tmp_path: Path) -> None:
 
     # ...and no seam, where windows butted without overlap do show one.
     assert seam(tiled) < 0.0004 < seam(butted)
+
+
+@pytest.mark.parametrize(("coarsen", "mean_tol", "max_tol"), [(1, 1e-4, 0.01), (2, 5e-4, 0.02)])
+def test_larger_windows_give_the_128_px_output(
+    shipped: Model, coarsen: int, mean_tol: float, max_tol: float
+) -> None:
+    """The shipped network with free height and width on 256 px windows against the exported
+    128 px ones, on a fully cloudy 384² real-textured scene (3 x 3 windows of 128, 2 x 2 of
+    256). Not bit-equal: the network's receptive field reaches past the 16 px overlap, so a
+    pixel's value depends a little on where its window's zero-padded border falls. Measured:
+    mean |diff| 1.9e-5 at 10 m and 1.0e-4 at 20 m, max 3.4e-3 / 1.5e-2 (at former window
+    borders). The tolerances keep the mean under 1/30 of the model's pixel MAE on the Mol pair
+    (0.0159) and the maximum within the tiled-against-whole bound of the seams test (0.02)."""
+    big = load_for_tile(InferenceConfig(threads=1), 256)
+    s2_t0, _, s1_t, s1_t0 = _mol_scene(384)
+    cloudy = np.zeros(s2_t0.shape[1:], dtype=bool)
+    args = (np.full_like(s2_t0, np.nan), s2_t0, s1_t, s1_t0, 10.0, cloudy)
+    small = reconstruct(*args, day_of_year=MOL_DAY, model=shipped, coarsen=coarsen)
+    large = reconstruct(*args, day_of_year=MOL_DAY, model=big, tile=256, coarsen=coarsen)
+    for name in ("reflectance", "uncertainty"):
+        diff = np.abs(getattr(large, name) - getattr(small, name))
+        assert diff.mean() < mean_tol, name
+        assert diff.max() < max_tol, name
+    assert np.abs(small.reflectance - s2_t0).mean() > 10 * mean_tol  # the model did change t0
+
+
+def test_other_windows_need_onnx_runtime_and_a_multiple_of_8() -> None:
+    with pytest.raises(ModelError, match="tensorrt runs 128 px tiles only"):
+        load_for_tile(InferenceConfig(backend="tensorrt"), 256)
+    with pytest.raises(ModelError, match="multiple of 8"):
+        load_for_tile(InferenceConfig(), 100)
+    assert load_for_tile(InferenceConfig(), EXPORTED_TILE).input_names
 
 
 def test_training_pairs_pick_t0_and_radar_as_the_engine_does() -> None:

@@ -26,6 +26,7 @@ from monitor.catalog import Catalog, read_catalog
 from monitor.commands.model_flags import add_model_arguments, stage_options
 from monitor.errors import ConfigError
 from monitor.events import ParcelEvent, validate_event
+from monitor.infer import InferenceConfig
 from monitor.kernels import zonal_statistics
 from monitor.parcels import ParcelSet, load_parcels
 from monitor.pipeline import Engine, EngineConfig
@@ -297,12 +298,21 @@ def test_both_resolutions_give_rows_for_the_same_parcels_and_pixels(
         {"max_s1_days": float("nan")},
         {"block_rows": 0},
         {"resolution_m": 15},
+        {"tile": 100},
+        {"tile": 16},
     ],
 )
 def test_bad_settings_are_refused(options: dict[str, float]) -> None:
     with pytest.raises(ConfigError, match="reconstruction") as error:
         reconstruction_stage(**options)
     assert "\n" not in str(error.value)
+
+
+def test_the_network_window_is_256_on_onnx_runtime_and_128_on_tensorrt() -> None:
+    assert reconstruction_stage().config.network_tile == 256
+    tensorrt = InferenceConfig(backend="tensorrt")
+    assert reconstruction_stage(inference=tensorrt).config.network_tile == 128
+    assert reconstruction_stage(tile=128).config.network_tile == 128
 
 
 @pytest.mark.parametrize(

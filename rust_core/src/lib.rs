@@ -4,14 +4,17 @@
 //! benches run without an interpreter. The PyO3 layer lives in `bindings` and is only
 //! compiled with the `python` feature (maturin turns it on).
 
+pub mod coarse;
 pub mod coverage;
 pub mod event_json;
+pub mod fill_back;
 pub mod grid;
 pub mod kernel_error;
 pub mod label;
 pub mod label_build;
 pub mod label_cache;
 pub mod mask;
+pub mod physical;
 pub mod pixelset;
 pub mod polygons;
 pub mod practice_events;

@@ -5,6 +5,7 @@
 use pyo3::prelude::*;
 
 mod arrays;
+mod coarse;
 mod events;
 mod interrupt;
 mod label_raster;
@@ -18,6 +19,7 @@ mod tiling;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    coarse::register(m)?;
     events::register(m)?;
     label_raster::register(m)?;
     mask::register(m)?;
