@@ -1,6 +1,7 @@
 """Cloud removal at run time: fill the cloudy pixels of a Sentinel-2 acquisition (no torch).
 
-The shipped model (`monitor/artifacts/cloud_removal.onnx`, card `cloud_removal.md`) predicts the
+The shipped model (`monitor/artifacts/cloud_removal.onnx`, card `cloud_removal.md`; its int8
+version `cloud_removal_int8.onnx`, which the engine's stage runs on ONNX Runtime) predicts the
 reflectance of `BANDS` at date t from the last clear reflectance at t0, Sentinel-1 VV/VH at t
 and near t0, and the gap t - t0, with a per-pixel standard deviation. `reconstruct` runs it
 through the tiling kernel (`kernels.extract_tiles` / `stitch`, overlapping windows blended with

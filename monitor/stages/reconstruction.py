@@ -137,8 +137,8 @@ class ReconstructionConfig:
     tile: int | None = None
     overlap: int = 16
     batch: int = 16
-    #: On ONNX Runtime, run the int8 network (`cloud_removal_int8.onnx`: ~1.6x the pixels per
-    #: CPU second, parcel means within 1 % of fp32; card "Int8 on CPU"); False: the fp32 one.
+    #: On ONNX Runtime, run the int8 network (`cloud_removal_int8.onnx`: 1.7-1.9x the pixels
+    #: per CPU second, parcel-mean MAE +0.1 %; card "Int8 on CPU"); False: the fp32 one.
     #: TensorRT always builds from the fp32 file (its own `InferenceConfig.fp16`).
     int8: bool = True
     #: The SCL classes that make a t0 pixel unusable (the engine's default mask).
