@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +41,9 @@ from monitor.model_io import BANDS as BANDS
 from monitor.model_io import POLARISATIONS as POLARISATIONS
 from monitor.model_io import TILE_MULTIPLE
 from monitor.raster import AcquisitionRasters
+
+if TYPE_CHECKING:
+    import onnx
 
 MODEL_NAME = "cloud_removal"
 #: Its static int8 quantization for ONNX Runtime on CPU (`models.cloud_removal_int8`), with
@@ -142,8 +145,8 @@ def load_for_tile(
         return load_model(path, config)  # the session holds the model: the file may go
 
 
-def free_spatial_dims(proto: Any) -> Any:
-    """The `onnx.ModelProto` `proto` with the height and width of its 4-D inputs and outputs
+def free_spatial_dims(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """`proto` with the height and width of its 4-D inputs and outputs
     made free (`dim_param`), changed in place and returned."""
     for value in (*proto.graph.input, *proto.graph.output):
         dims = value.type.tensor_type.shape.dim
