@@ -1,6 +1,7 @@
 """Cloud removal at run time: fill the cloudy pixels of a Sentinel-2 acquisition (no torch).
 
-The shipped model (`monitor/artifacts/cloud_removal.onnx`, card `cloud_removal.md`) predicts the
+The shipped model (`monitor/artifacts/cloud_removal.onnx`, card `cloud_removal.md`; its int8
+version `cloud_removal_int8.onnx`, which the engine's stage runs on ONNX Runtime) predicts the
 reflectance of `BANDS` at date t from the last clear reflectance at t0, Sentinel-1 VV/VH at t
 and near t0, and the gap t - t0, with a per-pixel standard deviation. `reconstruct` runs it
 through the tiling kernel (`kernels.extract_tiles` / `stitch`, overlapping windows blended with
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -41,7 +42,13 @@ from monitor.model_io import POLARISATIONS as POLARISATIONS
 from monitor.model_io import TILE_MULTIPLE
 from monitor.raster import AcquisitionRasters
 
+if TYPE_CHECKING:
+    import onnx
+
 MODEL_NAME = "cloud_removal"
+#: Its static int8 quantization for ONNX Runtime on CPU (`models.cloud_removal_int8`), with
+#: free height and width: what the engine's stage runs on ONNX Runtime by default.
+INT8_MODEL_NAME = "cloud_removal_int8"
 #: The window (px) the shipped ONNX file declares: its inputs are fixed at 128 x 128.
 EXPORTED_TILE: Final = 128
 
@@ -102,34 +109,50 @@ def _physical_stack(
     return out
 
 
-def load_for_tile(config: InferenceConfig, tile: int = EXPORTED_TILE) -> Model:
-    """The shipped network for windows of `tile` px (a multiple of 8).
+def load_for_tile(
+    config: InferenceConfig, tile: int = EXPORTED_TILE, *, int8: bool = False
+) -> Model:
+    """The shipped network for windows of `tile` px (a multiple of 8); with `int8`, its int8
+    version (`INT8_MODEL_NAME`, ONNX Runtime only).
 
     The network is fully convolutional (no normalisation layer, no fixed-size reshape), but
     the exported file declares 128 x 128 inputs. For another tile the file is loaded with the
     `onnx` package, its inputs' and outputs' height and width are made free, and that copy
     (the same graph and weights; the shipped file is not changed) goes to ONNX Runtime.
-    TensorRT builds its engine for the exported tile only.
+    TensorRT builds its engine for the exported tile only. The int8 file has free height and
+    width already (card `cloud_removal.md`, "Int8 on CPU").
     """
-    if tile == EXPORTED_TILE:
-        return load_model(MODEL_NAME, config)
     if tile < TILE_MULTIPLE or tile % TILE_MULTIPLE:
         raise ModelError(f"cloud removal tile must be a multiple of {TILE_MULTIPLE}, got {tile}")
+    if int8:
+        if config.backend != "onnxruntime":
+            raise ModelError(
+                f"the int8 cloud removal network runs on onnxruntime only, not {config.backend}"
+            )
+        return load_model(INT8_MODEL_NAME, config)
+    if tile == EXPORTED_TILE:
+        return load_model(MODEL_NAME, config)
     if config.backend != "onnxruntime":
         raise ModelError(
             f"cloud removal on {config.backend} runs {EXPORTED_TILE} px tiles only, got {tile}"
         )
     import onnx
 
-    proto = onnx.load(str(artifact_path(MODEL_NAME)))
-    for value in (*proto.graph.input, *proto.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        if len(dims) == 4:  # [batch, channels, height, width]
-            dims[2].dim_param, dims[3].dim_param = "height", "width"
+    proto = free_spatial_dims(onnx.load(str(artifact_path(MODEL_NAME))))
     with tempfile.TemporaryDirectory(prefix="cloud-removal-") as folder:
         path = Path(folder) / f"{MODEL_NAME}.onnx"
         onnx.save(proto, str(path))
         return load_model(path, config)  # the session holds the model: the file may go
+
+
+def free_spatial_dims(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """`proto` with the height and width of its 4-D inputs and outputs
+    made free (`dim_param`), changed in place and returned."""
+    for value in (*proto.graph.input, *proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 4:  # [batch, channels, height, width]
+            dims[2].dim_param, dims[3].dim_param = "height", "width"
+    return proto
 
 
 def reconstruct(
