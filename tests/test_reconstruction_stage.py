@@ -349,6 +349,20 @@ def test_the_resolution_flag_reaches_the_stage(argv: list[str], expected: int) -
     assert stage.config.coarsen == expected // 10
 
 
+@pytest.mark.parametrize(
+    ("argv", "int8"), [([], True), (["--reconstruction-precision", "fp32"], False)]
+)
+def test_the_precision_flag_reaches_the_stage(argv: list[str], int8: bool) -> None:
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    options = stage_options(parser.parse_args(argv))
+    assert options is not None
+    only_reconstruction = dataclasses.replace(options, heterogeneity=False, practices=False)
+    (stage,) = default_stages(only_reconstruction)
+    assert isinstance(stage, ReconstructionStage)
+    assert stage.config.int8 is int8
+
+
 def _rows_of(stage: ReconstructionStage, season: Season, product: str, root: Path) -> pl.DataFrame:
     """The reconstructed rows `stage` gives for `product`, on a copy of the season's index."""
     store = ObservationStore(root)

@@ -30,7 +30,7 @@ PRACTICES_MODEL = "practices"
 @dataclass(frozen=True)
 class StageOptions:
     """Which shipped models run, and how (the command-line flags `--no-models`, `--backend`,
-    `--heterogeneity-every-days`, `--reconstruction-resolution`)."""
+    `--heterogeneity-every-days`, `--reconstruction-resolution`, `--reconstruction-precision`)."""
 
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     practices: bool = True
@@ -39,6 +39,8 @@ class StageOptions:
     heterogeneity_every_days: int = DEFAULT_EVERY_DAYS
     #: `ReconstructionConfig.resolution_m`: the pixel size (m) cloud removal runs at.
     reconstruction_resolution_m: int = DEFAULT_RESOLUTION_M
+    #: `ReconstructionConfig.int8`: the int8 cloud-removal network on ONNX Runtime.
+    reconstruction_int8: bool = True
 
 
 def default_stages(options: StageOptions | None = None) -> list[InferenceStage]:
@@ -48,7 +50,9 @@ def default_stages(options: StageOptions | None = None) -> list[InferenceStage]:
     if options.reconstruction:
         # First: its reconstructed rows feed practices.
         config = ReconstructionConfig(
-            inference=options.inference, resolution_m=options.reconstruction_resolution_m
+            inference=options.inference,
+            resolution_m=options.reconstruction_resolution_m,
+            int8=options.reconstruction_int8,
         )
         stages.append(ReconstructionStage(config))
     if options.heterogeneity:
