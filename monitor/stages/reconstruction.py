@@ -70,7 +70,6 @@ from monitor.acquisition_index import INDEX_DIR, AcquisitionIndex, IndexedAcquis
 from monitor.cloud_removal import (
     BANDS,
     EXPORTED_TILE,
-    MODEL_NAME,
     POLARISATIONS,
     load_for_tile,
     reconstruct,
@@ -90,7 +89,6 @@ from monitor.zonal import MaskConfig
 
 log = logging.getLogger(__name__)
 
-MODEL: Final = ModelRef(MODEL_NAME, __version__)
 #: Predicted standard deviation (reflectance) at which a reconstructed pixel counts e⁻¹.
 SIGMA_REF: Final = 0.02
 #: Statistics copied into a reconstruction event's evidence (besides the stage's own).
@@ -381,7 +379,9 @@ class ReconstructionStage:
         )
         sigma = filled.sigma_sum[:, kept + 1] / filled.count[kept + 1]
         confidence = filled.confidence[kept + 1]
-        events = observation_events(rows, data.detected_at, model=MODEL, stats=EVIDENCE_STATS)
+        # Named after the network that ran: `cloud_removal` or `cloud_removal_int8`.
+        model = ModelRef(self.model().name, __version__)
+        events = observation_events(rows, data.detected_at, model=model, stats=EVIDENCE_STATS)
         observed = data.observations.filter(pl.col("source") == "observed")
         fractions = (
             rows.select(pl.col("parcel_id").cast(pl.String))
