@@ -157,11 +157,13 @@ def prepare(observations: pl.DataFrame) -> pl.DataFrame:
 
 def _ranks(values: pl.Series) -> tuple[pl.Series, npt.NDArray[np.uint32]]:
     """The distinct values of a string column, sorted (nulls last), and each row's rank
-    among them. Rows are grouped by a 64-bit hash, checked by a second one; should two
-    values collide, by an exact categorical encoding instead."""
-    grouped = _core.practice_group_keys(
-        values.hash(seed=0).to_numpy(), values.hash(seed=1).to_numpy()
-    )
+    among them. Rows are grouped by a 64-bit hash, checked by a second one (the two hashed
+    at once, polars releasing the GIL); should two values collide, by an exact categorical
+    encoding instead."""
+    with ThreadPoolExecutor(1) as pool:
+        check = pool.submit(lambda: values.hash(seed=1).to_numpy())
+        keys = values.hash(seed=0).to_numpy()
+        grouped = _core.practice_group_keys(keys, check.result())
     if grouped is None:
         codes = values.cast(pl.Categorical(pl.Categories.random())).to_physical()
         exact = codes.cast(pl.UInt64).fill_null(2**63).to_numpy()
@@ -172,7 +174,7 @@ def _ranks(values: pl.Series) -> tuple[pl.Series, npt.NDArray[np.uint32]]:
     order = distinct.arg_sort(nulls_last=True).to_numpy()
     rank = np.empty(len(order), dtype=np.uint32)
     rank[order] = np.arange(len(order), dtype=np.uint32)
-    return distinct.gather(order), rank[group]
+    return distinct.gather(order), _core.practice_renumber(group, rank)
 
 
 def _feature_values(df: pl.DataFrame, columns: Sequence[str]) -> list[_FloatColumn]:
