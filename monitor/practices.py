@@ -195,12 +195,12 @@ def _feature_values(df: pl.DataFrame, columns: Sequence[str]) -> list[_FloatColu
     return out
 
 
-def _codes(observations: pl.DataFrame, column: str, codes: dict[str, int]) -> npt.NDArray[np.uint8]:
+def _code(column: str, codes: dict[str, int]) -> pl.Expr:
     """A string column as small codes (0: any other value, or null)."""
     code = pl.lit(0, dtype=pl.UInt8)
     for value, number in codes.items():
         code = pl.when(pl.col(column) == value).then(pl.lit(number, dtype=pl.UInt8)).otherwise(code)
-    return observations.select(code).to_series().to_numpy()
+    return code.alias(column)
 
 
 def _row_flags(
@@ -214,11 +214,16 @@ def _row_flags(
     observation (enough valid pixels, NDVI finite), a reconstructed S2 row, an S1 row with
     finite VV and VH (when `s1` is given), or nothing; and whether it may be an event's
     evidence (an observed S2 row with enough valid pixels and an NDVI). Sensor and source
-    become codes in polars, the rest is one Rust pass."""
-    sensor = _codes(observations, "sensor", {"S2": _SENSOR_S2, "S1": _SENSOR_S1})
+    become codes in polars (one select: both at once), the rest is one Rust pass."""
+    codes = [_code("sensor", {"S2": _SENSOR_S2, "S1": _SENSOR_S1})]
     if "source" in observations.columns:
-        codes = {"observed": _SOURCE_OBSERVED, "reconstructed": _SOURCE_REBUILT}
-        source = _codes(observations, "source", codes)
+        codes.append(
+            _code("source", {"observed": _SOURCE_OBSERVED, "reconstructed": _SOURCE_REBUILT})
+        )
+    coded = observations.select(codes)
+    sensor = coded.get_column("sensor").to_numpy()
+    if "source" in observations.columns:
+        source = coded.get_column("source").to_numpy()
     else:
         source = np.full(observations.height, _SOURCE_OBSERVED, dtype=np.uint8)
     return _core.practice_row_kinds(sensor, source, valid, ndvi, s1, min_valid, MIN_VALID_FRACTION)

@@ -125,13 +125,10 @@ fn group_keys_in_pieces(
 
 /// `new[id]` of each id, in parallel (the ids renumbered); an error names an id out of range.
 pub fn renumber(ids: &[u32], new: &[u32]) -> Result<Vec<u32>, KernelError> {
-    if let Some(&bad) = ids.par_iter().find_first(|&&id| id as usize >= new.len()) {
-        return Err(KernelError::Input(format!(
-            "id {bad} out of range ({} new ids)",
-            new.len()
-        )));
-    }
-    Ok(ids.par_iter().map(|&id| new[id as usize]).collect())
+    ids.par_iter()
+        .map(|&id| new.get(id as usize).copied().ok_or(id))
+        .collect::<Result<Vec<u32>, u32>>()
+        .map_err(|bad| KernelError::Input(format!("id {bad} out of range ({} new ids)", new.len())))
 }
 
 /// `group_keys` of one piece: writes each row's group (numbered in the piece) to `group`,
@@ -397,12 +394,7 @@ impl RowTable<'_> {
         if u32::try_from(n).is_err() {
             return Err(KernelError::Input(format!("{n} rows: at most 2^32")));
         }
-        let n_parcels = self.n_parcels;
-        if let Some(&bad) = self
-            .parcel
-            .par_iter()
-            .find_first(|&&p| p as usize >= n_parcels)
-        {
+        if let Some(&bad) = self.parcel.iter().find(|&&p| p as usize >= self.n_parcels) {
             return Err(KernelError::Input(format!(
                 "parcel rank {bad} out of range (n_parcels {})",
                 self.n_parcels
@@ -1120,30 +1112,38 @@ pub fn decode_peaks(
             radius.len()
         )));
     }
+    // One batch of the model (up to `PEAK_CHUNK` series) is scanned on the calling thread:
+    // handing it to the thread pool would cost more than the scan.
+    const PEAK_CHUNK: usize = 1024;
+    let series_of = |k: usize, r: usize, (chunk, series_block): (usize, &[f32])| {
+        let mut found = Vec::new();
+        for (i, series) in series_block.chunks_exact(block).enumerate() {
+            let s = (chunk * PEAK_CHUNK + i) as i64;
+            let p = &series[k * n_bins..(k + 1) * n_bins];
+            for (b, &centre) in p.iter().enumerate() {
+                let before = &p[b.saturating_sub(r)..b];
+                let after = &p[(b + 1).min(n_bins)..(b + 1 + r).min(n_bins)];
+                let is_peak = centre >= threshold
+                    && before.iter().all(|&x| centre > x)
+                    && after.iter().all(|&x| centre >= x);
+                if is_peak {
+                    found.push((s, b as f64 + f64::from(offset(p, b)), f64::from(centre)));
+                }
+            }
+        }
+        found
+    };
     let mut peaks = Peaks::default();
     for (k, &r) in radius.iter().enumerate() {
-        let found: Vec<Vec<(i64, f64, f64)>> = probability
-            .par_chunks(block * 1024)
-            .enumerate()
-            .map(|(chunk, series_block)| {
-                let mut found = Vec::new();
-                for (i, series) in series_block.chunks_exact(block).enumerate() {
-                    let s = (chunk * 1024 + i) as i64;
-                    let p = &series[k * n_bins..(k + 1) * n_bins];
-                    for (b, &centre) in p.iter().enumerate() {
-                        let before = &p[b.saturating_sub(r)..b];
-                        let after = &p[(b + 1).min(n_bins)..(b + 1 + r).min(n_bins)];
-                        let is_peak = centre >= threshold
-                            && before.iter().all(|&x| centre > x)
-                            && after.iter().all(|&x| centre >= x);
-                        if is_peak {
-                            found.push((s, b as f64 + f64::from(offset(p, b)), f64::from(centre)));
-                        }
-                    }
-                }
-                found
-            })
-            .collect();
+        let found: Vec<Vec<(i64, f64, f64)>> = if probability.len() <= block * PEAK_CHUNK {
+            vec![series_of(k, r, (0, probability))]
+        } else {
+            probability
+                .par_chunks(block * PEAK_CHUNK)
+                .enumerate()
+                .map(|chunk| series_of(k, r, chunk))
+                .collect()
+        };
         for (s, bin, confidence) in found.into_iter().flatten() {
             peaks.series.push(s);
             peaks.practice.push(k as i64);
@@ -1771,6 +1771,39 @@ mod tests {
         assert_eq!(peaks.bin[1], 5.0 + f64::from(offset(&p, 5)));
         assert!(peaks.bin[1] > 5.0);
         assert!(decode_peaks(&p, 2, 8, 0.5, &[1, 1]).is_err());
+    }
+
+    #[test]
+    fn peaks_of_many_series_are_those_of_each_series() {
+        let mut rng = Rng(17);
+        let (n_series, n_practices, n_bins) = (2500usize, 3usize, 20usize);
+        let p: Vec<f32> = (0..n_series * n_practices * n_bins)
+            .map(|_| rng.below(1000) as f32 / 1000.0)
+            .collect();
+        let radius = [1, 2, 3];
+        let all = decode_peaks(&p, n_practices, n_bins, 0.6, &radius).unwrap();
+        // series one at a time, then ordered by practice, then series (a stable sort)
+        let mut expected = vec![];
+        for s in 0..n_series {
+            let block = &p[s * n_practices * n_bins..(s + 1) * n_practices * n_bins];
+            let one = decode_peaks(block, n_practices, n_bins, 0.6, &radius).unwrap();
+            for i in 0..one.series.len() {
+                expected.push((one.practice[i], s as i64, one.bin[i], one.confidence[i]));
+            }
+        }
+        expected.sort_by_key(|e| e.0);
+        let got: Vec<_> = (0..all.series.len())
+            .map(|i| {
+                (
+                    all.practice[i],
+                    all.series[i],
+                    all.bin[i],
+                    all.confidence[i],
+                )
+            })
+            .collect();
+        assert!(got.len() > n_series);
+        assert_eq!(got, expected);
     }
 
     #[test]
