@@ -304,6 +304,15 @@ def _grid_input(observations: pl.DataFrame, min_valid: float) -> _GridInput:
     return _GridInput(tiles, args, evidence)
 
 
+def _row_inputs(observations: pl.DataFrame) -> tuple[_Rows, _GridInput]:
+    """`_Rows` and `_GridInput` of prepared rows, the parcel ranks computed beside the other
+    row columns (both mostly in Rust or polars, the GIL released)."""
+    with ThreadPoolExecutor(1) as pool:
+        ranked = pool.submit(_Rows.of, observations)
+        grid = _grid_input(observations, MIN_VALID_FRACTION)
+        return ranked.result(), grid
+
+
 def _series_keys(
     parcel_ids: pl.Series,
     tiles: pl.Series,
@@ -648,10 +657,7 @@ def detect_practices(
         raise ConfigError(f"threshold {threshold} is not in (0, 1)")
     model = model or _shipped_model()
     observations = prepare(observations)
-    with ThreadPoolExecutor(1) as pool:  # the parcel ranks beside the other row columns
-        ranked = pool.submit(_Rows.of, observations)
-        grid = _grid_input(observations, MIN_VALID_FRACTION)
-        rows = ranked.result()
+    rows, grid = _row_inputs(observations)
     if memo is None:
         found = _grid_and_peaks(rows, grid, model, threshold, workers)
     else:

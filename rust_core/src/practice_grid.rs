@@ -56,11 +56,11 @@ pub type Groups = (Vec<u32>, Vec<usize>);
 /// numbered in piece order (a piece's in its order of first appearance: the order over all
 /// rows) and the rows renumbered in parallel.
 pub fn group_keys(keys: &[u64], check: &[u64]) -> Result<Option<Groups>, KernelError> {
-    // A few pieces per thread (load balance); not so many that merging their tables, each
-    // with up to all the distinct keys, costs much.
+    // One piece per thread: merging the pieces' tables, each with up to all the distinct
+    // keys, is serial.
     let piece = keys
         .len()
-        .div_ceil(4 * rayon::current_num_threads())
+        .div_ceil(rayon::current_num_threads())
         .max(1 << 16);
     group_keys_in_pieces(keys, check, piece)
 }
