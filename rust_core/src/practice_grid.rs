@@ -125,10 +125,20 @@ fn group_keys_in_pieces(
 
 /// `new[id]` of each id, in parallel (the ids renumbered); an error names an id out of range.
 pub fn renumber(ids: &[u32], new: &[u32]) -> Result<Vec<u32>, KernelError> {
-    ids.par_iter()
-        .map(|&id| new.get(id as usize).copied().ok_or(id))
-        .collect::<Result<Vec<u32>, u32>>()
-        .map_err(|bad| KernelError::Input(format!("id {bad} out of range ({} new ids)", new.len())))
+    const PIECE: usize = 1 << 16;
+    let mut out = vec![0u32; ids.len()];
+    out.par_chunks_mut(PIECE)
+        .zip(ids.par_chunks(PIECE))
+        .try_for_each(|(out, ids)| {
+            for (o, &id) in out.iter_mut().zip(ids) {
+                *o = *new.get(id as usize).ok_or(id)?;
+            }
+            Ok(())
+        })
+        .map_err(|bad: u32| {
+            KernelError::Input(format!("id {bad} out of range ({} new ids)", new.len()))
+        })?;
+    Ok(out)
 }
 
 /// `group_keys` of one piece: writes each row's group (numbered in the piece) to `group`,
@@ -506,7 +516,7 @@ fn rows_by_parcel(
         pack((year - first_year) as u32, rows.kind[row], bin)
     };
     let pieces = sort_pieces(rows.parcel.len(), rows.n_parcels);
-    group_by_parcel(rows.parcel, rows.n_parcels, |_| true, entry, pieces)
+    group_by_parcel(rows.parcel, rows.n_parcels, entry, pieces)
 }
 
 /// How many pieces `group_by_parcel` cuts `n` rows into: one per thread, fewer when there
@@ -525,29 +535,25 @@ struct Disjoint<T>(*mut T);
 unsafe impl<T: Send> Send for Disjoint<T> {}
 unsafe impl<T: Send> Sync for Disjoint<T> {}
 
-/// A stable counting sort of the `keep` rows by parcel, `pieces` pieces of rows in parallel:
-/// (row indices grouped by parcel, in table order inside a parcel; parcel offsets; `value`
-/// of each grouped row, called once per kept row, in table order within a piece). Every
+/// A stable counting sort of the rows by parcel, `pieces` pieces of rows in parallel: (row
+/// indices grouped by parcel, in table order inside a parcel; parcel offsets; `value` of
+/// each grouped row, called once per row, in table order within a piece). Every
 /// parcel rank must be below `n_parcels` and there must be fewer than 2^32 rows.
 fn group_by_parcel<V: Copy + Default + Send + Sync>(
     parcel: &[u32],
     n_parcels: usize,
-    keep: impl Fn(usize) -> bool + Sync,
     value: impl Fn(usize) -> V + Sync,
     pieces: usize,
 ) -> (Vec<u32>, Vec<usize>, Vec<V>) {
     let n = parcel.len();
     let piece = n.div_ceil(pieces.max(1)).max(1);
-    // Each piece's count of kept rows per parcel, then turned into where its rows go.
+    // Each piece's count of rows per parcel, then turned into where its rows go.
     let mut cursors: Vec<Vec<usize>> = parcel
         .par_chunks(piece)
-        .enumerate()
-        .map(|(k, ps)| {
+        .map(|ps| {
             let mut counts = vec![0usize; n_parcels];
-            for (i, &p) in ps.iter().enumerate() {
-                if keep(k * piece + i) {
-                    counts[p as usize] += 1;
-                }
+            for &p in ps {
+                counts[p as usize] += 1;
             }
             counts
         })
@@ -574,17 +580,15 @@ fn group_by_parcel<V: Copy + Default + Send + Sync>(
             let (order_out, values_out) = (order_out, values_out);
             for (i, &p) in ps.iter().enumerate() {
                 let row = k * piece + i;
-                if keep(row) {
-                    let at = &mut cursor[p as usize];
-                    // SAFETY: piece k's rows of parcel p go to the `at`s from its cursor
-                    // start up to the next piece's (or parcel's): indices below the kept
-                    // row count that no other piece writes.
-                    unsafe {
-                        *order_out.0.add(*at) = row as u32;
-                        *values_out.0.add(*at) = value(row);
-                    }
-                    *at += 1;
+                let at = &mut cursor[p as usize];
+                // SAFETY: piece k's rows of parcel p go to the `at`s from its cursor start up
+                // to the next piece's (or parcel's): indices below the row count that no
+                // other piece writes.
+                unsafe {
+                    *order_out.0.add(*at) = row as u32;
+                    *values_out.0.add(*at) = value(row);
                 }
+                *at += 1;
             }
         });
     (order, offsets, values)
@@ -1195,23 +1199,33 @@ pub fn nearest_rows(
             "parcel rank {bad} out of range (n_parcels {n_parcels})"
         )));
     }
-    // Only candidate rows are sorted into parcels (table order kept), with their times.
-    let pieces = sort_pieces(parcel.len(), n_parcels);
-    let (order, offsets, times) = group_by_parcel(
-        parcel,
-        n_parcels,
-        |row| candidate[row],
-        |row| micros[row],
-        pieces,
-    );
+    // Only candidate rows are sorted into parcels (a counting sort, table order kept).
+    let mut offsets = vec![0usize; n_parcels + 1];
+    for (&p, _) in parcel.iter().zip(candidate).filter(|(_, &c)| c) {
+        offsets[p as usize + 1] += 1;
+    }
+    for i in 0..n_parcels {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut cursor = offsets[..n_parcels].to_vec();
+    let mut order = vec![0u32; offsets[n_parcels]];
+    for (row, (&p, _)) in parcel
+        .iter()
+        .zip(candidate)
+        .enumerate()
+        .filter(|(_, (_, &c))| c)
+    {
+        order[cursor[p as usize]] = row as u32;
+        cursor[p as usize] += 1;
+    }
     Ok(event_parcel
         .par_iter()
         .zip(event_micros)
         .map(|(&p, &t)| {
             let (mut before, mut after) = (-1i64, -1i64);
             let (mut before_t, mut after_t) = (i64::MIN, i64::MAX);
-            let span = offsets[p as usize]..offsets[p as usize + 1];
-            for (&r, &at) in order[span.clone()].iter().zip(&times[span]) {
+            for &r in &order[offsets[p as usize]..offsets[p as usize + 1]] {
+                let at = micros[r as usize];
                 if at < t && (before < 0 || at >= before_t) {
                     (before, before_t) = (i64::from(r), at);
                 } else if at >= t && (after < 0 || at < after_t) {
@@ -1330,24 +1344,21 @@ mod tests {
         let mut rng = Rng(9);
         for (n, n_parcels) in [(0usize, 3usize), (1, 1), (500, 1), (5000, 40), (3000, 5000)] {
             let parcel: Vec<u32> = (0..n).map(|_| rng.below(n_parcels as u64) as u32).collect();
-            let keep: Vec<bool> = (0..n).map(|_| rng.below(3) > 0).collect();
-            let mut expected: Vec<u32> = (0..n as u32).filter(|&r| keep[r as usize]).collect();
+            let mut expected: Vec<u32> = (0..n as u32).collect();
             expected.sort_by_key(|&r| parcel[r as usize]); // stable: table order kept
             let mut expected_offsets = vec![0usize; n_parcels + 1];
-            for &r in &expected {
-                expected_offsets[parcel[r as usize] as usize + 1] += 1;
+            for &p in &parcel {
+                expected_offsets[p as usize + 1] += 1;
             }
             for p in 0..n_parcels {
                 expected_offsets[p + 1] += expected_offsets[p];
             }
             let value = |row: usize| row as u64 * 3 + 1;
+            let expected_values: Vec<u64> = expected.iter().map(|&r| value(r as usize)).collect();
             for pieces in [1, 2, 3, 16, n.max(1)] {
-                let (order, offsets, values) =
-                    group_by_parcel(&parcel, n_parcels, |r| keep[r], value, pieces);
+                let (order, offsets, values) = group_by_parcel(&parcel, n_parcels, value, pieces);
                 assert_eq!(order, expected, "n {n}, pieces {pieces}");
                 assert_eq!(offsets, expected_offsets);
-                let expected_values: Vec<u64> =
-                    expected.iter().map(|&r| value(r as usize)).collect();
                 assert_eq!(values, expected_values);
             }
         }
