@@ -27,6 +27,7 @@ __all__ = [
     "practice_grid_batches",
     "practice_group_keys",
     "practice_nearest_rows",
+    "practice_renumber",
     "practice_row_kinds",
     "practice_series_grid",
     "seal_record_batch",
@@ -171,6 +172,9 @@ _FloatColumn = list[_FloatChunk]
 def practice_group_keys(
     keys: npt.NDArray[np.uint64], check: npt.NDArray[np.uint64]
 ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint64]] | None: ...
+def practice_renumber(
+    ids: npt.NDArray[np.uint32], new: npt.NDArray[np.uint32]
+) -> npt.NDArray[np.uint32]: ...
 def practice_row_kinds(
     sensor: npt.NDArray[np.uint8],
     source: npt.NDArray[np.uint8],

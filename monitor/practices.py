@@ -157,11 +157,13 @@ def prepare(observations: pl.DataFrame) -> pl.DataFrame:
 
 def _ranks(values: pl.Series) -> tuple[pl.Series, npt.NDArray[np.uint32]]:
     """The distinct values of a string column, sorted (nulls last), and each row's rank
-    among them. Rows are grouped by a 64-bit hash, checked by a second one; should two
-    values collide, by an exact categorical encoding instead."""
-    grouped = _core.practice_group_keys(
-        values.hash(seed=0).to_numpy(), values.hash(seed=1).to_numpy()
-    )
+    among them. Rows are grouped by a 64-bit hash, checked by a second one (the two hashed
+    at once, polars releasing the GIL); should two values collide, by an exact categorical
+    encoding instead."""
+    with ThreadPoolExecutor(1) as pool:
+        check = pool.submit(lambda: values.hash(seed=1).to_numpy())
+        keys = values.hash(seed=0).to_numpy()
+        grouped = _core.practice_group_keys(keys, check.result())
     if grouped is None:
         codes = values.cast(pl.Categorical(pl.Categories.random())).to_physical()
         exact = codes.cast(pl.UInt64).fill_null(2**63).to_numpy()
@@ -172,7 +174,7 @@ def _ranks(values: pl.Series) -> tuple[pl.Series, npt.NDArray[np.uint32]]:
     order = distinct.arg_sort(nulls_last=True).to_numpy()
     rank = np.empty(len(order), dtype=np.uint32)
     rank[order] = np.arange(len(order), dtype=np.uint32)
-    return distinct.gather(order), rank[group]
+    return distinct.gather(order), _core.practice_renumber(group, rank)
 
 
 def _feature_values(df: pl.DataFrame, columns: Sequence[str]) -> list[_FloatColumn]:
@@ -193,12 +195,12 @@ def _feature_values(df: pl.DataFrame, columns: Sequence[str]) -> list[_FloatColu
     return out
 
 
-def _codes(observations: pl.DataFrame, column: str, codes: dict[str, int]) -> npt.NDArray[np.uint8]:
+def _code(column: str, codes: dict[str, int]) -> pl.Expr:
     """A string column as small codes (0: any other value, or null)."""
     code = pl.lit(0, dtype=pl.UInt8)
     for value, number in codes.items():
         code = pl.when(pl.col(column) == value).then(pl.lit(number, dtype=pl.UInt8)).otherwise(code)
-    return observations.select(code).to_series().to_numpy()
+    return code.alias(column)
 
 
 def _row_flags(
@@ -212,11 +214,16 @@ def _row_flags(
     observation (enough valid pixels, NDVI finite), a reconstructed S2 row, an S1 row with
     finite VV and VH (when `s1` is given), or nothing; and whether it may be an event's
     evidence (an observed S2 row with enough valid pixels and an NDVI). Sensor and source
-    become codes in polars, the rest is one Rust pass."""
-    sensor = _codes(observations, "sensor", {"S2": _SENSOR_S2, "S1": _SENSOR_S1})
+    become codes in polars (one select: both at once), the rest is one Rust pass."""
+    codes = [_code("sensor", {"S2": _SENSOR_S2, "S1": _SENSOR_S1})]
     if "source" in observations.columns:
-        codes = {"observed": _SOURCE_OBSERVED, "reconstructed": _SOURCE_REBUILT}
-        source = _codes(observations, "source", codes)
+        codes.append(
+            _code("source", {"observed": _SOURCE_OBSERVED, "reconstructed": _SOURCE_REBUILT})
+        )
+    coded = observations.select(codes)
+    sensor = coded.get_column("sensor").to_numpy()
+    if "source" in observations.columns:
+        source = coded.get_column("source").to_numpy()
     else:
         source = np.full(observations.height, _SOURCE_OBSERVED, dtype=np.uint8)
     return _core.practice_row_kinds(sensor, source, valid, ndvi, s1, min_valid, MIN_VALID_FRACTION)
@@ -295,6 +302,15 @@ def _grid_input(observations: pl.DataFrame, min_valid: float) -> _GridInput:
         "s1_observed": CHANNELS.index("S1_observed"),
     }
     return _GridInput(tiles, args, evidence)
+
+
+def _row_inputs(observations: pl.DataFrame) -> tuple[_Rows, _GridInput]:
+    """`_Rows` and `_GridInput` of prepared rows, the parcel ranks computed beside the other
+    row columns (both mostly in Rust or polars, the GIL released)."""
+    with ThreadPoolExecutor(1) as pool:
+        ranked = pool.submit(_Rows.of, observations)
+        grid = _grid_input(observations, MIN_VALID_FRACTION)
+        return ranked.result(), grid
 
 
 def _series_keys(
@@ -641,10 +657,7 @@ def detect_practices(
         raise ConfigError(f"threshold {threshold} is not in (0, 1)")
     model = model or _shipped_model()
     observations = prepare(observations)
-    with ThreadPoolExecutor(1) as pool:  # the parcel ranks beside the other row columns
-        ranked = pool.submit(_Rows.of, observations)
-        grid = _grid_input(observations, MIN_VALID_FRACTION)
-        rows = ranked.result()
+    rows, grid = _row_inputs(observations)
     if memo is None:
         found = _grid_and_peaks(rows, grid, model, threshold, workers)
     else:

@@ -13,7 +13,7 @@ import torch
 
 from models.practices import PracticeNet, PracticeProbabilities, from_onnx
 from models.practices_training import TOLERANCE_DAYS, export_module, match_events
-from monitor import practices
+from monitor import _core, practices
 from monitor.cli import main
 from monitor.errors import ConfigError, ModelError, ObservationError
 from monitor.events import validate_event
@@ -210,6 +210,27 @@ def test_parcel_ids_are_grouped_exactly_even_if_their_hashes_collide(
     collided = series_tensor(table)
     assert collided.keys.equals(expected.keys)
     np.testing.assert_array_equal(collided.values, expected.values)
+
+
+def test_ranks_in_parallel_pieces_match_a_sort_of_the_distinct_values() -> None:
+    """Parcel ranks (hashed, grouped in parallel pieces, renumbered in Rust) against polars'
+    sorted distinct values, on a column long enough for many pieces: random, many-chunk and
+    sliced, with nulls (ranked last)."""
+    rng = np.random.default_rng(5)
+    n = 300_000
+    ids = pl.Series("parcel_id", rng.integers(0, 7_000, n)).cast(pl.String)
+    ids = ids.set(pl.Series(rng.random(n) < 0.01), None)
+    many_chunks = pl.concat([ids.slice(0, 1), ids.slice(1, 99_999), ids.slice(100_000)])
+    assert many_chunks.n_chunks() > 1
+    sliced = pl.concat([ids.head(33), ids], rechunk=True).slice(33)
+    for values in (ids, many_chunks, sliced):
+        distinct, rank = practices._ranks(values)
+        expected = values.unique().sort(nulls_last=True)
+        assert distinct.equals(expected)
+        assert rank.dtype == np.uint32
+        assert distinct.gather(rank).equals(values)
+    with pytest.raises(ValueError, match="out of range"):
+        _core.practice_renumber(np.array([0, 3], np.uint32), np.array([1, 0], np.uint32))
 
 
 def test_missing_required_column_is_a_one_line_error() -> None:

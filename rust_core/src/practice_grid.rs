@@ -51,28 +51,113 @@ pub type Groups = (Vec<u32>, Vec<usize>);
 /// Dense group ids of 64-bit keys: `(group of each key, index of each group's first key)`,
 /// groups numbered in order of first appearance. `check` holds a second, independent key per
 /// row: `None` when two rows of one group differ there (the keys are hashes that collided).
+///
+/// Pieces of the rows are grouped in parallel, each with its own table; their groups are then
+/// numbered in piece order (a piece's in its order of first appearance: the order over all
+/// rows) and the rows renumbered in parallel.
 pub fn group_keys(keys: &[u64], check: &[u64]) -> Result<Option<Groups>, KernelError> {
+    // One piece per thread: merging the pieces' tables, each with up to all the distinct
+    // keys, is serial.
+    let piece = keys
+        .len()
+        .div_ceil(rayon::current_num_threads())
+        .max(1 << 16);
+    group_keys_in_pieces(keys, check, piece)
+}
+
+/// `group_keys`, grouping pieces of `piece` rows in parallel.
+fn group_keys_in_pieces(
+    keys: &[u64],
+    check: &[u64],
+    piece: usize,
+) -> Result<Option<Groups>, KernelError> {
     if check.len() != keys.len() {
         return Err(KernelError::Input(
             "keys and check keys differ in length".into(),
         ));
     }
+    if u32::try_from(keys.len()).is_err() {
+        return Err(KernelError::Input("more than 2^32 rows".into()));
+    }
+    let piece = piece.max(1);
+    let mut group = vec![0u32; keys.len()];
+    let pieces: Vec<Option<Vec<usize>>> = group
+        .par_chunks_mut(piece)
+        .enumerate()
+        .map(|(k, out)| {
+            let start = k * piece;
+            let range = start..start + out.len();
+            group_piece(&keys[range.clone()], &check[range], out)
+                .map(|first| first.into_iter().map(|r| start + r).collect())
+        })
+        .collect();
     let mut ids: HashMap<u64, u32, BuildHasherDefault<PassThrough>> = HashMap::default();
     let mut first = Vec::new();
-    let mut group = Vec::with_capacity(keys.len());
-    for (row, &key) in keys.iter().enumerate() {
-        let next = u32::try_from(first.len())
-            .map_err(|_| KernelError::Input("more than 2^32 groups".into()))?;
+    let mut renumber = Vec::with_capacity(pieces.len());
+    for piece_first in pieces {
+        let Some(piece_first) = piece_first else {
+            return Ok(None);
+        };
+        let mut global = Vec::with_capacity(piece_first.len());
+        for row in piece_first {
+            let next = first.len() as u32; // groups <= rows < 2^32
+            let id = *ids.entry(keys[row]).or_insert_with(|| {
+                first.push(row);
+                next
+            });
+            if check[first[id as usize]] != check[row] {
+                return Ok(None);
+            }
+            global.push(id);
+        }
+        renumber.push(global);
+    }
+    group
+        .par_chunks_mut(piece)
+        .zip(&renumber)
+        .for_each(|(out, global)| {
+            for g in out {
+                *g = global[*g as usize];
+            }
+        });
+    Ok(Some((group, first)))
+}
+
+/// `new[id]` of each id, in parallel (the ids renumbered); an error names an id out of range.
+pub fn renumber(ids: &[u32], new: &[u32]) -> Result<Vec<u32>, KernelError> {
+    const PIECE: usize = 1 << 16;
+    let mut out = vec![0u32; ids.len()];
+    out.par_chunks_mut(PIECE)
+        .zip(ids.par_chunks(PIECE))
+        .try_for_each(|(out, ids)| {
+            for (o, &id) in out.iter_mut().zip(ids) {
+                *o = *new.get(id as usize).ok_or(id)?;
+            }
+            Ok(())
+        })
+        .map_err(|bad: u32| {
+            KernelError::Input(format!("id {bad} out of range ({} new ids)", new.len()))
+        })?;
+    Ok(out)
+}
+
+/// `group_keys` of one piece: writes each row's group (numbered in the piece) to `group`,
+/// returns each group's first row in the piece, `None` on a collision.
+fn group_piece(keys: &[u64], check: &[u64], group: &mut [u32]) -> Option<Vec<usize>> {
+    let mut ids: HashMap<u64, u32, BuildHasherDefault<PassThrough>> = HashMap::default();
+    let mut first = Vec::new();
+    for (row, (&key, g)) in keys.iter().zip(group.iter_mut()).enumerate() {
+        let next = first.len() as u32;
         let id = *ids.entry(key).or_insert_with(|| {
             first.push(row);
             next
         });
         if check[first[id as usize]] != check[row] {
-            return Ok(None);
+            return None;
         }
-        group.push(id);
+        *g = id;
     }
-    Ok(Some((group, first)))
+    Some(first)
 }
 
 /// Proleptic Gregorian (year, day of year from 1) of a day count since 1970-01-01.
@@ -426,31 +511,87 @@ fn rows_by_parcel(
     calendar: &Calendar,
     first_year: i32,
 ) -> (Vec<u32>, Vec<usize>, Vec<u32>) {
-    let n_parcels = rows.n_parcels;
+    let entry = |row: usize| {
+        let (year, bin) = calendar.day(rows.micros[row]);
+        pack((year - first_year) as u32, rows.kind[row], bin)
+    };
+    let pieces = sort_pieces(rows.parcel.len(), rows.n_parcels);
+    group_by_parcel(rows.parcel, rows.n_parcels, entry, pieces)
+}
+
+/// How many pieces `group_by_parcel` cuts `n` rows into: one per thread, fewer when there
+/// are few rows per parcel (each piece counts its rows of every parcel).
+fn sort_pieces(n: usize, n_parcels: usize) -> usize {
+    rayon::current_num_threads()
+        .min(n / n_parcels.max(1))
+        .max(1)
+}
+
+/// A pointer to a buffer that threads write at disjoint indices.
+#[derive(Clone, Copy)]
+struct Disjoint<T>(*mut T);
+
+// SAFETY: `group_by_parcel` gives every thread indices no other thread writes.
+unsafe impl<T: Send> Send for Disjoint<T> {}
+unsafe impl<T: Send> Sync for Disjoint<T> {}
+
+/// A stable counting sort of the rows by parcel, `pieces` pieces of rows in parallel: (row
+/// indices grouped by parcel, in table order inside a parcel; parcel offsets; `value` of
+/// each grouped row, called once per row, in table order within a piece). Every
+/// parcel rank must be below `n_parcels` and there must be fewer than 2^32 rows.
+fn group_by_parcel<V: Copy + Default + Send + Sync>(
+    parcel: &[u32],
+    n_parcels: usize,
+    value: impl Fn(usize) -> V + Sync,
+    pieces: usize,
+) -> (Vec<u32>, Vec<usize>, Vec<V>) {
+    let n = parcel.len();
+    let piece = n.div_ceil(pieces.max(1)).max(1);
+    // Each piece's count of rows per parcel, then turned into where its rows go.
+    let mut cursors: Vec<Vec<usize>> = parcel
+        .par_chunks(piece)
+        .map(|ps| {
+            let mut counts = vec![0usize; n_parcels];
+            for &p in ps {
+                counts[p as usize] += 1;
+            }
+            counts
+        })
+        .collect();
     let mut offsets = vec![0usize; n_parcels + 1];
-    for &p in rows.parcel {
-        offsets[p as usize + 1] += 1;
+    let mut at = 0;
+    for p in 0..n_parcels {
+        offsets[p] = at;
+        for counts in &mut cursors {
+            let count = counts[p];
+            counts[p] = at;
+            at += count;
+        }
     }
-    for i in 0..n_parcels {
-        offsets[i + 1] += offsets[i];
-    }
-    let mut cursor = offsets[..n_parcels].to_vec();
-    let mut order = vec![0u32; rows.parcel.len()];
-    let mut packed = vec![0u32; rows.parcel.len()];
-    for (row, ((&p, &micros), &kind)) in rows
-        .parcel
-        .iter()
-        .zip(rows.micros)
-        .zip(rows.kind)
+    offsets[n_parcels] = at;
+    let mut order = vec![0u32; at];
+    let mut values = vec![V::default(); at];
+    let (order_out, values_out) = (Disjoint(order.as_mut_ptr()), Disjoint(values.as_mut_ptr()));
+    parcel
+        .par_chunks(piece)
+        .zip(cursors.par_iter_mut())
         .enumerate()
-    {
-        let (year, bin) = calendar.day(micros);
-        let at = &mut cursor[p as usize];
-        order[*at] = row as u32;
-        packed[*at] = pack((year - first_year) as u32, kind, bin);
-        *at += 1;
-    }
-    (order, offsets, packed)
+        .for_each(|(k, (ps, cursor))| {
+            let (order_out, values_out) = (order_out, values_out);
+            for (i, &p) in ps.iter().enumerate() {
+                let row = k * piece + i;
+                let at = &mut cursor[p as usize];
+                // SAFETY: piece k's rows of parcel p go to the `at`s from its cursor start up
+                // to the next piece's (or parcel's): indices below the row count that no
+                // other piece writes.
+                unsafe {
+                    *order_out.0.add(*at) = row as u32;
+                    *values_out.0.add(*at) = value(row);
+                }
+                *at += 1;
+            }
+        });
+    (order, offsets, values)
 }
 
 /// Per-bin sums (f64, row order) and counts of some features over some rows of one series.
@@ -975,30 +1116,38 @@ pub fn decode_peaks(
             radius.len()
         )));
     }
+    // One batch of the model (up to `PEAK_CHUNK` series) is scanned on the calling thread:
+    // handing it to the thread pool would cost more than the scan.
+    const PEAK_CHUNK: usize = 1024;
+    let series_of = |k: usize, r: usize, (chunk, series_block): (usize, &[f32])| {
+        let mut found = Vec::new();
+        for (i, series) in series_block.chunks_exact(block).enumerate() {
+            let s = (chunk * PEAK_CHUNK + i) as i64;
+            let p = &series[k * n_bins..(k + 1) * n_bins];
+            for (b, &centre) in p.iter().enumerate() {
+                let before = &p[b.saturating_sub(r)..b];
+                let after = &p[(b + 1).min(n_bins)..(b + 1 + r).min(n_bins)];
+                let is_peak = centre >= threshold
+                    && before.iter().all(|&x| centre > x)
+                    && after.iter().all(|&x| centre >= x);
+                if is_peak {
+                    found.push((s, b as f64 + f64::from(offset(p, b)), f64::from(centre)));
+                }
+            }
+        }
+        found
+    };
     let mut peaks = Peaks::default();
     for (k, &r) in radius.iter().enumerate() {
-        let found: Vec<Vec<(i64, f64, f64)>> = probability
-            .par_chunks(block * 1024)
-            .enumerate()
-            .map(|(chunk, series_block)| {
-                let mut found = Vec::new();
-                for (i, series) in series_block.chunks_exact(block).enumerate() {
-                    let s = (chunk * 1024 + i) as i64;
-                    let p = &series[k * n_bins..(k + 1) * n_bins];
-                    for (b, &centre) in p.iter().enumerate() {
-                        let before = &p[b.saturating_sub(r)..b];
-                        let after = &p[(b + 1).min(n_bins)..(b + 1 + r).min(n_bins)];
-                        let is_peak = centre >= threshold
-                            && before.iter().all(|&x| centre > x)
-                            && after.iter().all(|&x| centre >= x);
-                        if is_peak {
-                            found.push((s, b as f64 + f64::from(offset(p, b)), f64::from(centre)));
-                        }
-                    }
-                }
-                found
-            })
-            .collect();
+        let found: Vec<Vec<(i64, f64, f64)>> = if probability.len() <= block * PEAK_CHUNK {
+            vec![series_of(k, r, (0, probability))]
+        } else {
+            probability
+                .par_chunks(block * PEAK_CHUNK)
+                .enumerate()
+                .map(|chunk| series_of(k, r, chunk))
+                .collect()
+        };
         for (s, bin, confidence) in found.into_iter().flatten() {
             peaks.series.push(s);
             peaks.practice.push(k as i64);
@@ -1142,6 +1291,113 @@ mod tests {
         assert_eq!(first, vec![0, 1, 3]);
         // rows 0 and 2 share a key but not a check key: a collision
         assert_eq!(group_keys(&keys, &[1, 2, 5, 3, 2]).unwrap(), None);
+        assert_eq!(renumber(&group, &[2, 0, 1]).unwrap(), vec![2, 0, 2, 1, 0]);
+        assert!(renumber(&group, &[2, 0]).is_err());
+    }
+
+    /// `group_keys` row by row: one table, first appearance order.
+    fn group_keys_reference(keys: &[u64], check: &[u64]) -> Option<Groups> {
+        let mut ids = HashMap::new();
+        let (mut group, mut first) = (vec![], vec![]);
+        for (row, &key) in keys.iter().enumerate() {
+            let id = *ids.entry(key).or_insert_with(|| {
+                first.push(row);
+                first.len() as u32 - 1
+            });
+            if check[first[id as usize]] != check[row] {
+                return None;
+            }
+            group.push(id);
+        }
+        Some((group, first))
+    }
+
+    #[test]
+    fn groups_in_pieces_match_one_table() {
+        let mut rng = Rng(3);
+        for (n, distinct) in [(0usize, 1u64), (1, 1), (1000, 7), (5000, 300), (3000, 5000)] {
+            let keys: Vec<u64> = (0..n).map(|_| rng.below(distinct) * 0x9E37).collect();
+            let check: Vec<u64> = keys.iter().map(|k| k ^ 0xFF).collect();
+            let expected = group_keys_reference(&keys, &check);
+            assert!(expected.is_some());
+            for piece in [1, 2, 7, 100, 4096, n.max(1)] {
+                let got = group_keys_in_pieces(&keys, &check, piece).unwrap();
+                assert_eq!(got, expected, "n {n}, piece {piece}");
+            }
+            assert_eq!(group_keys(&keys, &check).unwrap(), expected);
+            // a collision between pieces, or inside one, is found whatever the cut
+            if n > 100 {
+                let mut collided = check.clone();
+                let last = keys.iter().rposition(|&k| k == keys[0]).unwrap();
+                if last > 0 {
+                    collided[last] ^= 1;
+                    for piece in [1, 7, 100, n] {
+                        assert_eq!(group_keys_in_pieces(&keys, &collided, piece).unwrap(), None);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parcel_groups_in_pieces_match_a_stable_sort() {
+        let mut rng = Rng(9);
+        for (n, n_parcels) in [(0usize, 3usize), (1, 1), (500, 1), (5000, 40), (3000, 5000)] {
+            let parcel: Vec<u32> = (0..n).map(|_| rng.below(n_parcels as u64) as u32).collect();
+            let mut expected: Vec<u32> = (0..n as u32).collect();
+            expected.sort_by_key(|&r| parcel[r as usize]); // stable: table order kept
+            let mut expected_offsets = vec![0usize; n_parcels + 1];
+            for &p in &parcel {
+                expected_offsets[p as usize + 1] += 1;
+            }
+            for p in 0..n_parcels {
+                expected_offsets[p + 1] += expected_offsets[p];
+            }
+            let value = |row: usize| row as u64 * 3 + 1;
+            let expected_values: Vec<u64> = expected.iter().map(|&r| value(r as usize)).collect();
+            for pieces in [1, 2, 3, 16, n.max(1)] {
+                let (order, offsets, values) = group_by_parcel(&parcel, n_parcels, value, pieces);
+                assert_eq!(order, expected, "n {n}, pieces {pieces}");
+                assert_eq!(offsets, expected_offsets);
+                assert_eq!(values, expected_values);
+            }
+        }
+    }
+
+    #[test]
+    fn nearest_rows_match_a_scan_of_all_rows() {
+        let mut rng = Rng(13);
+        let (n, n_parcels, n_events) = (20_000usize, 50usize, 2000usize);
+        let parcel: Vec<u32> = (0..n).map(|_| rng.below(n_parcels as u64) as u32).collect();
+        let micros: Vec<i64> = (0..n).map(|_| rng.below(300) as i64).collect();
+        let candidate: Vec<bool> = (0..n).map(|_| rng.below(4) > 0).collect();
+        let event_parcel: Vec<u32> = (0..n_events)
+            .map(|_| rng.below(n_parcels as u64) as u32)
+            .collect();
+        let event_micros: Vec<i64> = (0..n_events).map(|_| rng.below(320) as i64 - 10).collect();
+        let (before, after) = nearest_rows(
+            &parcel,
+            &micros,
+            &candidate,
+            n_parcels,
+            &event_parcel,
+            &event_micros,
+        )
+        .unwrap();
+        for e in 0..n_events {
+            let rows = (0..n).filter(|&r| candidate[r] && parcel[r] == event_parcel[e]);
+            let t = event_micros[e];
+            // latest before (of equal times the last row), earliest after (the first row)
+            let b = rows
+                .clone()
+                .filter(|&r| micros[r] < t)
+                .max_by_key(|&r| (micros[r], r));
+            let a = rows
+                .filter(|&r| micros[r] >= t)
+                .min_by_key(|&r| (micros[r], r));
+            assert_eq!(before[e], b.map_or(-1, |r| r as i64), "event {e}");
+            assert_eq!(after[e], a.map_or(-1, |r| r as i64), "event {e}");
+        }
     }
 
     fn layout() -> GridLayout {
@@ -1526,6 +1782,39 @@ mod tests {
         assert_eq!(peaks.bin[1], 5.0 + f64::from(offset(&p, 5)));
         assert!(peaks.bin[1] > 5.0);
         assert!(decode_peaks(&p, 2, 8, 0.5, &[1, 1]).is_err());
+    }
+
+    #[test]
+    fn peaks_of_many_series_are_those_of_each_series() {
+        let mut rng = Rng(17);
+        let (n_series, n_practices, n_bins) = (2500usize, 3usize, 20usize);
+        let p: Vec<f32> = (0..n_series * n_practices * n_bins)
+            .map(|_| rng.below(1000) as f32 / 1000.0)
+            .collect();
+        let radius = [1, 2, 3];
+        let all = decode_peaks(&p, n_practices, n_bins, 0.6, &radius).unwrap();
+        // series one at a time, then ordered by practice, then series (a stable sort)
+        let mut expected = vec![];
+        for s in 0..n_series {
+            let block = &p[s * n_practices * n_bins..(s + 1) * n_practices * n_bins];
+            let one = decode_peaks(block, n_practices, n_bins, 0.6, &radius).unwrap();
+            for i in 0..one.series.len() {
+                expected.push((one.practice[i], s as i64, one.bin[i], one.confidence[i]));
+            }
+        }
+        expected.sort_by_key(|e| e.0);
+        let got: Vec<_> = (0..all.series.len())
+            .map(|i| {
+                (
+                    all.practice[i],
+                    all.series[i],
+                    all.bin[i],
+                    all.confidence[i],
+                )
+            })
+            .collect();
+        assert!(got.len() > n_series);
+        assert_eq!(got, expected);
     }
 
     #[test]

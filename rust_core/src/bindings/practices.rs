@@ -14,8 +14,8 @@ use super::interrupt::{input_err, run_interruptible, to_py_err};
 use crate::event_json::Strings;
 use crate::practice_events::{practice_events, EventCalendar, PeakTable};
 use crate::practice_grid::{
-    decode_peaks, grid_batches, group_keys, nearest_rows, row_kinds, series_grid, Chunk, Floats,
-    GridLayout, RowChunks, RowCodes, RowTable, SeriesPlan,
+    decode_peaks, grid_batches, group_keys, nearest_rows, renumber, row_kinds, series_grid, Chunk,
+    Floats, GridLayout, RowChunks, RowCodes, RowTable, SeriesPlan,
 };
 
 type Column<'py, T> = PyReadonlyArray1<'py, T>;
@@ -63,6 +63,18 @@ fn practice_group_keys<'py>(
         let first: Vec<u64> = first.into_iter().map(|r| r as u64).collect();
         (group.into_pyarray(py), first.into_pyarray(py))
     }))
+}
+
+/// `new[id]` of each id (the ids renumbered), in parallel.
+#[pyfunction]
+fn practice_renumber<'py>(
+    py: Python<'py>,
+    ids: Column<'py, u32>,
+    new: Column<'py, u32>,
+) -> PyResult<Bound<'py, PyArray1<u32>>> {
+    let (ids, new) = (slice(&ids, "ids")?, slice(&new, "new")?);
+    let out = py.detach(|| renumber(ids, new)).map_err(to_py_err)?;
+    Ok(out.into_pyarray(py))
 }
 
 type KindsOut<'py> = (Bound<'py, PyArray1<u8>>, Bound<'py, PyArray1<bool>>);
@@ -462,6 +474,7 @@ fn practice_events_of_peaks<'py>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(practice_group_keys, m)?)?;
+    m.add_function(wrap_pyfunction!(practice_renumber, m)?)?;
     m.add_function(wrap_pyfunction!(practice_row_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(practice_series_grid, m)?)?;
     m.add_function(wrap_pyfunction!(practice_grid_batches, m)?)?;
