@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 
 from models.heterogeneity import HeterogeneityNet  # noqa: E402
 from models.heterogeneity_training import (  # noqa: E402
+    LEVEL_FEATURES,
     best_f1_threshold,
     example_inputs,
     export,
@@ -41,9 +42,10 @@ from monitor.simulate import simulate_season  # noqa: E402
 from monitor.zonal import parcel_grid  # noqa: E402
 
 
-def _net(seed: int = 0) -> HeterogeneityNet:
+def _net(seed: int = 0, level: bool = LEVEL_FEATURES) -> HeterogeneityNet:
+    """An untrained network of the recipe's configuration (or the other `level`)."""
     torch.manual_seed(seed)
-    return HeterogeneityNet().eval()
+    return HeterogeneityNet(level=level).eval()
 
 
 def _logits(model: HeterogeneityNet, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -94,8 +96,9 @@ def test_masked_dates_and_pixels_do_not_change_the_output() -> None:
     np.testing.assert_allclose(_logits(model, garbage), before, atol=1e-6)
 
 
-def test_onnx_runtime_matches_pytorch(tmp_path: Path) -> None:
-    model = _net(seed=3)
+@pytest.mark.parametrize("level", [False, True])
+def test_onnx_runtime_matches_pytorch(tmp_path: Path, level: bool) -> None:
+    model = _net(seed=3, level=level)
     checkpoint = tmp_path / "heterogeneity.pt"
     torch.save({"state_dict": model.state_dict(), "config": model.config}, checkpoint)
     onnx_path = tmp_path / "heterogeneity.onnx"
