@@ -335,9 +335,14 @@ def test_the_network_window_is_256_on_onnx_runtime_and_128_on_tensorrt() -> None
 
 
 @pytest.mark.parametrize(
-    ("argv", "expected"), [([], 20), (["--reconstruction-resolution", "10"], 10)]
+    ("argv", "resolution", "int8"),
+    [
+        ([], 20, True),
+        (["--reconstruction-resolution", "10"], 10, True),
+        (["--reconstruction-precision", "fp32"], 20, False),
+    ],
 )
-def test_the_resolution_flag_reaches_the_stage(argv: list[str], expected: int) -> None:
+def test_the_model_flags_reach_the_stage(argv: list[str], resolution: int, int8: bool) -> None:
     parser = argparse.ArgumentParser()
     add_model_arguments(parser)
     options = stage_options(parser.parse_args(argv))
@@ -345,21 +350,8 @@ def test_the_resolution_flag_reaches_the_stage(argv: list[str], expected: int) -
     only_reconstruction = dataclasses.replace(options, heterogeneity=False, practices=False)
     (stage,) = default_stages(only_reconstruction)
     assert isinstance(stage, ReconstructionStage)
-    assert stage.config.resolution_m == expected
-    assert stage.config.coarsen == expected // 10
-
-
-@pytest.mark.parametrize(
-    ("argv", "int8"), [([], True), (["--reconstruction-precision", "fp32"], False)]
-)
-def test_the_precision_flag_reaches_the_stage(argv: list[str], int8: bool) -> None:
-    parser = argparse.ArgumentParser()
-    add_model_arguments(parser)
-    options = stage_options(parser.parse_args(argv))
-    assert options is not None
-    only_reconstruction = dataclasses.replace(options, heterogeneity=False, practices=False)
-    (stage,) = default_stages(only_reconstruction)
-    assert isinstance(stage, ReconstructionStage)
+    assert stage.config.resolution_m == resolution
+    assert stage.config.coarsen == resolution // 10
     assert stage.config.int8 is int8
 
 
