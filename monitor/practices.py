@@ -83,6 +83,10 @@ _S2_NORM: Final = ((0.5, 0.3), (0.06, 0.04), (0.08, 0.05), (0.28, 0.1), (0.2, 0.
 _S1_NORM: Final = ((-13.0, 4.0), (-20.0, 4.0), (-7.0, 3.0))  # VV, VH, VH - VV (dB)
 INPUT_NAME: Final = "series"
 OUTPUT_NAME: Final = "probability"
+MODEL_NAME: Final = "practices"
+#: Its static int8 quantization for ONNX Runtime on CPU (`models.practices_int8`): 1.6x the
+#: series per CPU-second at the same event F1 (card `practices.md`, "Int8 on CPU").
+INT8_MODEL_NAME: Final = "practices_int8"
 
 MIN_VALID_FRACTION: Final = 0.5  # S2 rows with fewer clear pixels are treated as missing
 DEFAULT_THRESHOLD: Final = 0.5
@@ -524,9 +528,16 @@ def _non_null_pairs(first: pl.Series, second: pl.Series) -> pl.Series:
     return pl.Series(pa.LargeListArray.from_arrays(pa.array(offsets), values))
 
 
+def load_practices_model(config: InferenceConfig | None = None) -> Model:
+    """The shipped practice detector on `config`'s backend: the int8 file (`INT8_MODEL_NAME`)
+    on ONNX Runtime, the fp32 one (`MODEL_NAME`) on TensorRT, which builds its own engine."""
+    config = config or InferenceConfig()
+    return load_model(INT8_MODEL_NAME if config.backend == "onnxruntime" else MODEL_NAME, config)
+
+
 @cache
 def _shipped_model() -> Model:
-    return load_model("practices", InferenceConfig())
+    return load_practices_model()
 
 
 def _batch(model: Model) -> int:

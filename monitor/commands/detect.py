@@ -51,7 +51,7 @@ def _usable_cores() -> int:
 def run(args: argparse.Namespace) -> int:
     from monitor.errors import ConfigError, StoreError
     from monitor.infer import InferenceConfig, load_model
-    from monitor.practices import detect_practices, read_observations
+    from monitor.practices import detect_practices, load_practices_model, read_observations
 
     if not 0.0 < args.threshold < 1.0:
         raise ConfigError(f"--threshold {args.threshold} is not in (0, 1)")
@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads {args.threads} is not >= 0")
     # Single-threaded sessions, several batches at once: fewer CPU-seconds than one session's
     # intra-op threads (`monitor.practices.predict`).
-    model = load_model(args.model or "practices", InferenceConfig(threads=1))
+    config = InferenceConfig(threads=1)
+    model = load_model(args.model, config) if args.model else load_practices_model(config)
     table = read_observations(args.observations)
     workers = args.threads or _usable_cores()
     events = detect_practices(table, model=model, threshold=args.threshold, workers=workers)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from monitor.heterogeneity import MODEL_NAME as HETEROGENEITY_MODEL
 from monitor.infer import InferenceConfig, load_model
+from monitor.practices import load_practices_model
 from monitor.stages import InferenceStage
 from monitor.stages.heterogeneity import DEFAULT_EVERY_DAYS, HeterogeneityStage
 from monitor.stages.practices import PracticeStage
@@ -23,8 +24,6 @@ from monitor.stages.reconstruction import (
     ReconstructionConfig,
     ReconstructionStage,
 )
-
-PRACTICES_MODEL = "practices"
 
 
 @dataclass(frozen=True)
@@ -60,5 +59,5 @@ def default_stages(options: StageOptions | None = None) -> list[InferenceStage]:
         every = options.heterogeneity_every_days
         stages.append(HeterogeneityStage(model, every_days=every))
     if options.practices:
-        stages.append(PracticeStage(load_model(PRACTICES_MODEL, options.inference)))
+        stages.append(PracticeStage(load_practices_model(options.inference)))
     return stages
