@@ -185,14 +185,16 @@ def main() -> None:
     os.environ.setdefault("RAYON_NUM_THREADS", str(args.threads))
 
     from monitor.infer import InferenceConfig, load_model
-    from monitor.practices import detect_practices, predict, series_tensor
+    from monitor.practices import detect_practices, load_practices_model, predict, series_tensor
 
     table = observation_table(args.parcels, args.data)
     n = table.get_column("parcel_id").n_unique()
     print(f"{n} parcel-seasons, {table.height} observation rows, {args.threads} threads")
-    session = load_model("practices", InferenceConfig(threads=args.threads))
-    # what `parcel-monitor detect --threads N` runs: N single-threaded model calls at once
-    one = load_model("practices", InferenceConfig(threads=1))
+    # what `parcel-monitor detect --threads N` runs: N single-threaded calls of the default
+    # network (int8 on ONNX Runtime) at once
+    one = load_practices_model(InferenceConfig(threads=1))
+    session = load_practices_model(InferenceConfig(threads=args.threads))
+    print(f"network: {one.name}")
     workers = args.threads
 
     print("end to end (observation rows in, events out):")
@@ -208,15 +210,23 @@ def main() -> None:
     print(f"step by step ({workers} model calls at once):")
     step_breakdown(table, one, n, workers)
     values = series_tensor(table).values
-    ort_s, ort_cpu, ort_out = timed(lambda: predict(session, values))
+    # PyTorch runs the fp32 weights: compare it with the fp32 file, and int8 with both
+    fp32 = load_model("practices", InferenceConfig(threads=args.threads))
+    fp32_one = load_model("practices", InferenceConfig(threads=1))
+    ort_s, ort_cpu, ort_out = timed(lambda: predict(fp32, values))
 
     print("the model alone, same input tensor:")
-    parcels_line(f"ONNX Runtime, {args.threads} intra-op threads", n, ort_s, ort_cpu)
+    parcels_line(f"ONNX Runtime fp32, {args.threads} intra-op threads", n, ort_s, ort_cpu)
     if args.threads != 1:
-        wall, cpu, _ = timed(lambda: predict(one, values, workers=workers))
-        parcels_line(f"ONNX Runtime, {workers} x 1 thread", n, wall, cpu)
-        wall, cpu, _ = timed(lambda: predict(one, values))
-        parcels_line("ONNX Runtime, 1 thread", n, wall, cpu)
+        wall, cpu, _ = timed(lambda: predict(fp32_one, values, workers=workers))
+        parcels_line(f"ONNX Runtime fp32, {workers} x 1 thread", n, wall, cpu)
+    wall, cpu, _ = timed(lambda: predict(fp32_one, values))
+    parcels_line("ONNX Runtime fp32, 1 thread", n, wall, cpu)
+    if one.name != fp32_one.name:
+        wall, cpu, int8_out = timed(lambda: predict(one, values))
+        parcels_line(f"ONNX Runtime {one.name}, 1 thread", n, wall, cpu)
+        gap = float(np.abs(int8_out - ort_out).max())
+        print(f"  {one.name} against fp32: probabilities agree to {gap:.1e} (max)")
     eager = torch_eager(values, args.torch_device, args.threads)
     if eager is not None:
         torch_s, torch_cpu, torch_out = timed(eager)
