@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from models.cloud_removal_training import (
     _usable_t0,
     load_season,
 )
+from models.int8 import quantize_qdq
 from monitor.cloud_removal import free_spatial_dims
 from monitor.errors import ModelError
 
@@ -120,40 +121,16 @@ def quantize_int8(
     height and width, calibrated on `calibration_windows(data_dir, seed=seed)`.
     `keep_fp32`: node names left fp32; `op_types`: the operators quantized."""
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self, feeds: list[dict[str, Array]]) -> None:
-            self._feeds: Iterator[dict[str, Array]] = iter(feeds)
-
-        def get_next(self) -> dict[str, Array] | None:
-            return next(self._feeds, None)
-
-    feeds = calibration_windows(data_dir, seed=seed)
-    int8_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cloud-removal-int8-") as folder:
         free = Path(folder) / "free.onnx"
         onnx.save(free_spatial_dims(onnx.load(str(fp32_path))), str(free))
-        prepared = Path(folder) / "prepared.onnx"
-        quant_pre_process(str(free), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared),
-            str(int8_path),
-            Reader(feeds),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
-            op_types_to_quantize=list(op_types),
-            nodes_to_exclude=list(keep_fp32),
+        quantize_qdq(
+            free,
+            int8_path,
+            calibration_windows(data_dir, seed=seed),
+            keep_fp32=keep_fp32,
+            op_types=op_types,
         )
 
 

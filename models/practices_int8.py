@@ -13,14 +13,14 @@ drawn with a fixed seed, so the same fp32 file and data give the same int8 file.
 from __future__ import annotations
 
 import argparse
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
+from models.int8 import quantize_qdq
 from monitor.errors import ModelError
 
 Array = npt.NDArray[Any]
@@ -85,39 +85,13 @@ def quantize_int8(
     """Writes the int8 (QDQ) version of the network `fp32_path` to `int8_path`, calibrated on
     `calibration_series(data_dir, seed=seed)`. `keep_fp32`: node names left fp32;
     `op_types`: the operators quantized."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
+    quantize_qdq(
+        fp32_path,
+        int8_path,
+        calibration_series(data_dir, seed=seed),
+        keep_fp32=keep_fp32,
+        op_types=op_types,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self, feeds: list[dict[str, Array]]) -> None:
-            self._feeds: Iterator[dict[str, Array]] = iter(feeds)
-
-        def get_next(self) -> dict[str, Array] | None:
-            return next(self._feeds, None)
-
-    feeds = calibration_series(data_dir, seed=seed)
-    int8_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="practices-int8-") as folder:
-        prepared = Path(folder) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared),
-            str(int8_path),
-            Reader(feeds),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
-            op_types_to_quantize=list(op_types),
-            nodes_to_exclude=list(keep_fp32),
-        )
 
 
 def main() -> None:
