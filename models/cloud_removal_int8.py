@@ -17,7 +17,6 @@ clear date (reprocessing), the other half repeat t0 with a next gap of 0 (stream
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ from models.cloud_removal_training import (
     _usable_t0,
     load_season,
 )
-from models.int8 import quantize_qdq
+from models.int8 import quantize_qdq, recipe_main
 from monitor.cloud_removal import free_spatial_dims
 from monitor.errors import ModelError
 
@@ -134,19 +133,5 @@ def quantize_int8(
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("data"))
-    parser.add_argument("--fp32", type=Path, default=None, help="default: the shipped file")
-    parser.add_argument("--out", type=Path, default=None, help="default: the shipped int8 file")
-    args = parser.parse_args()
-    from monitor.infer import artifact_path
-
-    fp32 = args.fp32 or artifact_path("cloud_removal")
-    out = args.out or fp32.with_name("cloud_removal_int8.onnx")
-    quantize_int8(fp32, out, args.data)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
-
-
 if __name__ == "__main__":
-    main()
+    recipe_main(__doc__, "cloud_removal", quantize_int8)

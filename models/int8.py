@@ -8,8 +8,9 @@ the operators quantized and the nodes left fp32.
 
 from __future__ import annotations
 
+import argparse
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,21 @@ def quantize_qdq(
             op_types_to_quantize=list(op_types),
             nodes_to_exclude=list(keep_fp32),
         )
+
+
+def recipe_main(
+    description: str | None, name: str, quantize: Callable[[Path, Path, Path], None]
+) -> None:
+    """The command line of an int8 recipe: `quantize(fp32, out, data_dir)` from the shipped
+    fp32 artifact `name` to its shipped int8 file unless `--fp32` / `--out` say otherwise."""
+    parser = argparse.ArgumentParser(description=(description or "").splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("data"))
+    parser.add_argument("--fp32", type=Path, default=None, help="default: the shipped file")
+    parser.add_argument("--out", type=Path, default=None, help="default: the shipped int8 file")
+    args = parser.parse_args()
+    from monitor.infer import artifact_path
+
+    fp32 = args.fp32 or artifact_path(name)
+    out = args.out or fp32.with_name(f"{name}_int8.onnx")
+    quantize(fp32, out, args.data)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.3f} MB)")

@@ -12,7 +12,6 @@ drawn with a fixed seed, so the same fp32 file and data give the same int8 file.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -20,7 +19,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from models.int8 import quantize_qdq
+from models.int8 import quantize_qdq, recipe_main
 from monitor.errors import ModelError
 
 Array = npt.NDArray[Any]
@@ -94,19 +93,5 @@ def quantize_int8(
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("data"))
-    parser.add_argument("--fp32", type=Path, default=None, help="default: the shipped file")
-    parser.add_argument("--out", type=Path, default=None, help="default: the shipped int8 file")
-    args = parser.parse_args()
-    from monitor.infer import artifact_path
-
-    fp32 = args.fp32 or artifact_path("practices")
-    out = args.out or fp32.with_name("practices_int8.onnx")
-    quantize_int8(fp32, out, args.data)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.3f} MB)")
-
-
 if __name__ == "__main__":
-    main()
+    recipe_main(__doc__, "practices", quantize_int8)
