@@ -336,12 +336,17 @@ def _series_keys(
     )
 
 
+def _grid_kernel(rows: _Rows, grid: _GridInput) -> _core.PracticeGridInput:
+    """The grid kernels' input: the rows and the layout, checked once."""
+    return _core.PracticeGridInput(**rows.grid_args(), **grid.args)
+
+
 def _series_tensor(
     rows: _Rows, grid: _GridInput
 ) -> tuple[SeriesTensor, npt.NDArray[np.uint32], npt.NDArray[np.bool_]]:
     """The model input of prepared rows, each series' parcel rank, and which rows may be an
     event's evidence."""
-    parcel, year, series_tile, values = _core.practice_series_grid(**rows.grid_args(), **grid.args)
+    parcel, year, series_tile, values = _grid_kernel(rows, grid).series_grid()
     keys = _series_keys(rows.parcel_ids, grid.tiles, parcel, year, series_tile)
     return SeriesTensor(keys, values), parcel, grid.evidence
 
@@ -382,9 +387,7 @@ def _grid_and_peaks(
         series, *rest = _core.practice_decode_peaks(probability, threshold, radius)
         found[first] = (series + first, *rest)
 
-    parcel, year, series_tile = _core.practice_grid_batches(
-        **rows.grid_args(), **grid.args, batch=batch, buffers=buffers, run=run
-    )
+    parcel, year, series_tile = _grid_kernel(rows, grid).grid_batches(batch, buffers, run)
     # Batches in series order, then stably by practice: `decode_peaks`'s order over the whole.
     parts = [found[first] for first in sorted(found)]
     series, practice, bins, confidence = (
