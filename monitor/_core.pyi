@@ -183,6 +183,7 @@ def practice_row_kinds(
     min_valid: float,
     evidence_min_valid: float,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]: ...
+
 @final
 class PracticeGridInput:
     """Row columns and grid layout, built once; the grid whole or batch by batch."""
