@@ -25,10 +25,10 @@ __all__ = [
     "pixel_set",
     "practice_decode_peaks",
     "practice_events_of_peaks",
-    "practice_group_keys",
     "practice_nearest_rows",
-    "practice_renumber",
     "practice_row_kinds",
+    "practice_string_codes",
+    "practice_string_ranks",
     "seal_record_batch",
     "sim_burn_edges",
     "sim_render_optical",
@@ -168,12 +168,18 @@ def physical_values(
 _FloatChunk = tuple[npt.NDArray[np.float64], tuple[npt.NDArray[np.uint8], int] | None]
 _FloatColumn = list[_FloatChunk]
 
-def practice_group_keys(
-    keys: npt.NDArray[np.uint64], check: npt.NDArray[np.uint64]
-) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint64]] | None: ...
-def practice_renumber(
-    ids: npt.NDArray[np.uint32], new: npt.NDArray[np.uint32]
-) -> npt.NDArray[np.uint32]: ...
+# A string column in Arrow's chunks: each chunk's string views (16 bytes a row), validity
+# bitmap with its bit offset when some are null, and data buffers.
+_StringColumn = list[
+    tuple[
+        npt.NDArray[np.uint8], tuple[npt.NDArray[np.uint8], int] | None, list[npt.NDArray[np.uint8]]
+    ]
+]
+
+def practice_string_ranks(
+    column: _StringColumn,
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint64]]: ...
+def practice_string_codes(column: _StringColumn, values: list[str]) -> npt.NDArray[np.uint8]: ...
 def practice_row_kinds(
     sensor: npt.NDArray[np.uint8],
     source: npt.NDArray[np.uint8],

@@ -65,6 +65,13 @@ F32 = npt.NDArray[np.float32]
 # A float column as the kernels read it: per Arrow chunk, its values and (when some are
 # null) its validity bitmap with the bit offset.
 _FloatColumn = list[tuple[npt.NDArray[np.float64], tuple[npt.NDArray[np.uint8], int] | None]]
+# A string column as the kernels read it: per Arrow chunk, its string views (16 bytes a
+# row), validity bitmap with the bit offset (when some are null) and data buffers.
+_StringColumn = list[
+    tuple[
+        npt.NDArray[np.uint8], tuple[npt.NDArray[np.uint8], int] | None, list[npt.NDArray[np.uint8]]
+    ]
+]
 
 EVENT_TYPES: Final = tuple(f"practice.{p}" for p in PRACTICES)
 
@@ -101,9 +108,11 @@ _FILL_THREADS: Final = 2
 _MEMO_CHUNK: Final = 1024  # series compared at a time by `PredictionMemo`
 # The missing tile of the grid kernel (rust_core/src/practice_grid.rs).
 _NO_TILE: Final = 2**32 - 1
-# Sensor and source codes of `_core.practice_row_kinds` (0: anything else).
-_SENSOR_S2, _SENSOR_S1 = 1, 2
-_SOURCE_OBSERVED, _SOURCE_REBUILT = 1, 2
+# Sensor and source codes of `_core.practice_row_kinds`: place in these (from 1; 0: any
+# other value, or null), `SENSOR_*` and `SOURCE_*` in rust_core/src/practice_grid.rs.
+_SENSORS: Final = ("S2", "S1")
+_SOURCES: Final = ("observed", "reconstructed")
+_VIEW: Final = 16  # bytes of an Arrow string view
 _MICROS_PER_DAY: Final = 86_400_000_000
 _ID_DIGITS: Final = 32  # hex digits of an event id (`monitor.events.event_id_for`)
 
@@ -159,26 +168,33 @@ def prepare(observations: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _string_columns(df: pl.DataFrame, columns: Sequence[str]) -> list[_StringColumn]:
+    """String columns as the kernels read them, in place: each chunk's Arrow string views,
+    validity bitmap and data buffers (polars holds strings as views: no copy)."""
+    table = df.select(pl.col(columns).cast(pl.String)).to_arrow(
+        compat_level=pl.CompatLevel.newest()
+    )
+    out: list[_StringColumn] = []
+    for i in range(len(columns)):
+        chunks: _StringColumn = []
+        for array in table.column(i).chunks:
+            assert array.type == pa.string_view(), array.type  # what polars exports
+            validity, views, *data = array.buffers()
+            offset, n = array.offset, len(array)
+            held = np.frombuffer(views, np.uint8) if views is not None else np.empty(0, np.uint8)
+            bits = None if validity is None else (np.frombuffer(validity, np.uint8), offset)
+            buffers = [np.frombuffer(b, np.uint8) for b in data if b is not None]
+            chunks.append((held[_VIEW * offset : _VIEW * (offset + n)], bits, buffers))
+        out.append(chunks)
+    return out
+
+
 def _ranks(values: pl.Series) -> tuple[pl.Series, npt.NDArray[np.uint32]]:
     """The distinct values of a string column, sorted (nulls last), and each row's rank
-    among them. Rows are grouped by a 64-bit hash, checked by a second one (the two hashed
-    at once, polars releasing the GIL); should two values collide, by an exact categorical
-    encoding instead."""
-    with ThreadPoolExecutor(1) as pool:
-        check = pool.submit(lambda: values.hash(seed=1).to_numpy())
-        keys = values.hash(seed=0).to_numpy()
-        grouped = _core.practice_group_keys(keys, check.result())
-    if grouped is None:
-        codes = values.cast(pl.Categorical(pl.Categories.random())).to_physical()
-        exact = codes.cast(pl.UInt64).fill_null(2**63).to_numpy()
-        grouped = _core.practice_group_keys(exact, exact)
-        assert grouped is not None  # exact codes never collide
-    group, first = grouped
-    distinct = values.gather(first)
-    order = distinct.arg_sort(nulls_last=True).to_numpy()
-    rank = np.empty(len(order), dtype=np.uint32)
-    rank[order] = np.arange(len(order), dtype=np.uint32)
-    return distinct.gather(order), _core.practice_renumber(group, rank)
+    among them: grouped by their exact bytes in Rust, in parallel."""
+    (column,) = _string_columns(values.to_frame(), [values.name])
+    rank, first = _core.practice_string_ranks(column)
+    return values.gather(first), rank
 
 
 def _feature_values(df: pl.DataFrame, columns: Sequence[str]) -> list[_FloatColumn]:
@@ -199,14 +215,6 @@ def _feature_values(df: pl.DataFrame, columns: Sequence[str]) -> list[_FloatColu
     return out
 
 
-def _code(column: str, codes: dict[str, int]) -> pl.Expr:
-    """A string column as small codes (0: any other value, or null)."""
-    code = pl.lit(0, dtype=pl.UInt8)
-    for value, number in codes.items():
-        code = pl.when(pl.col(column) == value).then(pl.lit(number, dtype=pl.UInt8)).otherwise(code)
-    return code.alias(column)
-
-
 def _row_flags(
     observations: pl.DataFrame,
     valid: _FloatColumn,
@@ -218,18 +226,14 @@ def _row_flags(
     observation (enough valid pixels, NDVI finite), a reconstructed S2 row, an S1 row with
     finite VV and VH (when `s1` is given), or nothing; and whether it may be an event's
     evidence (an observed S2 row with enough valid pixels and an NDVI). Sensor and source
-    become codes in polars (one select: both at once), the rest is one Rust pass."""
-    codes = [_code("sensor", {"S2": _SENSOR_S2, "S1": _SENSOR_S1})]
+    become codes in Rust (`_SENSORS`, `_SOURCES`), the rest is one Rust pass."""
     if "source" in observations.columns:
-        codes.append(
-            _code("source", {"observed": _SOURCE_OBSERVED, "reconstructed": _SOURCE_REBUILT})
-        )
-    coded = observations.select(codes)
-    sensor = coded.get_column("sensor").to_numpy()
-    if "source" in observations.columns:
-        source = coded.get_column("source").to_numpy()
+        sensor_text, source_text = _string_columns(observations, ["sensor", "source"])
+        source = _core.practice_string_codes(source_text, list(_SOURCES))
     else:
-        source = np.full(observations.height, _SOURCE_OBSERVED, dtype=np.uint8)
+        (sensor_text,) = _string_columns(observations, ["sensor"])
+        source = np.full(observations.height, _SOURCES.index("observed") + 1, dtype=np.uint8)
+    sensor = _core.practice_string_codes(sensor_text, list(_SENSORS))
     return _core.practice_row_kinds(sensor, source, valid, ndvi, s1, min_valid, MIN_VALID_FRACTION)
 
 
@@ -253,7 +257,9 @@ class _Rows:
 
 
 def _tile_ranks(tile: pl.Series) -> tuple[pl.Series, npt.NDArray[np.uint32]]:
-    """`_ranks` of the tile column; a table of one tile (the engine's) is told at once."""
+    """`_ranks` of the tile column; a table of one tile (the engine's) is told at once, and
+    its ranks are zeros the kernels read from the zero page (writing 4 bytes a row into
+    fresh pages costs more than the ranking)."""
     first = tile.head(1)
     if len(first) and tile.null_count() == 0 and (tile == first.item()).all():
         return first, np.zeros(len(tile), dtype=np.uint32)

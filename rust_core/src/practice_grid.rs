@@ -1,13 +1,11 @@
 //! Practice detection kernels: parcel observation rows onto the model's day-of-year grid,
 //! peak decoding of the per-bin probabilities, and the evidence rows around an event.
 //!
-//! The Python side (`monitor.practices`) classifies the rows and ranks the parcel ids; these
-//! kernels do everything that touches every row. Results are bit-identical to the numpy
+//! Parcel ids and tiles come ranked, sensor and source coded (`practice_strings`); these
+//! kernels do the rest of what touches every row. Results are bit-identical to the numpy
 //! formulation they replace: sums in f64 in row order, means cast to f32, interpolation and
 //! normalisation in f32.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rayon::prelude::*;
@@ -26,139 +24,6 @@ pub const KIND_S1: u8 = 3;
 pub const NO_TILE: u32 = u32::MAX;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
-
-/// The keys are already well-mixed 64-bit hashes: hashing them again would only cost time.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// Each row's group and each group's first row.
-pub type Groups = (Vec<u32>, Vec<usize>);
-
-/// Dense group ids of 64-bit keys: `(group of each key, index of each group's first key)`,
-/// groups numbered in order of first appearance. `check` holds a second, independent key per
-/// row: `None` when two rows of one group differ there (the keys are hashes that collided).
-///
-/// Pieces of the rows are grouped in parallel, each with its own table; their groups are then
-/// numbered in piece order (a piece's in its order of first appearance: the order over all
-/// rows) and the rows renumbered in parallel.
-pub fn group_keys(keys: &[u64], check: &[u64]) -> Result<Option<Groups>, KernelError> {
-    // One piece per thread: merging the pieces' tables, each with up to all the distinct
-    // keys, is serial.
-    let piece = keys
-        .len()
-        .div_ceil(rayon::current_num_threads())
-        .max(1 << 16);
-    group_keys_in_pieces(keys, check, piece)
-}
-
-/// `group_keys`, grouping pieces of `piece` rows in parallel.
-fn group_keys_in_pieces(
-    keys: &[u64],
-    check: &[u64],
-    piece: usize,
-) -> Result<Option<Groups>, KernelError> {
-    if check.len() != keys.len() {
-        return Err(KernelError::Input(
-            "keys and check keys differ in length".into(),
-        ));
-    }
-    if u32::try_from(keys.len()).is_err() {
-        return Err(KernelError::Input("more than 2^32 rows".into()));
-    }
-    let piece = piece.max(1);
-    let mut group = vec![0u32; keys.len()];
-    let pieces: Vec<Option<Vec<usize>>> = group
-        .par_chunks_mut(piece)
-        .enumerate()
-        .map(|(k, out)| {
-            let start = k * piece;
-            let range = start..start + out.len();
-            group_piece(&keys[range.clone()], &check[range], out)
-                .map(|first| first.into_iter().map(|r| start + r).collect())
-        })
-        .collect();
-    let mut ids: HashMap<u64, u32, BuildHasherDefault<PassThrough>> = HashMap::default();
-    let mut first = Vec::new();
-    let mut renumber = Vec::with_capacity(pieces.len());
-    for piece_first in pieces {
-        let Some(piece_first) = piece_first else {
-            return Ok(None);
-        };
-        let mut global = Vec::with_capacity(piece_first.len());
-        for row in piece_first {
-            let next = first.len() as u32; // groups <= rows < 2^32
-            let id = *ids.entry(keys[row]).or_insert_with(|| {
-                first.push(row);
-                next
-            });
-            if check[first[id as usize]] != check[row] {
-                return Ok(None);
-            }
-            global.push(id);
-        }
-        renumber.push(global);
-    }
-    group
-        .par_chunks_mut(piece)
-        .zip(&renumber)
-        .for_each(|(out, global)| {
-            for g in out {
-                *g = global[*g as usize];
-            }
-        });
-    Ok(Some((group, first)))
-}
-
-/// `new[id]` of each id, in parallel (the ids renumbered); an error names an id out of range.
-pub fn renumber(ids: &[u32], new: &[u32]) -> Result<Vec<u32>, KernelError> {
-    const PIECE: usize = 1 << 16;
-    let mut out = vec![0u32; ids.len()];
-    out.par_chunks_mut(PIECE)
-        .zip(ids.par_chunks(PIECE))
-        .try_for_each(|(out, ids)| {
-            for (o, &id) in out.iter_mut().zip(ids) {
-                *o = *new.get(id as usize).ok_or(id)?;
-            }
-            Ok(())
-        })
-        .map_err(|bad: u32| {
-            KernelError::Input(format!("id {bad} out of range ({} new ids)", new.len()))
-        })?;
-    Ok(out)
-}
-
-/// `group_keys` of one piece: writes each row's group (numbered in the piece) to `group`,
-/// returns each group's first row in the piece, `None` on a collision.
-fn group_piece(keys: &[u64], check: &[u64], group: &mut [u32]) -> Option<Vec<usize>> {
-    let mut ids: HashMap<u64, u32, BuildHasherDefault<PassThrough>> = HashMap::default();
-    let mut first = Vec::new();
-    for (row, (&key, g)) in keys.iter().zip(group.iter_mut()).enumerate() {
-        let next = first.len() as u32;
-        let id = *ids.entry(key).or_insert_with(|| {
-            first.push(row);
-            next
-        });
-        if check[first[id as usize]] != check[row] {
-            return None;
-        }
-        *g = id;
-    }
-    Some(first)
-}
 
 /// Proleptic Gregorian (year, day of year from 1) of a day count since 1970-01-01.
 pub fn year_and_ordinal_day(days: i64) -> (i32, u32) {
@@ -1278,62 +1143,6 @@ mod tests {
                     ordinal += 1;
                     let days = days_from_civil(y, m as i64 + 1, d);
                     assert_eq!(year_and_ordinal_day(days), (y as i32, ordinal));
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn groups_are_numbered_in_order_of_first_appearance() {
-        let keys = [7, 3, 7, 9, 3];
-        let (group, first) = group_keys(&keys, &keys).unwrap().unwrap();
-        assert_eq!(group, vec![0, 1, 0, 2, 1]);
-        assert_eq!(first, vec![0, 1, 3]);
-        // rows 0 and 2 share a key but not a check key: a collision
-        assert_eq!(group_keys(&keys, &[1, 2, 5, 3, 2]).unwrap(), None);
-        assert_eq!(renumber(&group, &[2, 0, 1]).unwrap(), vec![2, 0, 2, 1, 0]);
-        assert!(renumber(&group, &[2, 0]).is_err());
-    }
-
-    /// `group_keys` row by row: one table, first appearance order.
-    fn group_keys_reference(keys: &[u64], check: &[u64]) -> Option<Groups> {
-        let mut ids = HashMap::new();
-        let (mut group, mut first) = (vec![], vec![]);
-        for (row, &key) in keys.iter().enumerate() {
-            let id = *ids.entry(key).or_insert_with(|| {
-                first.push(row);
-                first.len() as u32 - 1
-            });
-            if check[first[id as usize]] != check[row] {
-                return None;
-            }
-            group.push(id);
-        }
-        Some((group, first))
-    }
-
-    #[test]
-    fn groups_in_pieces_match_one_table() {
-        let mut rng = Rng(3);
-        for (n, distinct) in [(0usize, 1u64), (1, 1), (1000, 7), (5000, 300), (3000, 5000)] {
-            let keys: Vec<u64> = (0..n).map(|_| rng.below(distinct) * 0x9E37).collect();
-            let check: Vec<u64> = keys.iter().map(|k| k ^ 0xFF).collect();
-            let expected = group_keys_reference(&keys, &check);
-            assert!(expected.is_some());
-            for piece in [1, 2, 7, 100, 4096, n.max(1)] {
-                let got = group_keys_in_pieces(&keys, &check, piece).unwrap();
-                assert_eq!(got, expected, "n {n}, piece {piece}");
-            }
-            assert_eq!(group_keys(&keys, &check).unwrap(), expected);
-            // a collision between pieces, or inside one, is found whatever the cut
-            if n > 100 {
-                let mut collided = check.clone();
-                let last = keys.iter().rposition(|&k| k == keys[0]).unwrap();
-                if last > 0 {
-                    collided[last] ^= 1;
-                    for piece in [1, 7, 100, n] {
-                        assert_eq!(group_keys_in_pieces(&keys, &collided, piece).unwrap(), None);
-                    }
                 }
             }
         }

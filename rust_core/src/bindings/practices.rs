@@ -14,9 +14,10 @@ use super::interrupt::{input_err, run_interruptible, to_py_err};
 use crate::event_json::Strings;
 use crate::practice_events::{practice_events, EventCalendar, PeakTable};
 use crate::practice_grid::{
-    decode_peaks, grid_batches, group_keys, nearest_rows, renumber, row_kinds, series_grid, Chunk,
-    Floats, GridLayout, RowChunks, RowCodes, RowTable, SeriesPlan,
+    decode_peaks, grid_batches, nearest_rows, row_kinds, series_grid, Chunk, Floats, GridLayout,
+    RowChunks, RowCodes, RowTable, SeriesPlan,
 };
+use crate::practice_strings::{string_codes, string_ranks, ViewChunk, ViewColumn};
 
 type Column<'py, T> = PyReadonlyArray1<'py, T>;
 
@@ -47,34 +48,63 @@ fn row_chunks(first: Option<&Vec<Chunk<'_>>>) -> PyResult<RowChunks> {
     RowChunks::new(&lengths).map_err(to_py_err)
 }
 
-type Groups<'py> = Option<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<u64>>)>;
+/// A chunk of an Arrow string-view column: its views (16 bytes a row), validity bitmap with
+/// its bit offset when some rows are null, and data buffers. A column is a list of them.
+type ViewChunkIn<'py> = (
+    Column<'py, u8>,
+    Option<(Column<'py, u8>, usize)>,
+    Vec<Column<'py, u8>>,
+);
 
-/// Dense group ids of 64-bit keys (first-appearance order) and each group's first row; None
-/// when rows of a group differ in `check` (colliding hashes).
-#[pyfunction]
-fn practice_group_keys<'py>(
-    py: Python<'py>,
-    keys: Column<'py, u64>,
-    check: Column<'py, u64>,
-) -> PyResult<Groups<'py>> {
-    let (keys, check) = (slice(&keys, "keys")?, slice(&check, "check")?);
-    let groups = py.detach(|| group_keys(keys, check)).map_err(to_py_err)?;
-    Ok(groups.map(|(group, first)| {
-        let first: Vec<u64> = first.into_iter().map(|r| r as u64).collect();
-        (group.into_pyarray(py), first.into_pyarray(py))
-    }))
+fn view_column<'a>(chunks: &'a [ViewChunkIn<'_>], what: &str) -> PyResult<ViewColumn<'a>> {
+    let chunks = chunks
+        .iter()
+        .map(|(views, validity, buffers)| {
+            let validity = match validity {
+                Some((bits, offset)) => Some((slice(bits, what)?, *offset)),
+                None => None,
+            };
+            Ok(ViewChunk {
+                views: slice(views, what)?,
+                validity,
+                buffers: buffers
+                    .iter()
+                    .map(|b| slice(b, what))
+                    .collect::<PyResult<_>>()?,
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    ViewColumn::new(chunks).map_err(to_py_err)
 }
 
-/// `new[id]` of each id (the ids renumbered), in parallel.
+type RanksOut<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<u64>>);
+
+/// Each row's rank among the distinct values of a string column (byte order, nulls last),
+/// and the first row of each distinct value, in rank order.
 #[pyfunction]
-fn practice_renumber<'py>(
+fn practice_string_ranks<'py>(
     py: Python<'py>,
-    ids: Column<'py, u32>,
-    new: Column<'py, u32>,
-) -> PyResult<Bound<'py, PyArray1<u32>>> {
-    let (ids, new) = (slice(&ids, "ids")?, slice(&new, "new")?);
-    let out = py.detach(|| renumber(ids, new)).map_err(to_py_err)?;
-    Ok(out.into_pyarray(py))
+    column: Vec<ViewChunkIn<'py>>,
+) -> PyResult<RanksOut<'py>> {
+    let column = view_column(&column, "string column")?;
+    let (rank, first) = py.detach(|| string_ranks(&column));
+    let first: Vec<u64> = first.into_iter().map(|r| r as u64).collect();
+    Ok((rank.into_pyarray(py), first.into_pyarray(py)))
+}
+
+/// Per row, the place (from 1) of its value among `values`; 0: another value or null.
+#[pyfunction]
+fn practice_string_codes<'py>(
+    py: Python<'py>,
+    column: Vec<ViewChunkIn<'py>>,
+    values: Vec<String>,
+) -> PyResult<Bound<'py, PyArray1<u8>>> {
+    let column = view_column(&column, "string column")?;
+    let values: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+    let codes = py
+        .detach(|| string_codes(&column, &values))
+        .map_err(to_py_err)?;
+    Ok(codes.into_pyarray(py))
 }
 
 type KindsOut<'py> = (Bound<'py, PyArray1<u8>>, Bound<'py, PyArray1<bool>>);
@@ -499,8 +529,8 @@ fn practice_events_of_peaks<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(practice_group_keys, m)?)?;
-    m.add_function(wrap_pyfunction!(practice_renumber, m)?)?;
+    m.add_function(wrap_pyfunction!(practice_string_ranks, m)?)?;
+    m.add_function(wrap_pyfunction!(practice_string_codes, m)?)?;
     m.add_function(wrap_pyfunction!(practice_row_kinds, m)?)?;
     m.add_class::<PracticeGridInput>()?;
     m.add_function(wrap_pyfunction!(practice_decode_peaks, m)?)?;
