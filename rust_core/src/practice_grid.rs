@@ -553,19 +553,20 @@ fn spans(seen: &[bool], out: &mut [Span]) {
 }
 
 /// One feature's bin means interpolated along `spans`, normalised, NaN as 0 (infinities as
-/// the extreme finite values, as `numpy.nan_to_num`), written to `out`.
+/// the extreme finite values, as `numpy.nan_to_num`), written to `out`. The gather first,
+/// then the normalisation on its own: a loop without indices, which the compiler vectorises
+/// (its division was most of the cost); the same f32 operations in the same order.
 fn interpolate_into(out: &mut [f32], means: &[f32], spans: &[Span], (centre, scale): (f32, f32)) {
     for (o, span) in out.iter_mut().zip(spans) {
         let (before, after) = (means[span.before], means[span.after]);
-        let value = (before + span.weight * (after - before) - centre) / scale;
+        *o = before + span.weight * (after - before);
+    }
+    for o in out.iter_mut() {
+        let value = (*o - centre) / scale;
         *o = if value.is_nan() {
             0.0
-        } else if value == f32::INFINITY {
-            f32::MAX
-        } else if value == f32::NEG_INFINITY {
-            f32::MIN
         } else {
-            value
+            value.clamp(f32::MIN, f32::MAX)
         };
     }
 }
