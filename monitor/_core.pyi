@@ -27,7 +27,6 @@ __all__ = [
     "practice_events_of_peaks",
     "practice_nearest_rows",
     "practice_row_kinds",
-    "practice_string_codes",
     "practice_string_ranks",
     "seal_record_batch",
     "sim_burn_edges",
@@ -179,7 +178,6 @@ _StringColumn = list[
 def practice_string_ranks(
     column: _StringColumn,
 ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint64]]: ...
-def practice_string_codes(column: _StringColumn, values: list[str]) -> npt.NDArray[np.uint8]: ...
 def practice_row_kinds(
     sensor: npt.NDArray[np.uint8],
     source: npt.NDArray[np.uint8],

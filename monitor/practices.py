@@ -108,10 +108,9 @@ _FILL_THREADS: Final = 2
 _MEMO_CHUNK: Final = 1024  # series compared at a time by `PredictionMemo`
 # The missing tile of the grid kernel (rust_core/src/practice_grid.rs).
 _NO_TILE: Final = 2**32 - 1
-# Sensor and source codes of `_core.practice_row_kinds`: place in these (from 1; 0: any
-# other value, or null), `SENSOR_*` and `SOURCE_*` in rust_core/src/practice_grid.rs.
-_SENSORS: Final = ("S2", "S1")
-_SOURCES: Final = ("observed", "reconstructed")
+# Sensor and source codes of `_core.practice_row_kinds` (0: anything else).
+_SENSOR_S2, _SENSOR_S1 = 1, 2
+_SOURCE_OBSERVED, _SOURCE_REBUILT = 1, 2
 _VIEW: Final = 16  # bytes of an Arrow string view
 _MICROS_PER_DAY: Final = 86_400_000_000
 _ID_DIGITS: Final = 32  # hex digits of an event id (`monitor.events.event_id_for`)
@@ -215,6 +214,14 @@ def _feature_values(df: pl.DataFrame, columns: Sequence[str]) -> list[_FloatColu
     return out
 
 
+def _code(column: str, codes: dict[str, int]) -> pl.Expr:
+    """A string column as small codes (0: any other value, or null)."""
+    code = pl.lit(0, dtype=pl.UInt8)
+    for value, number in codes.items():
+        code = pl.when(pl.col(column) == value).then(pl.lit(number, dtype=pl.UInt8)).otherwise(code)
+    return code.alias(column)
+
+
 def _row_flags(
     observations: pl.DataFrame,
     valid: _FloatColumn,
@@ -226,14 +233,18 @@ def _row_flags(
     observation (enough valid pixels, NDVI finite), a reconstructed S2 row, an S1 row with
     finite VV and VH (when `s1` is given), or nothing; and whether it may be an event's
     evidence (an observed S2 row with enough valid pixels and an NDVI). Sensor and source
-    become codes in Rust (`_SENSORS`, `_SOURCES`), the rest is one Rust pass."""
+    become codes in polars (one select: both at once), the rest is one Rust pass."""
+    codes = [_code("sensor", {"S2": _SENSOR_S2, "S1": _SENSOR_S1})]
     if "source" in observations.columns:
-        sensor_text, source_text = _string_columns(observations, ["sensor", "source"])
-        source = _core.practice_string_codes(source_text, list(_SOURCES))
+        codes.append(
+            _code("source", {"observed": _SOURCE_OBSERVED, "reconstructed": _SOURCE_REBUILT})
+        )
+    coded = observations.select(codes)
+    sensor = coded.get_column("sensor").to_numpy()
+    if "source" in observations.columns:
+        source = coded.get_column("source").to_numpy()
     else:
-        (sensor_text,) = _string_columns(observations, ["sensor"])
-        source = np.full(observations.height, _SOURCES.index("observed") + 1, dtype=np.uint8)
-    sensor = _core.practice_string_codes(sensor_text, list(_SENSORS))
+        source = np.full(observations.height, _SOURCE_OBSERVED, dtype=np.uint8)
     return _core.practice_row_kinds(sensor, source, valid, ndvi, s1, min_valid, MIN_VALID_FRACTION)
 
 

@@ -15,7 +15,7 @@ from models.practices import PracticeNet, PracticeProbabilities, from_onnx
 from models.practices_training import TOLERANCE_DAYS, export_module, match_events
 from monitor import _core, practices
 from monitor.cli import main
-from monitor.errors import ConfigError, ModelError, ObservationError
+from monitor.errors import ConfigError, KernelError, ModelError, ObservationError
 from monitor.events import validate_event
 from monitor.infer import InferenceConfig, artifact_path, load_model
 from monitor.practices import (
@@ -216,21 +216,12 @@ def test_ranks_in_parallel_pieces_match_a_sort_of_the_distinct_values() -> None:
             assert distinct.gather(rank).equals(values)
 
 
-def test_string_codes_match_polars_comparisons() -> None:
-    """Sensor and source codes (string views compared in Rust) against polars: nulls and
-    other values are 0, long values are compared in full."""
-    rng = np.random.default_rng(8)
-    words = ["S2", "S1", "S2x", "reconstructed", "reconstructed-v2", "observed", None]
-    column = pl.Series("c", rng.choice(np.array(words, dtype=object), 50_000), dtype=pl.String)
-    column = pl.concat([column.slice(0, 7), column.slice(7)])  # two chunks
-    wanted = ["S2", "reconstructed", "observed"]
-    (text,) = practices._string_columns(column.to_frame(), ["c"])
-    codes = _core.practice_string_codes(text, wanted)
-    expected = np.zeros(len(column), dtype=np.uint8)
-    for i, value in enumerate(wanted):
-        expected[(column == value).fill_null(False).to_numpy()] = i + 1
-    np.testing.assert_array_equal(codes, expected)
-    assert set(np.unique(codes)) == {0, 1, 2, 3}
+def test_string_views_outside_their_buffers_are_a_one_line_error() -> None:
+    (column,) = practices._string_columns(pl.DataFrame({"p": ["a-long-parcel-id"]}), ["p"])
+    views, validity, buffers = column[0]
+    with pytest.raises(KernelError, match="outside its buffers") as err:
+        _core.practice_string_ranks([(views, validity, [buffers[0][:4]])])
+    assert "\n" not in str(err.value)
 
 
 def test_missing_required_column_is_a_one_line_error() -> None:

@@ -1,10 +1,9 @@
-//! Practice detection: string columns (parcel ids, tiles, sensor, source) read in place from
-//! their Arrow string views, ranked and coded in one parallel pass each.
+//! Practice detection: the parcel id (and tile) column ranked in Rust, read in place from
+//! its Arrow string views.
 //!
 //! Polars took two 64-bit hashes of every parcel id (12.8 M rows: ~0.2 CPU-s and 200 MB of
-//! fresh pages) and a string comparison pass per sensor and source value; here rows are
-//! grouped by their exact bytes, and a row whose 16-byte view equals the previous row's is the
-//! same string without hashing it (runs of one tile, one sensor).
+//! fresh pages) before grouping them; here rows are grouped by their exact bytes, and most
+//! rows skip the hash table (`group_part`'s guess).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -89,8 +88,9 @@ pub struct ViewColumn<'a> {
     chunks: Vec<ViewChunk<'a>>,
 }
 
-/// Rows of one task of `string_codes` (`string_ranks` takes one part per thread: its parts'
-/// tables are merged serially, and a part of interleaved rows holds nearly all the values).
+/// The fewest rows of one part of `string_ranks` (one part per thread: the parts' tables are
+/// merged serially, and a part of interleaved rows holds nearly all the values), and of one
+/// task renumbering them.
 const PIECE: usize = 1 << 16;
 
 /// A part of a column's rows: the pieces of chunks it covers (chunk, rows in the chunk), in
@@ -361,108 +361,6 @@ fn string_ranks_in_parts(column: &ViewColumn<'_>, part: usize) -> (Vec<u32>, Vec
     (rank, first)
 }
 
-/// Tells whether a row holds one value, from its view: the length and inline bytes (or the
-/// first 4 bytes of a long value) compared as one 128-bit word under a mask, the bytes of a
-/// long value only when those agree.
-struct ViewMatcher<'v> {
-    value: &'v [u8],
-    word: u128,
-    mask: u128,
-}
-
-impl<'v> ViewMatcher<'v> {
-    fn new(value: &'v [u8]) -> Self {
-        let mut bytes = [0u8; VIEW];
-        bytes[..4].copy_from_slice(&(value.len() as u32).to_le_bytes());
-        // the inline bytes, or a long value's first 4
-        let known = if value.len() <= INLINE {
-            value.len()
-        } else {
-            4
-        };
-        bytes[4..4 + known].copy_from_slice(&value[..known]);
-        let mask_bytes = 4 + known;
-        let mask = if mask_bytes == VIEW {
-            u128::MAX
-        } else {
-            (1u128 << (8 * mask_bytes)) - 1
-        };
-        ViewMatcher {
-            value,
-            word: u128::from_le_bytes(bytes),
-            mask,
-        }
-    }
-
-    /// Whether a view may hold the value: it does if the value is inline, the row not null.
-    #[inline]
-    fn may_match(&self, view: u128) -> bool {
-        view & self.mask == self.word
-    }
-
-    fn matches(&self, chunk: &ViewChunk<'_>, row: usize) -> bool {
-        chunk.is_valid(row) && (self.value.len() <= INLINE || chunk.value(row) == Some(self.value))
-    }
-}
-
-/// Codes of one piece of a chunk (`string_codes`): views compared first, in a tight loop;
-/// the rare rows needing more (a null, a long value) checked after.
-fn code_rows(
-    chunk: &ViewChunk<'_>,
-    range: Range<usize>,
-    matchers: &[ViewMatcher<'_>],
-    out: &mut [u8],
-) {
-    let views = &chunk.views[range.start * VIEW..range.end * VIEW];
-    for (view, c) in views.chunks_exact(VIEW).zip(out.iter_mut()) {
-        let view = u128::from_le_bytes(view.try_into().expect("16-byte view"));
-        *c = 0;
-        // last to first: the first value that may match wins
-        for (i, m) in matchers.iter().enumerate().rev() {
-            if m.may_match(view) {
-                *c = i as u8 + 1;
-            }
-        }
-    }
-    let exact = chunk.validity.is_none() && matchers.iter().all(|m| m.value.len() <= INLINE);
-    if !exact {
-        for (row, c) in range.zip(out.iter_mut()) {
-            if *c != 0 {
-                let view = u128::from_le_bytes(chunk.view(row).try_into().expect("16-byte view"));
-                let found = matchers
-                    .iter()
-                    .position(|m| m.may_match(view) && m.matches(chunk, row));
-                *c = found.map_or(0, |i| i as u8 + 1);
-            }
-        }
-    }
-}
-
-/// Per row, the place (from 1) of its value among `values`, 0 for any other value or null.
-pub fn string_codes(column: &ViewColumn<'_>, values: &[&[u8]]) -> Result<Vec<u8>, KernelError> {
-    if values.len() > usize::from(u8::MAX) || values.iter().any(|v| u32::try_from(v.len()).is_err())
-    {
-        return Err(KernelError::Input(format!(
-            "{} values: at most 255, each under 4 GB",
-            values.len()
-        )));
-    }
-    let matchers: Vec<ViewMatcher<'_>> = values.iter().map(|v| ViewMatcher::new(v)).collect();
-    let mut code = vec![0u8; column.len()];
-    column
-        .parts(&mut code, PIECE)
-        .into_par_iter()
-        .for_each(|(segments, out)| {
-            let mut out = out;
-            for (chunk, range) in segments {
-                let (mine, rest) = out.split_at_mut(range.len());
-                code_rows(chunk, range, &matchers, mine);
-                out = rest;
-            }
-        });
-    Ok(code)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,28 +496,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn codes_are_the_place_among_the_values() {
-        let mut rng = Rng(5);
-        let wanted: Vec<Vec<u8>> = [3, 5, 6, 1, 2].iter().map(|&k| value(k)).collect();
-        let values: Vec<Option<Vec<u8>>> = (0..3000)
-            .map(|_| (rng.below(10) > 0).then(|| value(rng.below(12))))
-            .collect();
-        let built = Built::new(&values, &[1000, 1, 1999], 50, 3);
-        let wanted_refs: Vec<&[u8]> = wanted.iter().map(Vec::as_slice).collect();
-        let got = string_codes(&built.column(), &wanted_refs).unwrap();
-        let expected: Vec<u8> = values
-            .iter()
-            .map(|v| {
-                v.as_ref()
-                    .and_then(|v| wanted.iter().position(|w| w == v))
-                    .map_or(0, |i| i as u8 + 1)
-            })
-            .collect();
-        assert_eq!(got, expected);
-        assert!(expected.contains(&0) && (1..=5).all(|c| expected.contains(&c)));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::practice_grid::{
     decode_peaks, grid_batches, nearest_rows, row_kinds, series_grid, Chunk, Floats, GridLayout,
     RowChunks, RowCodes, RowTable, SeriesPlan,
 };
-use crate::practice_strings::{string_codes, string_ranks, ViewChunk, ViewColumn};
+use crate::practice_strings::{string_ranks, ViewChunk, ViewColumn};
 
 type Column<'py, T> = PyReadonlyArray1<'py, T>;
 
@@ -90,21 +90,6 @@ fn practice_string_ranks<'py>(
     let (rank, first) = py.detach(|| string_ranks(&column));
     let first: Vec<u64> = first.into_iter().map(|r| r as u64).collect();
     Ok((rank.into_pyarray(py), first.into_pyarray(py)))
-}
-
-/// Per row, the place (from 1) of its value among `values`; 0: another value or null.
-#[pyfunction]
-fn practice_string_codes<'py>(
-    py: Python<'py>,
-    column: Vec<ViewChunkIn<'py>>,
-    values: Vec<String>,
-) -> PyResult<Bound<'py, PyArray1<u8>>> {
-    let column = view_column(&column, "string column")?;
-    let values: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
-    let codes = py
-        .detach(|| string_codes(&column, &values))
-        .map_err(to_py_err)?;
-    Ok(codes.into_pyarray(py))
 }
 
 type KindsOut<'py> = (Bound<'py, PyArray1<u8>>, Bound<'py, PyArray1<bool>>);
@@ -530,7 +515,6 @@ fn practice_events_of_peaks<'py>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(practice_string_ranks, m)?)?;
-    m.add_function(wrap_pyfunction!(practice_string_codes, m)?)?;
     m.add_function(wrap_pyfunction!(practice_row_kinds, m)?)?;
     m.add_class::<PracticeGridInput>()?;
     m.add_function(wrap_pyfunction!(practice_decode_peaks, m)?)?;
