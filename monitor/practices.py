@@ -6,10 +6,10 @@
 1. `series_tensor` resamples every parcel-year's irregular Sentinel-2 and Sentinel-1 rows onto
    a fixed day-of-year grid (`N_BINS` bins of `BIN_DAYS` days from `GRID_START_DOY`), with
    observed masks as channels: cloudy dates (low `valid_fraction`) are missing, not zeros, and
-   gaps are bridged by linear interpolation. Parcel ids are ranked by hash; the feature
-   columns are read in place from their Arrow chunks, and the per-row work (row kinds,
-   binning, means, interpolation) runs in the Rust kernels of
-   `rust_core/src/practice_grid.rs`, in parallel.
+   gaps are bridged by linear interpolation. Parcel ids are ranked in Rust from their Arrow
+   string views (`rust_core/src/practice_strings.rs`); the feature columns are read in place
+   from their Arrow chunks, and the per-row work (row kinds, binning, means, interpolation)
+   runs in the Rust kernels of `rust_core/src/practice_grid.rs`, in parallel.
 2. The model gives per-bin probabilities of each practice (`PRACTICES`). `detect_practices`
    never builds the whole grid: threads fill it batch by batch into reused buffers, each
    running the model and step 3 on its batch while another fills the next.
