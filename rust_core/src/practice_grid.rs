@@ -725,7 +725,7 @@ impl SeriesPlan {
     }
 
     /// Fills series `first..first + out.len() / series size` into `out` (`[series,
-    /// n_channels, n_bins]`; any earlier content is overwritten).
+    /// n_channels, n_bins]`; every value is written, whatever was there).
     fn fill(
         &self,
         rows: &RowTable<'_>,
@@ -740,7 +740,6 @@ impl SeriesPlan {
             let p = self.parcel[s] as usize;
             let span = self.offsets[p]..self.offsets[p + 1];
             let entries = (&self.order[span.clone()], &self.packed[span]);
-            block.fill(0.0);
             scratch.fill(rows, layout, entries, self.slot[s], block);
         }
     }
@@ -757,7 +756,7 @@ pub fn series_grid(rows: &RowTable<'_>, layout: &GridLayout) -> Result<SeriesGri
         .par_chunks_mut(series_size * 64)
         .enumerate()
         .for_each_init(
-            || SeriesScratch::new(rows, layout.n_bins),
+            || SeriesScratch::new(rows, layout),
             |scratch, (k, out)| plan.fill(rows, layout, scratch, k * 64, out),
         );
     Ok(SeriesGrid {
@@ -803,7 +802,7 @@ where
             .map(|(index, buffer)| {
                 let (next, failed, stop) = (&next, &failed, &stop);
                 scope.spawn(move || {
-                    let mut scratch = SeriesScratch::new(rows, layout.n_bins);
+                    let mut scratch = SeriesScratch::new(rows, layout);
                     loop {
                         let first = next.fetch_add(batch, Ordering::Relaxed);
                         if first >= plan.len() || stop() {
@@ -845,12 +844,22 @@ struct SeriesScratch {
     spans: Vec<Span>,
     means: Vec<f32>,    // [S2 feature, bin]
     s1_means: Vec<f32>, // [VV, VH, VH - VV; bin]
+    /// Channels no row of this table feeds (features it lacks): zeros in every series.
+    idle: Vec<usize>,
 }
 
 impl SeriesScratch {
-    fn new(rows: &RowTable<'_>, n_bins: usize) -> Self {
-        let f = rows.s2.len();
+    fn new(rows: &RowTable<'_>, layout: &GridLayout) -> Self {
+        let (f, n_bins) = (rows.s2.len(), layout.n_bins);
+        let mut fed: Vec<usize> = layout.s2_channels.clone();
+        fed.extend([layout.s2_observed, layout.s2_reconstructed]);
+        if rows.s1.is_some() {
+            fed.extend(layout.s1_channels.iter().chain([&layout.s1_observed]));
+        }
         SeriesScratch {
+            idle: (0..layout.n_channels)
+                .filter(|c| !fed.contains(c))
+                .collect(),
             clear: BinSums::new(f, n_bins),
             rebuilt: BinSums::new(f, n_bins),
             s1: BinSums::new(3, n_bins),
@@ -861,8 +870,10 @@ impl SeriesScratch {
         }
     }
 
-    /// Fills one series' `[n_channels, n_bins]` block (zeroed) from its parcel's rows and
-    /// their `SeriesPlan::packed` entries: those of the series' year slot.
+    /// Fills one series' `[n_channels, n_bins]` block from its parcel's rows and their
+    /// `SeriesPlan::packed` entries: those of the series' year slot. Every value is written
+    /// once (a feature the series never has as zeros): zeroing the whole block first cost a
+    /// memset of the grid.
     fn fill(
         &mut self,
         rows: &RowTable<'_>,
@@ -872,6 +883,9 @@ impl SeriesScratch {
         out: &mut [f32],
     ) {
         let n_bins = layout.n_bins;
+        for &channel in &self.idle {
+            out[channel * n_bins..(channel + 1) * n_bins].fill(0.0);
+        }
         self.clear.clear();
         self.rebuilt.clear();
         self.s1.clear();
@@ -930,6 +944,10 @@ impl SeriesScratch {
                     norm,
                 );
             }
+        } else {
+            for &channel in &layout.s2_channels {
+                out[channel * n_bins..(channel + 1) * n_bins].fill(0.0);
+            }
         }
         if rows.s1.is_some() {
             for t in 0..n_bins {
@@ -947,6 +965,10 @@ impl SeriesScratch {
                     let block = &mut out[channel * n_bins..(channel + 1) * n_bins];
                     let means = &self.s1_means[f * n_bins..(f + 1) * n_bins];
                     interpolate_into(block, means, &self.spans, norm);
+                }
+            } else {
+                for &channel in &layout.s1_channels {
+                    out[channel * n_bins..(channel + 1) * n_bins].fill(0.0);
                 }
             }
         }
@@ -1581,6 +1603,37 @@ mod tests {
             &failing,
         );
         assert!(matches!(stopped, Err(KernelError::Cancelled)));
+        // channels no row feeds (no S1 columns, a ninth channel) are zeros, whatever the
+        // buffer held before
+        let no_s1 = RowTable {
+            s2: rows.s2.clone(),
+            s1: None,
+            ..rows
+        };
+        let wider = GridLayout {
+            n_channels: 9,
+            ..layout.clone()
+        };
+        let whole = series_grid(&no_s1, &wider).unwrap();
+        let size = wider.n_channels * wider.n_bins;
+        let plan = SeriesPlan::new(&no_s1, &wider).unwrap();
+        let mut buffer = vec![f32::NAN; 64 * size];
+        let got = std::sync::Mutex::new(vec![f32::NAN; whole.values.len()]);
+        let run = |_: usize, first: usize, values: &[f32]| -> Result<(), ()> {
+            got.lock().unwrap()[first * size..first * size + values.len()].copy_from_slice(values);
+            Ok(())
+        };
+        let cancel = AtomicBool::new(false);
+        let done = grid_batches(&no_s1, &wider, &plan, 64, vec![&mut buffer], &cancel, &run);
+        assert_eq!(done, Ok(Ok(())));
+        let got = got.into_inner().unwrap();
+        assert!(got
+            .iter()
+            .zip(&whole.values)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        for series in got.chunks_exact(size) {
+            assert!(series[4 * wider.n_bins..].iter().all(|&v| v == 0.0));
+        }
     }
 
     #[test]
