@@ -5,13 +5,13 @@ The table: 100 000 parcel-seasons built from a simulated, replayed season (its 3
 repeated under new ids). Timed, best of 3:
 
 * `detect_practices` end to end (no event emitted before, then a third of them emitted), and
-  its steps: `prepare`, parcel ranks (parcel ids hashed, grouped and ranked), the row columns
-  (tile ranks, the feature columns' Arrow buffers, sensor and source codes, row kinds in
-  Rust), both again at once as `detect_practices` runs them (the total counts this), then batch by
-  batch on `--threads` threads the grid (rows onto the model's grid, Rust), the model and
-  peak decoding, overlapped (the model's CPU-seconds counted apart), the events (dates, ids,
-  suppression of emitted ones, order: one Rust pass) and their evidence rows (nearest clear
-  images in Rust, product id lists from Arrow offsets);
+  its steps: `prepare`, parcel ranks (parcel ids grouped by their bytes and ranked in Rust),
+  the row columns (tile ranks, the feature columns' Arrow buffers, sensor and source codes,
+  row kinds in Rust), both again at once as `detect_practices` runs them (the total counts
+  this), then batch by batch on `--threads` threads the grid (rows onto the model's grid,
+  Rust), the model and peak decoding, overlapped (the model's CPU-seconds counted apart), the
+  events (dates, ids, suppression of emitted ones, order: one Rust pass) and their evidence
+  rows (nearest clear images in Rust, product id lists from Arrow offsets);
 * the model alone on that grid: ONNX Runtime at `--threads` intra-op threads, as `--threads`
   single-threaded calls at once (what `parcel-monitor detect` does) and at one thread;
   PyTorch eager (same weights) on `--torch-device` (cpu by default; `cuda` on a GPU node).

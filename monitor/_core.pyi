@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 __all__ = [
     "LabelRaster",
+    "PracticeGridInput",
     "__version__",
     "build_label_raster",
     "coarse_block_any",
@@ -24,12 +25,9 @@ __all__ = [
     "pixel_set",
     "practice_decode_peaks",
     "practice_events_of_peaks",
-    "practice_grid_batches",
-    "practice_group_keys",
     "practice_nearest_rows",
-    "practice_renumber",
     "practice_row_kinds",
-    "practice_series_grid",
+    "practice_string_ranks",
     "seal_record_batch",
     "sim_burn_edges",
     "sim_render_optical",
@@ -169,12 +167,17 @@ def physical_values(
 _FloatChunk = tuple[npt.NDArray[np.float64], tuple[npt.NDArray[np.uint8], int] | None]
 _FloatColumn = list[_FloatChunk]
 
-def practice_group_keys(
-    keys: npt.NDArray[np.uint64], check: npt.NDArray[np.uint64]
-) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint64]] | None: ...
-def practice_renumber(
-    ids: npt.NDArray[np.uint32], new: npt.NDArray[np.uint32]
-) -> npt.NDArray[np.uint32]: ...
+# A string column in Arrow's chunks: each chunk's string views (16 bytes a row), validity
+# bitmap with its bit offset when some are null, and data buffers.
+_StringColumn = list[
+    tuple[
+        npt.NDArray[np.uint8], tuple[npt.NDArray[np.uint8], int] | None, list[npt.NDArray[np.uint8]]
+    ]
+]
+
+def practice_string_ranks(
+    column: _StringColumn,
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint64]]: ...
 def practice_row_kinds(
     sensor: npt.NDArray[np.uint8],
     source: npt.NDArray[np.uint8],
@@ -184,51 +187,47 @@ def practice_row_kinds(
     min_valid: float,
     evidence_min_valid: float,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]: ...
-def practice_series_grid(
-    parcel: npt.NDArray[np.uint32],
-    n_parcels: int,
-    micros: npt.NDArray[np.int64],
-    kind: npt.NDArray[np.uint8],
-    tile: npt.NDArray[np.uint32],
-    s2: list[_FloatColumn],
-    s1: tuple[_FloatColumn, _FloatColumn] | None,
-    start_doy: int,
-    bin_days: int,
-    n_bins: int,
-    n_channels: int,
-    s2_channels: list[int],
-    s2_norm: list[tuple[float, float]],
-    s2_observed: int,
-    s2_reconstructed: int,
-    s1_channels: list[int] | tuple[int, int, int],
-    s1_norm: list[tuple[float, float]] | tuple[tuple[float, float], ...],
-    s1_observed: int,
-) -> tuple[
-    npt.NDArray[np.uint32], npt.NDArray[np.int32], npt.NDArray[np.uint32], npt.NDArray[np.float32]
-]: ...
-def practice_grid_batches(
-    parcel: npt.NDArray[np.uint32],
-    n_parcels: int,
-    micros: npt.NDArray[np.int64],
-    kind: npt.NDArray[np.uint8],
-    tile: npt.NDArray[np.uint32],
-    s2: list[_FloatColumn],
-    s1: tuple[_FloatColumn, _FloatColumn] | None,
-    start_doy: int,
-    bin_days: int,
-    n_bins: int,
-    n_channels: int,
-    s2_channels: list[int],
-    s2_norm: list[tuple[float, float]],
-    s2_observed: int,
-    s2_reconstructed: int,
-    s1_channels: list[int] | tuple[int, int, int],
-    s1_norm: list[tuple[float, float]] | tuple[tuple[float, float], ...],
-    s1_observed: int,
-    batch: int,
-    buffers: list[npt.NDArray[np.float32]],
-    run: Callable[[int, int, int], object],
-) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int32], npt.NDArray[np.uint32]]: ...
+
+@final
+class PracticeGridInput:
+    """Row columns and grid layout, built once; the grid whole or batch by batch."""
+
+    def __new__(
+        cls,
+        parcel: npt.NDArray[np.uint32],
+        n_parcels: int,
+        micros: npt.NDArray[np.int64],
+        kind: npt.NDArray[np.uint8],
+        tile: npt.NDArray[np.uint32],
+        s2: list[_FloatColumn],
+        s1: tuple[_FloatColumn, _FloatColumn] | None,
+        start_doy: int,
+        bin_days: int,
+        n_bins: int,
+        n_channels: int,
+        s2_channels: list[int],
+        s2_norm: list[tuple[float, float]],
+        s2_observed: int,
+        s2_reconstructed: int,
+        s1_channels: list[int] | tuple[int, int, int],
+        s1_norm: list[tuple[float, float]] | tuple[tuple[float, float], ...],
+        s1_observed: int,
+    ) -> PracticeGridInput: ...
+    def series_grid(
+        self,
+    ) -> tuple[
+        npt.NDArray[np.uint32],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.uint32],
+        npt.NDArray[np.float32],
+    ]: ...
+    def grid_batches(
+        self,
+        batch: int,
+        buffers: list[npt.NDArray[np.float32]],
+        run: Callable[[int, int, int], object],
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int32], npt.NDArray[np.uint32]]: ...
+
 def practice_decode_peaks(
     probability: npt.NDArray[np.float32], threshold: float, radius: list[int]
 ) -> tuple[

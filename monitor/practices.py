@@ -6,10 +6,10 @@
 1. `series_tensor` resamples every parcel-year's irregular Sentinel-2 and Sentinel-1 rows onto
    a fixed day-of-year grid (`N_BINS` bins of `BIN_DAYS` days from `GRID_START_DOY`), with
    observed masks as channels: cloudy dates (low `valid_fraction`) are missing, not zeros, and
-   gaps are bridged by linear interpolation. Parcel ids are ranked by hash; the feature
-   columns are read in place from their Arrow chunks, and the per-row work (row kinds,
-   binning, means, interpolation) runs in the Rust kernels of
-   `rust_core/src/practice_grid.rs`, in parallel.
+   gaps are bridged by linear interpolation. Parcel ids are ranked in Rust from their Arrow
+   string views (`rust_core/src/practice_strings.rs`); the feature columns are read in place
+   from their Arrow chunks, and the per-row work (row kinds, binning, means, interpolation)
+   runs in the Rust kernels of `rust_core/src/practice_grid.rs`, in parallel.
 2. The model gives per-bin probabilities of each practice (`PRACTICES`). `detect_practices`
    never builds the whole grid: threads fill it batch by batch into reused buffers, each
    running the model and step 3 on its batch while another fills the next.
@@ -65,6 +65,13 @@ F32 = npt.NDArray[np.float32]
 # A float column as the kernels read it: per Arrow chunk, its values and (when some are
 # null) its validity bitmap with the bit offset.
 _FloatColumn = list[tuple[npt.NDArray[np.float64], tuple[npt.NDArray[np.uint8], int] | None]]
+# A string column as the kernels read it: per Arrow chunk, its string views (16 bytes a
+# row), validity bitmap with the bit offset (when some are null) and data buffers.
+_StringColumn = list[
+    tuple[
+        npt.NDArray[np.uint8], tuple[npt.NDArray[np.uint8], int] | None, list[npt.NDArray[np.uint8]]
+    ]
+]
 
 EVENT_TYPES: Final = tuple(f"practice.{p}" for p in PRACTICES)
 
@@ -104,6 +111,7 @@ _NO_TILE: Final = 2**32 - 1
 # Sensor and source codes of `_core.practice_row_kinds` (0: anything else).
 _SENSOR_S2, _SENSOR_S1 = 1, 2
 _SOURCE_OBSERVED, _SOURCE_REBUILT = 1, 2
+_VIEW: Final = 16  # bytes of an Arrow string view
 _MICROS_PER_DAY: Final = 86_400_000_000
 _ID_DIGITS: Final = 32  # hex digits of an event id (`monitor.events.event_id_for`)
 
@@ -159,26 +167,33 @@ def prepare(observations: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _string_columns(df: pl.DataFrame, columns: Sequence[str]) -> list[_StringColumn]:
+    """String columns as the kernels read them, in place: each chunk's Arrow string views,
+    validity bitmap and data buffers (polars holds strings as views: no copy)."""
+    table = df.select(pl.col(columns).cast(pl.String)).to_arrow(
+        compat_level=pl.CompatLevel.newest()
+    )
+    out: list[_StringColumn] = []
+    for i in range(len(columns)):
+        chunks: _StringColumn = []
+        for array in table.column(i).chunks:
+            assert array.type == pa.string_view(), array.type  # what polars exports
+            validity, views, *data = array.buffers()
+            offset, n = array.offset, len(array)
+            held = np.frombuffer(views, np.uint8) if views is not None else np.empty(0, np.uint8)
+            bits = None if validity is None else (np.frombuffer(validity, np.uint8), offset)
+            buffers = [np.frombuffer(b, np.uint8) for b in data if b is not None]
+            chunks.append((held[_VIEW * offset : _VIEW * (offset + n)], bits, buffers))
+        out.append(chunks)
+    return out
+
+
 def _ranks(values: pl.Series) -> tuple[pl.Series, npt.NDArray[np.uint32]]:
     """The distinct values of a string column, sorted (nulls last), and each row's rank
-    among them. Rows are grouped by a 64-bit hash, checked by a second one (the two hashed
-    at once, polars releasing the GIL); should two values collide, by an exact categorical
-    encoding instead."""
-    with ThreadPoolExecutor(1) as pool:
-        check = pool.submit(lambda: values.hash(seed=1).to_numpy())
-        keys = values.hash(seed=0).to_numpy()
-        grouped = _core.practice_group_keys(keys, check.result())
-    if grouped is None:
-        codes = values.cast(pl.Categorical(pl.Categories.random())).to_physical()
-        exact = codes.cast(pl.UInt64).fill_null(2**63).to_numpy()
-        grouped = _core.practice_group_keys(exact, exact)
-        assert grouped is not None  # exact codes never collide
-    group, first = grouped
-    distinct = values.gather(first)
-    order = distinct.arg_sort(nulls_last=True).to_numpy()
-    rank = np.empty(len(order), dtype=np.uint32)
-    rank[order] = np.arange(len(order), dtype=np.uint32)
-    return distinct.gather(order), _core.practice_renumber(group, rank)
+    among them: grouped by their exact bytes in Rust, in parallel."""
+    (column,) = _string_columns(values.to_frame(), [values.name])
+    rank, first = _core.practice_string_ranks(column)
+    return values.gather(first), rank
 
 
 def _feature_values(df: pl.DataFrame, columns: Sequence[str]) -> list[_FloatColumn]:
@@ -253,7 +268,9 @@ class _Rows:
 
 
 def _tile_ranks(tile: pl.Series) -> tuple[pl.Series, npt.NDArray[np.uint32]]:
-    """`_ranks` of the tile column; a table of one tile (the engine's) is told at once."""
+    """`_ranks` of the tile column; a table of one tile (the engine's) is told at once, and
+    its ranks are zeros the kernels read from the zero page (writing 4 bytes a row into
+    fresh pages costs more than the ranking)."""
     first = tile.head(1)
     if len(first) and tile.null_count() == 0 and (tile == first.item()).all():
         return first, np.zeros(len(tile), dtype=np.uint32)
@@ -336,12 +353,17 @@ def _series_keys(
     )
 
 
+def _grid_kernel(rows: _Rows, grid: _GridInput) -> _core.PracticeGridInput:
+    """The grid kernels' input: the rows and the layout, checked once."""
+    return _core.PracticeGridInput(**rows.grid_args(), **grid.args)
+
+
 def _series_tensor(
     rows: _Rows, grid: _GridInput
 ) -> tuple[SeriesTensor, npt.NDArray[np.uint32], npt.NDArray[np.bool_]]:
     """The model input of prepared rows, each series' parcel rank, and which rows may be an
     event's evidence."""
-    parcel, year, series_tile, values = _core.practice_series_grid(**rows.grid_args(), **grid.args)
+    parcel, year, series_tile, values = _grid_kernel(rows, grid).series_grid()
     keys = _series_keys(rows.parcel_ids, grid.tiles, parcel, year, series_tile)
     return SeriesTensor(keys, values), parcel, grid.evidence
 
@@ -382,9 +404,7 @@ def _grid_and_peaks(
         series, *rest = _core.practice_decode_peaks(probability, threshold, radius)
         found[first] = (series + first, *rest)
 
-    parcel, year, series_tile = _core.practice_grid_batches(
-        **rows.grid_args(), **grid.args, batch=batch, buffers=buffers, run=run
-    )
+    parcel, year, series_tile = _grid_kernel(rows, grid).grid_batches(batch, buffers, run)
     # Batches in series order, then stably by practice: `decode_peaks`'s order over the whole.
     parts = [found[first] for first in sorted(found)]
     series, practice, bins, confidence = (

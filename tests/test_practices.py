@@ -15,7 +15,7 @@ from models.practices import PracticeNet, PracticeProbabilities, from_onnx
 from models.practices_training import TOLERANCE_DAYS, export_module, match_events
 from monitor import _core, practices
 from monitor.cli import main
-from monitor.errors import ConfigError, ModelError, ObservationError
+from monitor.errors import ConfigError, KernelError, ModelError, ObservationError
 from monitor.events import validate_event
 from monitor.infer import InferenceConfig, artifact_path, load_model
 from monitor.practices import (
@@ -194,43 +194,34 @@ def test_many_chunk_and_sliced_tables_give_the_same_tensor() -> None:
     np.testing.assert_array_equal(series_tensor(offset).values, whole.values)
 
 
-def test_parcel_ids_are_grouped_exactly_even_if_their_hashes_collide(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    table = _two_year_table()
-    expected = series_tensor(table)
-    # every id hashing alike under the grouping hash (the check hash still tells them apart):
-    # the rows are grouped by an exact encoding instead
-    real_hash = pl.Series.hash
-
-    def colliding(self: pl.Series, seed: int = 0) -> pl.Series:
-        return real_hash(self, seed) if seed else pl.zeros(len(self), pl.UInt64, eager=True)
-
-    monkeypatch.setattr(pl.Series, "hash", colliding)
-    collided = series_tensor(table)
-    assert collided.keys.equals(expected.keys)
-    np.testing.assert_array_equal(collided.values, expected.values)
-
-
 def test_ranks_in_parallel_pieces_match_a_sort_of_the_distinct_values() -> None:
-    """Parcel ranks (hashed, grouped in parallel pieces, renumbered in Rust) against polars'
-    sorted distinct values, on a column long enough for many pieces: random, many-chunk and
-    sliced, with nulls (ranked last)."""
+    """Parcel ranks (grouped by their bytes in parallel parts, in Rust) against polars' sorted
+    distinct values, on a column long enough for many parts: random, many-chunk and sliced,
+    with nulls (ranked last), ids inline in their string views, short and long."""
     rng = np.random.default_rng(5)
     n = 300_000
-    ids = pl.Series("parcel_id", rng.integers(0, 7_000, n)).cast(pl.String)
-    ids = ids.set(pl.Series(rng.random(n) < 0.01), None)
-    many_chunks = pl.concat([ids.slice(0, 1), ids.slice(1, 99_999), ids.slice(100_000)])
-    assert many_chunks.n_chunks() > 1
-    sliced = pl.concat([ids.head(33), ids], rechunk=True).slice(33)
-    for values in (ids, many_chunks, sliced):
-        distinct, rank = practices._ranks(values)
-        expected = values.unique().sort(nulls_last=True)
-        assert distinct.equals(expected)
-        assert rank.dtype == np.uint32
-        assert distinct.gather(rank).equals(values)
-    with pytest.raises(ValueError, match="out of range"):
-        _core.practice_renumber(np.array([0, 3], np.uint32), np.array([1, 0], np.uint32))
+    numbers = pl.Series("parcel_id", rng.integers(0, 7_000, n))
+    for prefix in ("", "c1/31UFS", "FR-2025/parcelle-"):  # up to 12, 13-16, 17+ bytes
+        ids = pl.lit(prefix) + numbers.cast(pl.String)
+        ids = pl.select(ids.alias("parcel_id")).to_series()
+        ids = ids.set(pl.Series(rng.random(n) < 0.01), None)
+        many_chunks = pl.concat([ids.slice(0, 1), ids.slice(1, 99_999), ids.slice(100_000)])
+        assert many_chunks.n_chunks() > 1
+        sliced = pl.concat([ids.head(33), ids], rechunk=True).slice(33)
+        for values in (ids, many_chunks, sliced):
+            distinct, rank = practices._ranks(values)
+            expected = values.unique().sort(nulls_last=True)
+            assert distinct.equals(expected)
+            assert rank.dtype == np.uint32
+            assert distinct.gather(rank).equals(values)
+
+
+def test_string_views_outside_their_buffers_are_a_one_line_error() -> None:
+    (column,) = practices._string_columns(pl.DataFrame({"p": ["a-long-parcel-id"]}), ["p"])
+    views, validity, buffers = column[0]
+    with pytest.raises(KernelError, match="outside its buffers") as err:
+        _core.practice_string_ranks([(views, validity, [buffers[0][:4]])])
+    assert "\n" not in str(err.value)
 
 
 def test_missing_required_column_is_a_one_line_error() -> None:

@@ -19,6 +19,7 @@ pub mod pixelset;
 pub mod polygons;
 pub mod practice_events;
 pub mod practice_grid;
+pub mod practice_strings;
 pub mod raster_value;
 pub mod rasterize;
 pub mod record_batch;

@@ -1,13 +1,11 @@
 //! Practice detection kernels: parcel observation rows onto the model's day-of-year grid,
 //! peak decoding of the per-bin probabilities, and the evidence rows around an event.
 //!
-//! The Python side (`monitor.practices`) classifies the rows and ranks the parcel ids; these
-//! kernels do everything that touches every row. Results are bit-identical to the numpy
+//! Parcel ids and tiles come ranked, sensor and source coded (`practice_strings`); these
+//! kernels do the rest of what touches every row. Results are bit-identical to the numpy
 //! formulation they replace: sums in f64 in row order, means cast to f32, interpolation and
 //! normalisation in f32.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rayon::prelude::*;
@@ -26,139 +24,6 @@ pub const KIND_S1: u8 = 3;
 pub const NO_TILE: u32 = u32::MAX;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
-
-/// The keys are already well-mixed 64-bit hashes: hashing them again would only cost time.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// Each row's group and each group's first row.
-pub type Groups = (Vec<u32>, Vec<usize>);
-
-/// Dense group ids of 64-bit keys: `(group of each key, index of each group's first key)`,
-/// groups numbered in order of first appearance. `check` holds a second, independent key per
-/// row: `None` when two rows of one group differ there (the keys are hashes that collided).
-///
-/// Pieces of the rows are grouped in parallel, each with its own table; their groups are then
-/// numbered in piece order (a piece's in its order of first appearance: the order over all
-/// rows) and the rows renumbered in parallel.
-pub fn group_keys(keys: &[u64], check: &[u64]) -> Result<Option<Groups>, KernelError> {
-    // One piece per thread: merging the pieces' tables, each with up to all the distinct
-    // keys, is serial.
-    let piece = keys
-        .len()
-        .div_ceil(rayon::current_num_threads())
-        .max(1 << 16);
-    group_keys_in_pieces(keys, check, piece)
-}
-
-/// `group_keys`, grouping pieces of `piece` rows in parallel.
-fn group_keys_in_pieces(
-    keys: &[u64],
-    check: &[u64],
-    piece: usize,
-) -> Result<Option<Groups>, KernelError> {
-    if check.len() != keys.len() {
-        return Err(KernelError::Input(
-            "keys and check keys differ in length".into(),
-        ));
-    }
-    if u32::try_from(keys.len()).is_err() {
-        return Err(KernelError::Input("more than 2^32 rows".into()));
-    }
-    let piece = piece.max(1);
-    let mut group = vec![0u32; keys.len()];
-    let pieces: Vec<Option<Vec<usize>>> = group
-        .par_chunks_mut(piece)
-        .enumerate()
-        .map(|(k, out)| {
-            let start = k * piece;
-            let range = start..start + out.len();
-            group_piece(&keys[range.clone()], &check[range], out)
-                .map(|first| first.into_iter().map(|r| start + r).collect())
-        })
-        .collect();
-    let mut ids: HashMap<u64, u32, BuildHasherDefault<PassThrough>> = HashMap::default();
-    let mut first = Vec::new();
-    let mut renumber = Vec::with_capacity(pieces.len());
-    for piece_first in pieces {
-        let Some(piece_first) = piece_first else {
-            return Ok(None);
-        };
-        let mut global = Vec::with_capacity(piece_first.len());
-        for row in piece_first {
-            let next = first.len() as u32; // groups <= rows < 2^32
-            let id = *ids.entry(keys[row]).or_insert_with(|| {
-                first.push(row);
-                next
-            });
-            if check[first[id as usize]] != check[row] {
-                return Ok(None);
-            }
-            global.push(id);
-        }
-        renumber.push(global);
-    }
-    group
-        .par_chunks_mut(piece)
-        .zip(&renumber)
-        .for_each(|(out, global)| {
-            for g in out {
-                *g = global[*g as usize];
-            }
-        });
-    Ok(Some((group, first)))
-}
-
-/// `new[id]` of each id, in parallel (the ids renumbered); an error names an id out of range.
-pub fn renumber(ids: &[u32], new: &[u32]) -> Result<Vec<u32>, KernelError> {
-    const PIECE: usize = 1 << 16;
-    let mut out = vec![0u32; ids.len()];
-    out.par_chunks_mut(PIECE)
-        .zip(ids.par_chunks(PIECE))
-        .try_for_each(|(out, ids)| {
-            for (o, &id) in out.iter_mut().zip(ids) {
-                *o = *new.get(id as usize).ok_or(id)?;
-            }
-            Ok(())
-        })
-        .map_err(|bad: u32| {
-            KernelError::Input(format!("id {bad} out of range ({} new ids)", new.len()))
-        })?;
-    Ok(out)
-}
-
-/// `group_keys` of one piece: writes each row's group (numbered in the piece) to `group`,
-/// returns each group's first row in the piece, `None` on a collision.
-fn group_piece(keys: &[u64], check: &[u64], group: &mut [u32]) -> Option<Vec<usize>> {
-    let mut ids: HashMap<u64, u32, BuildHasherDefault<PassThrough>> = HashMap::default();
-    let mut first = Vec::new();
-    for (row, (&key, g)) in keys.iter().zip(group.iter_mut()).enumerate() {
-        let next = first.len() as u32;
-        let id = *ids.entry(key).or_insert_with(|| {
-            first.push(row);
-            next
-        });
-        if check[first[id as usize]] != check[row] {
-            return None;
-        }
-        *g = id;
-    }
-    Some(first)
-}
 
 /// Proleptic Gregorian (year, day of year from 1) of a day count since 1970-01-01.
 pub fn year_and_ordinal_day(days: i64) -> (i32, u32) {
@@ -688,19 +553,20 @@ fn spans(seen: &[bool], out: &mut [Span]) {
 }
 
 /// One feature's bin means interpolated along `spans`, normalised, NaN as 0 (infinities as
-/// the extreme finite values, as `numpy.nan_to_num`), written to `out`.
+/// the extreme finite values, as `numpy.nan_to_num`), written to `out`. The gather first,
+/// then the normalisation on its own: a loop without indices, which the compiler vectorises
+/// (its division was most of the cost); the same f32 operations in the same order.
 fn interpolate_into(out: &mut [f32], means: &[f32], spans: &[Span], (centre, scale): (f32, f32)) {
     for (o, span) in out.iter_mut().zip(spans) {
         let (before, after) = (means[span.before], means[span.after]);
-        let value = (before + span.weight * (after - before) - centre) / scale;
+        *o = before + span.weight * (after - before);
+    }
+    for o in out.iter_mut() {
+        let value = (*o - centre) / scale;
         *o = if value.is_nan() {
             0.0
-        } else if value == f32::INFINITY {
-            f32::MAX
-        } else if value == f32::NEG_INFINITY {
-            f32::MIN
         } else {
-            value
+            value.clamp(f32::MIN, f32::MAX)
         };
     }
 }
@@ -859,7 +725,7 @@ impl SeriesPlan {
     }
 
     /// Fills series `first..first + out.len() / series size` into `out` (`[series,
-    /// n_channels, n_bins]`; any earlier content is overwritten).
+    /// n_channels, n_bins]`; every value is written, whatever was there).
     fn fill(
         &self,
         rows: &RowTable<'_>,
@@ -874,7 +740,6 @@ impl SeriesPlan {
             let p = self.parcel[s] as usize;
             let span = self.offsets[p]..self.offsets[p + 1];
             let entries = (&self.order[span.clone()], &self.packed[span]);
-            block.fill(0.0);
             scratch.fill(rows, layout, entries, self.slot[s], block);
         }
     }
@@ -891,7 +756,7 @@ pub fn series_grid(rows: &RowTable<'_>, layout: &GridLayout) -> Result<SeriesGri
         .par_chunks_mut(series_size * 64)
         .enumerate()
         .for_each_init(
-            || SeriesScratch::new(rows, layout.n_bins),
+            || SeriesScratch::new(rows, layout),
             |scratch, (k, out)| plan.fill(rows, layout, scratch, k * 64, out),
         );
     Ok(SeriesGrid {
@@ -937,7 +802,7 @@ where
             .map(|(index, buffer)| {
                 let (next, failed, stop) = (&next, &failed, &stop);
                 scope.spawn(move || {
-                    let mut scratch = SeriesScratch::new(rows, layout.n_bins);
+                    let mut scratch = SeriesScratch::new(rows, layout);
                     loop {
                         let first = next.fetch_add(batch, Ordering::Relaxed);
                         if first >= plan.len() || stop() {
@@ -979,12 +844,22 @@ struct SeriesScratch {
     spans: Vec<Span>,
     means: Vec<f32>,    // [S2 feature, bin]
     s1_means: Vec<f32>, // [VV, VH, VH - VV; bin]
+    /// Channels no row of this table feeds (features it lacks): zeros in every series.
+    idle: Vec<usize>,
 }
 
 impl SeriesScratch {
-    fn new(rows: &RowTable<'_>, n_bins: usize) -> Self {
-        let f = rows.s2.len();
+    fn new(rows: &RowTable<'_>, layout: &GridLayout) -> Self {
+        let (f, n_bins) = (rows.s2.len(), layout.n_bins);
+        let mut fed: Vec<usize> = layout.s2_channels.clone();
+        fed.extend([layout.s2_observed, layout.s2_reconstructed]);
+        if rows.s1.is_some() {
+            fed.extend(layout.s1_channels.iter().chain([&layout.s1_observed]));
+        }
         SeriesScratch {
+            idle: (0..layout.n_channels)
+                .filter(|c| !fed.contains(c))
+                .collect(),
             clear: BinSums::new(f, n_bins),
             rebuilt: BinSums::new(f, n_bins),
             s1: BinSums::new(3, n_bins),
@@ -995,8 +870,10 @@ impl SeriesScratch {
         }
     }
 
-    /// Fills one series' `[n_channels, n_bins]` block (zeroed) from its parcel's rows and
-    /// their `SeriesPlan::packed` entries: those of the series' year slot.
+    /// Fills one series' `[n_channels, n_bins]` block from its parcel's rows and their
+    /// `SeriesPlan::packed` entries: those of the series' year slot. Every value is written
+    /// once (a feature the series never has as zeros): zeroing the whole block first cost a
+    /// memset of the grid.
     fn fill(
         &mut self,
         rows: &RowTable<'_>,
@@ -1006,6 +883,9 @@ impl SeriesScratch {
         out: &mut [f32],
     ) {
         let n_bins = layout.n_bins;
+        for &channel in &self.idle {
+            out[channel * n_bins..(channel + 1) * n_bins].fill(0.0);
+        }
         self.clear.clear();
         self.rebuilt.clear();
         self.s1.clear();
@@ -1064,6 +944,10 @@ impl SeriesScratch {
                     norm,
                 );
             }
+        } else {
+            for &channel in &layout.s2_channels {
+                out[channel * n_bins..(channel + 1) * n_bins].fill(0.0);
+            }
         }
         if rows.s1.is_some() {
             for t in 0..n_bins {
@@ -1081,6 +965,10 @@ impl SeriesScratch {
                     let block = &mut out[channel * n_bins..(channel + 1) * n_bins];
                     let means = &self.s1_means[f * n_bins..(f + 1) * n_bins];
                     interpolate_into(block, means, &self.spans, norm);
+                }
+            } else {
+                for &channel in &layout.s1_channels {
+                    out[channel * n_bins..(channel + 1) * n_bins].fill(0.0);
                 }
             }
         }
@@ -1278,62 +1166,6 @@ mod tests {
                     ordinal += 1;
                     let days = days_from_civil(y, m as i64 + 1, d);
                     assert_eq!(year_and_ordinal_day(days), (y as i32, ordinal));
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn groups_are_numbered_in_order_of_first_appearance() {
-        let keys = [7, 3, 7, 9, 3];
-        let (group, first) = group_keys(&keys, &keys).unwrap().unwrap();
-        assert_eq!(group, vec![0, 1, 0, 2, 1]);
-        assert_eq!(first, vec![0, 1, 3]);
-        // rows 0 and 2 share a key but not a check key: a collision
-        assert_eq!(group_keys(&keys, &[1, 2, 5, 3, 2]).unwrap(), None);
-        assert_eq!(renumber(&group, &[2, 0, 1]).unwrap(), vec![2, 0, 2, 1, 0]);
-        assert!(renumber(&group, &[2, 0]).is_err());
-    }
-
-    /// `group_keys` row by row: one table, first appearance order.
-    fn group_keys_reference(keys: &[u64], check: &[u64]) -> Option<Groups> {
-        let mut ids = HashMap::new();
-        let (mut group, mut first) = (vec![], vec![]);
-        for (row, &key) in keys.iter().enumerate() {
-            let id = *ids.entry(key).or_insert_with(|| {
-                first.push(row);
-                first.len() as u32 - 1
-            });
-            if check[first[id as usize]] != check[row] {
-                return None;
-            }
-            group.push(id);
-        }
-        Some((group, first))
-    }
-
-    #[test]
-    fn groups_in_pieces_match_one_table() {
-        let mut rng = Rng(3);
-        for (n, distinct) in [(0usize, 1u64), (1, 1), (1000, 7), (5000, 300), (3000, 5000)] {
-            let keys: Vec<u64> = (0..n).map(|_| rng.below(distinct) * 0x9E37).collect();
-            let check: Vec<u64> = keys.iter().map(|k| k ^ 0xFF).collect();
-            let expected = group_keys_reference(&keys, &check);
-            assert!(expected.is_some());
-            for piece in [1, 2, 7, 100, 4096, n.max(1)] {
-                let got = group_keys_in_pieces(&keys, &check, piece).unwrap();
-                assert_eq!(got, expected, "n {n}, piece {piece}");
-            }
-            assert_eq!(group_keys(&keys, &check).unwrap(), expected);
-            // a collision between pieces, or inside one, is found whatever the cut
-            if n > 100 {
-                let mut collided = check.clone();
-                let last = keys.iter().rposition(|&k| k == keys[0]).unwrap();
-                if last > 0 {
-                    collided[last] ^= 1;
-                    for piece in [1, 7, 100, n] {
-                        assert_eq!(group_keys_in_pieces(&keys, &collided, piece).unwrap(), None);
-                    }
                 }
             }
         }
@@ -1771,6 +1603,37 @@ mod tests {
             &failing,
         );
         assert!(matches!(stopped, Err(KernelError::Cancelled)));
+        // channels no row feeds (no S1 columns, a ninth channel) are zeros, whatever the
+        // buffer held before
+        let no_s1 = RowTable {
+            s2: rows.s2.clone(),
+            s1: None,
+            ..rows
+        };
+        let wider = GridLayout {
+            n_channels: 9,
+            ..layout.clone()
+        };
+        let whole = series_grid(&no_s1, &wider).unwrap();
+        let size = wider.n_channels * wider.n_bins;
+        let plan = SeriesPlan::new(&no_s1, &wider).unwrap();
+        let mut buffer = vec![f32::NAN; 64 * size];
+        let got = std::sync::Mutex::new(vec![f32::NAN; whole.values.len()]);
+        let run = |_: usize, first: usize, values: &[f32]| -> Result<(), ()> {
+            got.lock().unwrap()[first * size..first * size + values.len()].copy_from_slice(values);
+            Ok(())
+        };
+        let cancel = AtomicBool::new(false);
+        let done = grid_batches(&no_s1, &wider, &plan, 64, vec![&mut buffer], &cancel, &run);
+        assert_eq!(done, Ok(Ok(())));
+        let got = got.into_inner().unwrap();
+        assert!(got
+            .iter()
+            .zip(&whole.values)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        for series in got.chunks_exact(size) {
+            assert!(series[4 * wider.n_bins..].iter().all(|&v| v == 0.0));
+        }
     }
 
     #[test]

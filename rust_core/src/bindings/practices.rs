@@ -14,9 +14,10 @@ use super::interrupt::{input_err, run_interruptible, to_py_err};
 use crate::event_json::Strings;
 use crate::practice_events::{practice_events, EventCalendar, PeakTable};
 use crate::practice_grid::{
-    decode_peaks, grid_batches, group_keys, nearest_rows, renumber, row_kinds, series_grid, Chunk,
-    Floats, GridLayout, RowChunks, RowCodes, RowTable, SeriesPlan,
+    decode_peaks, grid_batches, nearest_rows, row_kinds, series_grid, Chunk, Floats, GridLayout,
+    RowChunks, RowCodes, RowTable, SeriesPlan,
 };
+use crate::practice_strings::{string_ranks, ViewChunk, ViewColumn};
 
 type Column<'py, T> = PyReadonlyArray1<'py, T>;
 
@@ -47,34 +48,48 @@ fn row_chunks(first: Option<&Vec<Chunk<'_>>>) -> PyResult<RowChunks> {
     RowChunks::new(&lengths).map_err(to_py_err)
 }
 
-type Groups<'py> = Option<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<u64>>)>;
+/// A chunk of an Arrow string-view column: its views (16 bytes a row), validity bitmap with
+/// its bit offset when some rows are null, and data buffers. A column is a list of them.
+type ViewChunkIn<'py> = (
+    Column<'py, u8>,
+    Option<(Column<'py, u8>, usize)>,
+    Vec<Column<'py, u8>>,
+);
 
-/// Dense group ids of 64-bit keys (first-appearance order) and each group's first row; None
-/// when rows of a group differ in `check` (colliding hashes).
-#[pyfunction]
-fn practice_group_keys<'py>(
-    py: Python<'py>,
-    keys: Column<'py, u64>,
-    check: Column<'py, u64>,
-) -> PyResult<Groups<'py>> {
-    let (keys, check) = (slice(&keys, "keys")?, slice(&check, "check")?);
-    let groups = py.detach(|| group_keys(keys, check)).map_err(to_py_err)?;
-    Ok(groups.map(|(group, first)| {
-        let first: Vec<u64> = first.into_iter().map(|r| r as u64).collect();
-        (group.into_pyarray(py), first.into_pyarray(py))
-    }))
+fn view_column<'a>(chunks: &'a [ViewChunkIn<'_>], what: &str) -> PyResult<ViewColumn<'a>> {
+    let chunks = chunks
+        .iter()
+        .map(|(views, validity, buffers)| {
+            let validity = match validity {
+                Some((bits, offset)) => Some((slice(bits, what)?, *offset)),
+                None => None,
+            };
+            Ok(ViewChunk {
+                views: slice(views, what)?,
+                validity,
+                buffers: buffers
+                    .iter()
+                    .map(|b| slice(b, what))
+                    .collect::<PyResult<_>>()?,
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    ViewColumn::new(chunks).map_err(to_py_err)
 }
 
-/// `new[id]` of each id (the ids renumbered), in parallel.
+type RanksOut<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<u64>>);
+
+/// Each row's rank among the distinct values of a string column (byte order, nulls last),
+/// and the first row of each distinct value, in rank order.
 #[pyfunction]
-fn practice_renumber<'py>(
+fn practice_string_ranks<'py>(
     py: Python<'py>,
-    ids: Column<'py, u32>,
-    new: Column<'py, u32>,
-) -> PyResult<Bound<'py, PyArray1<u32>>> {
-    let (ids, new) = (slice(&ids, "ids")?, slice(&new, "new")?);
-    let out = py.detach(|| renumber(ids, new)).map_err(to_py_err)?;
-    Ok(out.into_pyarray(py))
+    column: Vec<ViewChunkIn<'py>>,
+) -> PyResult<RanksOut<'py>> {
+    let column = view_column(&column, "string column")?;
+    let (rank, first) = py.detach(|| string_ranks(&column));
+    let first: Vec<u64> = first.into_iter().map(|r| r as u64).collect();
+    Ok((rank.into_pyarray(py), first.into_pyarray(py)))
 }
 
 type KindsOut<'py> = (Bound<'py, PyArray1<u8>>, Bound<'py, PyArray1<bool>>);
@@ -117,45 +132,85 @@ fn practice_row_kinds<'py>(
     Ok((kind.into_pyarray(py), evidence.into_pyarray(py)))
 }
 
-/// The grid kernels' arguments as Python passes them: the row columns and the layout.
-struct GridInput<'py> {
-    parcel: Column<'py, u32>,
+/// A float column's chunks as `PracticeGridInput` keeps them: the arrays, not borrowed yet.
+type HeldChunk = (Py<PyArray1<f64>>, Option<(Py<PyArray1<u8>>, usize)>);
+type HeldColumn = Vec<HeldChunk>;
+
+/// The rows of an observation table and the grid layout, as the grid kernels take them:
+/// built once (the layout checked then), then `series_grid` (the whole grid at once) or
+/// `grid_batches` (batch by batch). Holds the row arrays; each call borrows them read-only.
+#[pyclass(name = "PracticeGridInput", module = "monitor._core", frozen)]
+pub struct PracticeGridInput {
+    parcel: Py<PyArray1<u32>>,
     n_parcels: usize,
-    micros: Column<'py, i64>,
-    kind: Column<'py, u8>,
-    tile: Column<'py, u32>,
-    s2: Vec<FloatColumn<'py>>,
-    s1: Option<(FloatColumn<'py>, FloatColumn<'py>)>,
+    micros: Py<PyArray1<i64>>,
+    kind: Py<PyArray1<u8>>,
+    tile: Py<PyArray1<u32>>,
+    s2: Vec<HeldColumn>,
+    s1: Option<(HeldColumn, HeldColumn)>,
     layout: GridLayout,
 }
 
-impl GridInput<'_> {
+/// `column` borrowed read-only (an error, not a panic, when Python writes to it meanwhile).
+fn borrow<'py, T: numpy::Element>(
+    py: Python<'py>,
+    column: &Py<PyArray1<T>>,
+    what: &str,
+) -> PyResult<Column<'py, T>> {
+    column
+        .bind(py)
+        .try_readonly()
+        .map_err(|e| input_err(format!("{what}: {e}")))
+}
+
+fn borrow_floats<'py>(
+    py: Python<'py>,
+    column: &HeldColumn,
+    what: &str,
+) -> PyResult<FloatColumn<'py>> {
+    column
+        .iter()
+        .map(|(values, validity)| {
+            let validity = match validity {
+                Some((bits, offset)) => Some((borrow(py, bits, what)?, *offset)),
+                None => None,
+            };
+            Ok((borrow(py, values, what)?, validity))
+        })
+        .collect()
+}
+
+impl PracticeGridInput {
     /// `kernel` on the rows, borrowed in place.
-    fn with_rows<T>(&self, kernel: impl FnOnce(&RowTable<'_>) -> PyResult<T>) -> PyResult<T> {
-        let layout = &self.layout;
-        let masks = [
-            layout.s2_observed,
-            layout.s2_reconstructed,
-            layout.s1_observed,
-        ];
-        let mut channels = layout
-            .s2_channels
-            .iter()
-            .chain(&layout.s1_channels)
-            .chain(&masks);
-        if layout.bin_days < 1 || layout.n_bins == 0 || channels.any(|&c| c >= layout.n_channels) {
-            return Err(input_err(format!(
-                "bad grid layout: bin_days {}, n_bins {}, channels out of {}",
-                layout.bin_days, layout.n_bins, layout.n_channels
-            )));
-        }
+    fn with_rows<T>(
+        &self,
+        py: Python<'_>,
+        kernel: impl FnOnce(&RowTable<'_>) -> PyResult<T>,
+    ) -> PyResult<T> {
+        let (parcel, micros) = (
+            borrow(py, &self.parcel, "parcel")?,
+            borrow(py, &self.micros, "micros")?,
+        );
+        let (kind, tile) = (
+            borrow(py, &self.kind, "kind")?,
+            borrow(py, &self.tile, "tile")?,
+        );
         let s2 = self
             .s2
             .iter()
             .enumerate()
-            .map(|(i, c)| chunks(c, &format!("S2 feature {i}")))
+            .map(|(i, c)| borrow_floats(py, c, &format!("S2 feature {i}")))
             .collect::<PyResult<Vec<_>>>()?;
         let s1 = match &self.s1 {
+            Some((vv, vh)) => Some((borrow_floats(py, vv, "VV")?, borrow_floats(py, vh, "VH")?)),
+            None => None,
+        };
+        let s2 = s2
+            .iter()
+            .enumerate()
+            .map(|(i, c)| chunks(c, &format!("S2 feature {i}")))
+            .collect::<PyResult<Vec<_>>>()?;
+        let s1 = match &s1 {
             Some((vv, vh)) => Some((chunks(vv, "VV")?, chunks(vh, "VH")?)),
             None => None,
         };
@@ -165,16 +220,37 @@ impl GridInput<'_> {
             rows: &index,
         };
         let rows = RowTable {
-            parcel: slice(&self.parcel, "parcel")?,
+            parcel: slice(&parcel, "parcel")?,
             n_parcels: self.n_parcels,
-            micros: slice(&self.micros, "micros")?,
-            kind: slice(&self.kind, "kind")?,
-            tile: slice(&self.tile, "tile")?,
+            micros: slice(&micros, "micros")?,
+            kind: slice(&kind, "kind")?,
+            tile: slice(&tile, "tile")?,
             s2: s2.iter().map(|c| floats(c)).collect(),
             s1: s1.as_ref().map(|(vv, vh)| (floats(vv), floats(vh))),
         };
         kernel(&rows)
     }
+}
+
+/// The layout's channels are in range and its grid is not empty.
+fn check_layout(layout: &GridLayout) -> PyResult<()> {
+    let masks = [
+        layout.s2_observed,
+        layout.s2_reconstructed,
+        layout.s1_observed,
+    ];
+    let mut channels = layout
+        .s2_channels
+        .iter()
+        .chain(&layout.s1_channels)
+        .chain(&masks);
+    if layout.bin_days < 1 || layout.n_bins == 0 || channels.any(|&c| c >= layout.n_channels) {
+        return Err(input_err(format!(
+            "bad grid layout: bin_days {}, n_bins {}, channels out of {}",
+            layout.bin_days, layout.n_bins, layout.n_channels
+        )));
+    }
+    Ok(())
 }
 
 type GridOut<'py> = (
@@ -184,123 +260,45 @@ type GridOut<'py> = (
     Bound<'py, PyArray3<f32>>,
 );
 
-/// Parcel-year series of observation rows on the day-of-year grid: (parcel rank, year, tile
-/// rank, values `[series, n_channels, n_bins]`). Features are Arrow chunks, cut alike.
-#[pyfunction]
-#[pyo3(signature = (
-    parcel, n_parcels, micros, kind, tile, s2, s1, start_doy, bin_days, n_bins, n_channels,
-    s2_channels, s2_norm, s2_observed, s2_reconstructed, s1_channels, s1_norm, s1_observed
-))]
-#[allow(clippy::too_many_arguments)]
-fn practice_series_grid<'py>(
-    py: Python<'py>,
-    parcel: Column<'py, u32>,
-    n_parcels: usize,
-    micros: Column<'py, i64>,
-    kind: Column<'py, u8>,
-    tile: Column<'py, u32>,
-    s2: Vec<FloatColumn<'py>>,
-    s1: Option<(FloatColumn<'py>, FloatColumn<'py>)>,
-    start_doy: i64,
-    bin_days: i64,
-    n_bins: usize,
-    n_channels: usize,
-    s2_channels: Vec<usize>,
-    s2_norm: Vec<(f32, f32)>,
-    s2_observed: usize,
-    s2_reconstructed: usize,
-    s1_channels: [usize; 3],
-    s1_norm: [(f32, f32); 3],
-    s1_observed: usize,
-) -> PyResult<GridOut<'py>> {
-    let input = GridInput {
-        parcel,
-        n_parcels,
-        micros,
-        kind,
-        tile,
-        s2,
-        s1,
-        layout: GridLayout {
-            start_doy,
-            bin_days,
-            n_bins,
-            n_channels,
-            s2_channels,
-            s2_norm,
-            s2_observed,
-            s2_reconstructed,
-            s1_channels,
-            s1_norm,
-            s1_observed,
-        },
-    };
-    let grid = input.with_rows(|rows| {
-        py.detach(|| series_grid(rows, &input.layout))
-            .map_err(to_py_err)
-    })?;
-    let n = grid.parcel.len();
-    let values = Array3::from_shape_vec((n, n_channels, n_bins), grid.values)
-        .map_err(|e| input_err(e.to_string()))?;
-    Ok((
-        grid.parcel.into_pyarray(py),
-        grid.year.into_pyarray(py),
-        grid.tile.into_pyarray(py),
-        values.into_pyarray(py),
-    ))
-}
-
 type KeysOut<'py> = (
     Bound<'py, PyArray1<u32>>,
     Bound<'py, PyArray1<i32>>,
     Bound<'py, PyArray1<u32>>,
 );
 
-/// `practice_series_grid` batch by batch: each thread fills `batch` series at a time into its
-/// buffer of `buffers` (`[batch, n_channels, n_bins]` float32, reused) and calls
-/// `run(buffer index, first series, series count)` with the GIL, which reads that buffer
-/// before the thread fills it again. Returns the series' (parcel rank, year, tile rank);
-/// raises the first error `run` raised. Interruptible between batches.
-#[pyfunction]
-#[pyo3(signature = (
-    parcel, n_parcels, micros, kind, tile, s2, s1, start_doy, bin_days, n_bins, n_channels,
-    s2_channels, s2_norm, s2_observed, s2_reconstructed, s1_channels, s1_norm, s1_observed,
-    batch, buffers, run
-))]
-#[allow(clippy::too_many_arguments)]
-fn practice_grid_batches<'py>(
-    py: Python<'py>,
-    parcel: Column<'py, u32>,
-    n_parcels: usize,
-    micros: Column<'py, i64>,
-    kind: Column<'py, u8>,
-    tile: Column<'py, u32>,
-    s2: Vec<FloatColumn<'py>>,
-    s1: Option<(FloatColumn<'py>, FloatColumn<'py>)>,
-    start_doy: i64,
-    bin_days: i64,
-    n_bins: usize,
-    n_channels: usize,
-    s2_channels: Vec<usize>,
-    s2_norm: Vec<(f32, f32)>,
-    s2_observed: usize,
-    s2_reconstructed: usize,
-    s1_channels: [usize; 3],
-    s1_norm: [(f32, f32); 3],
-    s1_observed: usize,
-    batch: usize,
-    buffers: Vec<Bound<'py, PyArray3<f32>>>,
-    run: Bound<'py, PyAny>,
-) -> PyResult<KeysOut<'py>> {
-    let input = GridInput {
-        parcel,
-        n_parcels,
-        micros,
-        kind,
-        tile,
-        s2,
-        s1,
-        layout: GridLayout {
+#[pymethods]
+impl PracticeGridInput {
+    /// Row columns (parcel ranks, times in microseconds, `KIND_*`, tile ranks, S2 features
+    /// with NDVI first, VV and VH or None; features as Arrow chunks, cut alike) and the
+    /// layout: the grid, each S2 feature's channel and (centre, scale), the mask channels,
+    /// VV, VH and VH - VV's channels and norms.
+    #[new]
+    #[pyo3(signature = (
+        parcel, n_parcels, micros, kind, tile, s2, s1, start_doy, bin_days, n_bins, n_channels,
+        s2_channels, s2_norm, s2_observed, s2_reconstructed, s1_channels, s1_norm, s1_observed
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        parcel: Py<PyArray1<u32>>,
+        n_parcels: usize,
+        micros: Py<PyArray1<i64>>,
+        kind: Py<PyArray1<u8>>,
+        tile: Py<PyArray1<u32>>,
+        s2: Vec<HeldColumn>,
+        s1: Option<(HeldColumn, HeldColumn)>,
+        start_doy: i64,
+        bin_days: i64,
+        n_bins: usize,
+        n_channels: usize,
+        s2_channels: Vec<usize>,
+        s2_norm: Vec<(f32, f32)>,
+        s2_observed: usize,
+        s2_reconstructed: usize,
+        s1_channels: [usize; 3],
+        s1_norm: [(f32, f32); 3],
+        s1_observed: usize,
+    ) -> PyResult<Self> {
+        let layout = GridLayout {
             start_doy,
             bin_days,
             n_bins,
@@ -312,40 +310,83 @@ fn practice_grid_batches<'py>(
             s1_channels,
             s1_norm,
             s1_observed,
-        },
-    };
-    if buffers.is_empty() {
-        return Err(input_err("no buffer to fill"));
-    }
-    let mut guards = buffers
-        .iter()
-        .map(|b| {
-            b.try_readwrite()
-                .map_err(|e| input_err(format!("buffer: {e}")))
+        };
+        check_layout(&layout)?;
+        Ok(PracticeGridInput {
+            parcel,
+            n_parcels,
+            micros,
+            kind,
+            tile,
+            s2,
+            s1,
+            layout,
         })
-        .collect::<PyResult<Vec<_>>>()?;
-    let slices = guards
-        .iter_mut()
-        .map(|g| slice_mut(g, "buffer"))
-        .collect::<PyResult<Vec<_>>>()?;
-    let run = run.unbind();
-    let (parcel, year, tile) = input.with_rows(|rows| {
-        let layout = &input.layout;
-        run_interruptible(py, |cancel| {
-            let plan = SeriesPlan::new(rows, layout)?;
-            let call = |index: usize, first: usize, values: &[f32]| {
-                let n = values.len() / (layout.n_channels * layout.n_bins);
-                Python::attach(|py| run.call1(py, (index, first, n)).map(drop))
-            };
-            let done = grid_batches(rows, layout, &plan, batch, slices, cancel, &call)?;
-            Ok(done.map(|()| (plan.parcel, plan.year, plan.tile)))
-        })?
-    })?;
-    Ok((
-        parcel.into_pyarray(py),
-        year.into_pyarray(py),
-        tile.into_pyarray(py),
-    ))
+    }
+
+    /// Parcel-year series on the day-of-year grid: (parcel rank, year, tile rank, values
+    /// `[series, n_channels, n_bins]`).
+    fn series_grid<'py>(&self, py: Python<'py>) -> PyResult<GridOut<'py>> {
+        let layout = &self.layout;
+        let grid = self.with_rows(py, |rows| {
+            py.detach(|| series_grid(rows, layout)).map_err(to_py_err)
+        })?;
+        let n = grid.parcel.len();
+        let values = Array3::from_shape_vec((n, layout.n_channels, layout.n_bins), grid.values)
+            .map_err(|e| input_err(e.to_string()))?;
+        Ok((
+            grid.parcel.into_pyarray(py),
+            grid.year.into_pyarray(py),
+            grid.tile.into_pyarray(py),
+            values.into_pyarray(py),
+        ))
+    }
+
+    /// `series_grid` batch by batch: each thread fills `batch` series at a time into its
+    /// buffer of `buffers` (`[batch, n_channels, n_bins]` float32, reused) and calls
+    /// `run(buffer index, first series, series count)` with the GIL, which reads that buffer
+    /// before the thread fills it again. Returns the series' (parcel rank, year, tile rank);
+    /// raises the first error `run` raised. Interruptible between batches.
+    fn grid_batches<'py>(
+        &self,
+        py: Python<'py>,
+        batch: usize,
+        buffers: Vec<Bound<'py, PyArray3<f32>>>,
+        run: Bound<'py, PyAny>,
+    ) -> PyResult<KeysOut<'py>> {
+        if buffers.is_empty() {
+            return Err(input_err("no buffer to fill"));
+        }
+        let mut guards = buffers
+            .iter()
+            .map(|b| {
+                b.try_readwrite()
+                    .map_err(|e| input_err(format!("buffer: {e}")))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let slices = guards
+            .iter_mut()
+            .map(|g| slice_mut(g, "buffer"))
+            .collect::<PyResult<Vec<_>>>()?;
+        let run = run.unbind();
+        let layout = &self.layout;
+        let (parcel, year, tile) = self.with_rows(py, |rows| {
+            run_interruptible(py, |cancel| {
+                let plan = SeriesPlan::new(rows, layout)?;
+                let call = |index: usize, first: usize, values: &[f32]| {
+                    let n = values.len() / (layout.n_channels * layout.n_bins);
+                    Python::attach(|py| run.call1(py, (index, first, n)).map(drop))
+                };
+                let done = grid_batches(rows, layout, &plan, batch, slices, cancel, &call)?;
+                Ok(done.map(|()| (plan.parcel, plan.year, plan.tile)))
+            })?
+        })?;
+        Ok((
+            parcel.into_pyarray(py),
+            year.into_pyarray(py),
+            tile.into_pyarray(py),
+        ))
+    }
 }
 
 type PeaksOut<'py> = (
@@ -473,11 +514,9 @@ fn practice_events_of_peaks<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(practice_group_keys, m)?)?;
-    m.add_function(wrap_pyfunction!(practice_renumber, m)?)?;
+    m.add_function(wrap_pyfunction!(practice_string_ranks, m)?)?;
     m.add_function(wrap_pyfunction!(practice_row_kinds, m)?)?;
-    m.add_function(wrap_pyfunction!(practice_series_grid, m)?)?;
-    m.add_function(wrap_pyfunction!(practice_grid_batches, m)?)?;
+    m.add_class::<PracticeGridInput>()?;
     m.add_function(wrap_pyfunction!(practice_decode_peaks, m)?)?;
     m.add_function(wrap_pyfunction!(practice_nearest_rows, m)?)?;
     m.add_function(wrap_pyfunction!(practice_events_of_peaks, m)?)?;
