@@ -19,6 +19,9 @@ cover?
   dates; padded or masked dates get zero attention weight.
 * Decoder (combined head): an MLP over the temporal encoding and the season's log spread.
 
+`StackedHeterogeneity` wraps the network with the same inputs and output: its logit linearly
+combined with the log of the std rule computed on the sampled pixels (`spread_level`).
+
 Inputs (float32; masks 1 = real, 0 = padding):
 `pixels [N, T, S, C]`, `pixel_mask [N, T, S]`, `date_mask [N, T]`, `day_of_year [N, T]`.
 Output: `logit [N]`. Invariant to the order of the pixels of a set and of the dates; values

@@ -29,6 +29,13 @@ dates, residual clouds and haze the SCL missed (part of a set pulled towards clo
 gain/offset jitter per series and per date, pixel noise, sets of few pixels (small parcels),
 day-of-year shifts (other latitudes and years).
 
+The exported model is a stack (`models.heterogeneity.StackedHeterogeneity`): after training,
+`fit_stack` fits `a·net_logit + b·log(spread level) + c` by logistic regression on
+`similar_validation` of `FIT_SEEDS` (neither trained on nor the selection set), one row per
+parcel and engine check, so the spread level the network's normalisation hides (the std rule's
+signal) is put back in the same graph. `BASE_CHECKPOINT` stacks a given network instead of
+training one.
+
 Evaluation (`evaluate`): F1 and ROC AUC of the model and of the within-parcel std rule on
 held-out seeds (end of season, season so far at 1 July, and as the engine flags: scored every
 `CHECK_EVERY_DAYS` over the season, flagged once when any score reaches the threshold) and on
