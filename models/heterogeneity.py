@@ -19,6 +19,9 @@ cover?
   dates; padded or masked dates get zero attention weight.
 * Decoder (combined head): an MLP over the temporal encoding and the season's log spread.
 
+`StackedHeterogeneity` wraps the network with the same inputs and output: its logit linearly
+combined with the log of the std rule computed on the sampled pixels (`spread_level`).
+
 Inputs (float32; masks 1 = real, 0 = padding):
 `pixels [N, T, S, C]`, `pixel_mask [N, T, S]`, `date_mask [N, T]`, `day_of_year [N, T]`.
 Output: `logit [N]`. Invariant to the order of the pixels of a set and of the dates; values
@@ -187,3 +190,49 @@ class HeterogeneityNet(nn.Module):
             season = torch.cat([season, season_level], dim=-1)
         logit: Tensor = self.decoder(season).squeeze(-1)
         return logit
+
+
+def spread_level(pixels: Tensor, pixel_mask: Tensor, date_mask: Tensor) -> Tensor:
+    """The std rule on the sampled pixels, `[N]`: per real date the population std of the real
+    pixels' NDVI (channel 0), averaged over the real dates (0 for a parcel with none)."""
+    keep = pixel_mask > 0
+    ndvi = torch.where(keep, pixels[..., 0], torch.zeros_like(pixel_mask))
+    count = pixel_mask.sum(dim=2).clamp(min=1.0)
+    mean = ndvi.sum(dim=2, keepdim=True) / count.unsqueeze(-1)
+    centred = torch.where(keep, ndvi - mean, torch.zeros_like(ndvi))
+    std = torch.sqrt((centred * centred).sum(dim=2) / count)  # [N, T]
+    dates = (date_mask > 0).to(std.dtype)
+    return (std * dates).sum(dim=1) / dates.sum(dim=1).clamp(min=1.0)
+
+
+class StackedHeterogeneity(nn.Module):
+    """`a·net_logit + b·log(spread_level + LEVEL_FLOOR) + c`: the network's learned structure
+    stacked with the spread level its per-parcel normalisation hides (the std rule's signal).
+
+    Same inputs and output as `HeterogeneityNet`, so the runtime and the ONNX contract do not
+    change; (a, b, c) come from a logistic regression (`fit_stack` in the training recipe).
+    """
+
+    coefficients: Tensor
+
+    def __init__(self, net: HeterogeneityNet, coefficients: tuple[float, float, float]) -> None:
+        super().__init__()
+        self.net = net
+        self.config = {**net.config, "stack": list(coefficients)}
+        self.register_buffer("coefficients", torch.tensor(coefficients, dtype=torch.float32))
+
+    def features(
+        self, pixels: Tensor, pixel_mask: Tensor, date_mask: Tensor, day_of_year: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The network's logit and the log spread level, both `[N]`."""
+        logit = self.net(pixels, pixel_mask, date_mask, day_of_year)
+        return logit, torch.log(spread_level(pixels, pixel_mask, date_mask) + LEVEL_FLOOR)
+
+    def forward(
+        self, pixels: Tensor, pixel_mask: Tensor, date_mask: Tensor, day_of_year: Tensor
+    ) -> Tensor:
+        """`[N, T, S, C]`, `[N, T, S]`, `[N, T]`, `[N, T]` -> logit `[N]`."""
+        logit, level = self.features(pixels, pixel_mask, date_mask, day_of_year)
+        a, b, c = self.coefficients.unbind()
+        stacked: Tensor = a * logit + b * level + c
+        return stacked

@@ -29,6 +29,13 @@ dates, residual clouds and haze the SCL missed (part of a set pulled towards clo
 gain/offset jitter per series and per date, pixel noise, sets of few pixels (small parcels),
 day-of-year shifts (other latitudes and years).
 
+The exported model is a stack (`models.heterogeneity.StackedHeterogeneity`): after training,
+`fit_stack` fits `a·net_logit + b·log(spread level) + c` by logistic regression on
+`similar_validation` of `FIT_SEEDS` (neither trained on nor the selection set), one row per
+parcel and engine check, so the spread level the network's normalisation hides (the std rule's
+signal) is put back in the same graph. `BASE_CHECKPOINT` stacks a given network instead of
+training one.
+
 Evaluation (`evaluate`): F1 and ROC AUC of the model and of the within-parcel std rule on
 held-out seeds (end of season, season so far at 1 July, and as the engine flags: scored every
 `CHECK_EVERY_DAYS` over the season, flagged once when any score reaches the threshold) and on
@@ -59,7 +66,8 @@ import shapely
 import torch
 from torch import nn
 
-from models.heterogeneity import HeterogeneityNet
+from models.heterogeneity import HeterogeneityNet, StackedHeterogeneity
+from models.heterogeneity_stack import fit_logistic, log_loss, stack_features
 from models.registry import EvaluationRow
 from monitor.catalog import read_catalog
 from monitor.errors import ConfigError, ModelError
@@ -87,6 +95,12 @@ TRAIN_SEEDS = tuple(range(16))
 HELD_OUT_SEEDS = (1000, 1001, 1002, 1003)
 #: Seeds never trained on whose seasons choose the decision thresholds.
 VALIDATION_SEEDS = (500, 501, 502, 503)
+#: Seeds never trained on nor selected on whose `similar_validation` fits the stack's
+#: coefficients (`fit_stack`), built with its own draw (`FIT_SET_SEED`).
+FIT_SEEDS = (504, 505, 506, 507)
+FIT_SET_SEED = 5
+#: The stack's base network: None trains it (`train_network`); a checkpoint path loads it.
+BASE_CHECKPOINT: Path | None = None
 #: The engine scores a parcel about once a month (`monitor.stages.heterogeneity`).
 CHECK_EVERY_DAYS = DEFAULT_EVERY_DAYS
 TILE_SIZE = 1024
@@ -603,9 +617,27 @@ def augment(
 
 
 def train(data_dir: Path, out_dir: Path, *, seed: int, epochs: int | None) -> Path:
-    """Train on `TRAIN_SEEDS` (simulated first when missing); returns the checkpoint."""
+    """The stacked model: the network (trained on `TRAIN_SEEDS`, or `BASE_CHECKPOINT`), then
+    the stack's coefficients fitted on `FIT_SEEDS` (`fit_stack`); returns the checkpoint."""
     torch.set_num_threads(1)
     torch.manual_seed(seed)
+    if BASE_CHECKPOINT is None:
+        net = train_network(data_dir, seed=seed, epochs=epochs)
+    else:
+        net = load_network(BASE_CHECKPOINT)
+    fitting = [load_season(data_dir, s) for s in FIT_SEEDS]
+    coefficients, losses = fit_stack(net, fitting)
+    log.info("stack %s, fitting-set log-loss %s", coefficients, losses)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = out_dir / f"{NAME}.pt"
+    state = {"state_dict": net.state_dict(), "config": net.config, "stack": list(coefficients)}
+    torch.save(state, checkpoint)
+    return checkpoint
+
+
+def train_network(data_dir: Path, *, seed: int, epochs: int | None) -> HeterogeneityNet:
+    """The network alone, trained on `TRAIN_SEEDS` (simulated first when missing)."""
     rng = np.random.default_rng(seed)
     seasons = [load_season(data_dir, s) for s in TRAIN_SEEDS]
     model = HeterogeneityNet(level=LEVEL_FEATURES)
@@ -635,11 +667,28 @@ def train(data_dir: Path, out_dir: Path, *, seed: int, epochs: int | None) -> Pa
             )
             running = 0.0
     calibrate_prior(model)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = out_dir / f"{NAME}.pt"
-    torch.save({"state_dict": model.state_dict(), "config": model.config}, checkpoint)
-    return checkpoint
+    return model.eval()
+
+
+def fit_stack(
+    net: HeterogeneityNet, seasons: list[Season], seed: int = FIT_SET_SEED
+) -> tuple[tuple[float, float, float], dict[str, float]]:
+    """The stack's (a, b, c), fitted on `similar_validation` of `seasons` (in the recipe
+    `FIT_SEEDS`: neither trained on nor the selection set), one row per parcel and engine
+    check; and the fitting set's log-loss of the network alone and of the stack."""
+    features, labels = [], []
+    for truth, series in similar_validation(seasons, seed=seed):
+        for cut in _check_cuts(series):
+            rows, f = stack_features(net, cut)
+            features.append(f)
+            labels.append(truth[rows])
+    x, y = np.concatenate(features), np.concatenate(labels)
+    a, b, c = fit_logistic(x, y)
+    losses = {
+        "network": log_loss(x[:, 0], y),
+        "stack": log_loss(a * x[:, 0] + b * x[:, 1] + c, y),
+    }
+    return (a, b, c), losses
 
 
 def calibrate_prior(model: HeterogeneityNet) -> None:
@@ -656,11 +705,23 @@ def _log_odds(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-def load_checkpoint(checkpoint: Path) -> HeterogeneityNet:
+def load_network(checkpoint: Path) -> HeterogeneityNet:
+    """The network of a checkpoint (a stack's base, or a network alone)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model = HeterogeneityNet(**state["config"])
+    config = {k: v for k, v in state["config"].items() if k != "stack"}
+    model = HeterogeneityNet(**config)
     model.load_state_dict(state["state_dict"])
     return model.eval()
+
+
+def load_checkpoint(checkpoint: Path) -> nn.Module:
+    """The exported module: the stack when the checkpoint has its coefficients."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    net = load_network(checkpoint)
+    if "stack" not in state:
+        return net
+    a, b, c = (float(v) for v in state["stack"])
+    return StackedHeterogeneity(net, (a, b, c)).eval()
 
 
 def example_inputs(n: int, rng: np.random.Generator) -> dict[str, npt.NDArray[np.float32]]:
@@ -770,12 +831,17 @@ def _rows(
     return rows
 
 
-def _checked(series: PixelSetSeries, models: Models) -> dict[str, F64]:
-    """Scores as the engine flags: the highest of the scores of the season so far, taken
-    every `CHECK_EVERY_DAYS` from the first date (NaN where never scored)."""
+def _check_cuts(series: PixelSetSeries) -> list[PixelSetSeries]:
+    """The season so far at each engine check: every `CHECK_EVERY_DAYS` from the first date."""
     days = series.day_of_year
     cuts = np.arange(days[0] + CHECK_EVERY_DAYS, days[-1] + CHECK_EVERY_DAYS, CHECK_EVERY_DAYS)
-    scored = [_scores(_until(series, int(cut)), models) for cut in cuts]
+    return [_until(series, int(cut)) for cut in cuts]
+
+
+def _checked(series: PixelSetSeries, models: Models) -> dict[str, F64]:
+    """Scores as the engine flags: the highest of the scores of the season so far at each
+    check (`_check_cuts`; NaN where never scored)."""
+    scored = [_scores(cut, models) for cut in _check_cuts(series)]
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: never enough dates
         return {m: np.nanmax(np.vstack([s[m] for s in scored]), axis=0) for m in scored[0]}
