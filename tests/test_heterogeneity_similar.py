@@ -32,28 +32,12 @@ from models.heterogeneity_training import (
     training_batch,
 )
 from monitor.heterogeneity import INPUT_NAMES, PixelSetSeries
-
-DAYS = np.arange(60, 305, 5, dtype=np.float32)
-
-
-def _profile(days: np.ndarray, green_up: float, senescence: float) -> np.ndarray:
-    rise = 1.0 / (1.0 + np.exp(-(days - green_up) / 8.0))
-    fall = 1.0 / (1.0 + np.exp((days - senescence) / 8.0))
-    return np.asarray(0.15 + 0.7 * rise * fall)
-
-
-def _series(rng: np.random.Generator, profiles: np.ndarray, texture: float) -> PixelSetSeries:
-    n, d = profiles.shape
-    mask = rng.random((n, d, 32)) < 0.95
-    noisy = profiles[:, :, None] + rng.normal(0.0, texture, (n, d, 32))
-    ndvi = np.where(mask, noisy, 0.0).astype(np.float32)
-    std = np.ma.masked_array(ndvi, ~mask).std(axis=2).filled(np.nan).astype(np.float32)
-    return PixelSetSeries(DAYS, ndvi, mask, np.ones((n, d), np.float32), std)
+from tests.pixel_set_seasons import DAYS, pixel_sets, profile
 
 
 def _season(rng: np.random.Generator, n: int, heterogeneous: int = 0) -> Season:
     green = rng.uniform(90.0, 170.0, n)
-    series = _series(rng, np.stack([_profile(DAYS, g, g + 100.0) for g in green]), 0.03)
+    series = pixel_sets(rng, np.stack([profile(DAYS, g, g + 100.0) for g in green]), 0.03)
     crops = np.array(["BTH", "MIS", "PPH", "ORH", "J6S", "PTC"] * (n // 6 + 1))[:n]
     return Season(series, np.arange(n) < heterogeneous, crops)
 
@@ -78,7 +62,7 @@ def test_second_cover_ranges_lie_beyond_the_single_cover_structure() -> None:
 def test_offset_second_cover_differs_from_the_main_by_at_least_the_offset() -> None:
     rng = np.random.default_rng(0)
     n = 40
-    series = _series(rng, np.stack([_profile(DAYS, 120.0, 230.0)] * n), 0.03)
+    series = pixel_sets(rng, np.stack([profile(DAYS, 120.0, 230.0)] * n), 0.03)
     kinds = np.full(n, STRUCTURE_KINDS.index("offset"))
     after = alter_patch(series, kinds, SECOND_COVER, rng)
     for p in range(n):
@@ -93,7 +77,7 @@ def test_offset_second_cover_differs_from_the_main_by_at_least_the_offset() -> N
 def test_amplitude_second_cover_keeps_at_most_its_share_of_the_rise() -> None:
     rng = np.random.default_rng(1)
     n = 40
-    series = _series(rng, np.stack([_profile(DAYS, 120.0, 230.0)] * n), 0.01)
+    series = pixel_sets(rng, np.stack([profile(DAYS, 120.0, 230.0)] * n), 0.01)
     kinds = np.full(n, STRUCTURE_KINDS.index("amplitude"))
     after = alter_patch(series, kinds, SECOND_COVER, rng)
     ratios = []
@@ -110,7 +94,7 @@ def test_amplitude_second_cover_keeps_at_most_its_share_of_the_rise() -> None:
 def test_altered_cover_sets_alter_the_intended_share_and_no_noise() -> None:
     rng = np.random.default_rng(2)
     n = 300
-    series = _series(rng, np.stack([_profile(DAYS, 110.0, 220.0)] * n), 0.03)
+    series = pixel_sets(rng, np.stack([profile(DAYS, 110.0, 220.0)] * n), 0.03)
     rows = np.arange(n)
     after = altered_cover_sets(series, rows, rng)
     moved = (after.ndvi != series.ndvi).any(axis=1).sum(axis=1) / 32
@@ -143,8 +127,8 @@ def test_similar_pairs_share_a_cover_group_and_are_distinct_parcels() -> None:
 def test_gap_contrast_brings_the_pair_difference_to_the_target() -> None:
     rng = np.random.default_rng(4)
     n = 30
-    profiles = np.stack([_profile(DAYS, 120.0, 230.0)] * n + [_profile(DAYS, 130.0, 240.0)] * n)
-    series = _series(rng, profiles, 0.03)
+    profiles = np.stack([profile(DAYS, 120.0, 230.0)] * n + [profile(DAYS, 130.0, 240.0)] * n)
+    series = pixel_sets(rng, profiles, 0.03)
     main, second = np.arange(n), np.arange(n, 2 * n)
     target = rng.uniform(0.04, 0.1, n)
     contrast = gap_contrast(series, main, second, target)

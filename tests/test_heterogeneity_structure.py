@@ -20,24 +20,7 @@ from models.heterogeneity_training import (
     structured_validation,
 )
 from monitor.heterogeneity import PixelSetSeries, std_rule_score
-
-DAYS = np.arange(60, 305, 5, dtype=np.float32)
-
-
-def _profile(days: np.ndarray, green_up: float, senescence: float) -> np.ndarray:
-    """A double-logistic NDVI season, like the simulator's crops."""
-    rise = 1.0 / (1.0 + np.exp(-(days - green_up) / 8.0))
-    fall = 1.0 / (1.0 + np.exp((days - senescence) / 8.0))
-    return np.asarray(0.15 + 0.7 * rise * fall)
-
-
-def _series(rng: np.random.Generator, profiles: np.ndarray, texture: float) -> PixelSetSeries:
-    n, d = profiles.shape
-    mask = rng.random((n, d, 32)) < 0.95
-    noisy = profiles[:, :, None] + rng.normal(0.0, texture, (n, d, 32))
-    ndvi = np.where(mask, noisy, 0.0).astype(np.float32)
-    std = np.ma.masked_array(ndvi, ~mask).std(axis=2).filled(np.nan).astype(np.float32)
-    return PixelSetSeries(DAYS, ndvi, mask, np.ones((n, d), np.float32), std)
+from tests.pixel_set_seasons import DAYS, pixel_sets, profile
 
 
 def _aligned_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -64,8 +47,8 @@ def test_structured_patch_keeps_the_covers_temporal_shape(kind: str) -> None:
     # those of a merge of two crops with other phenology do not.
     rng = np.random.default_rng(1)
     n = 24
-    profiles = np.stack([_profile(DAYS, 110.0, 220.0)] * n)
-    series = _series(rng, profiles, 0.03)
+    profiles = np.stack([profile(DAYS, 110.0, 220.0)] * n)
+    series = pixel_sets(rng, profiles, 0.03)
     kinds = np.full(n, STRUCTURE_KINDS.index(kind))
     after = structure_sets(series, kinds, rng)
     correlations = []
@@ -73,7 +56,7 @@ def test_structured_patch_keeps_the_covers_temporal_shape(kind: str) -> None:
         patch, rest = _patch_and_rest_means(series, after, p)
         correlations.append(_aligned_correlation(patch, rest))
     assert np.median(correlations) > 0.97
-    other = _series(rng, np.stack([_profile(DAYS, 165.0, 210.0)] * n), 0.03)
+    other = pixel_sets(rng, np.stack([profile(DAYS, 165.0, 210.0)] * n), 0.03)
     both = PixelSetSeries(
         DAYS,
         *(
@@ -95,7 +78,7 @@ def test_structured_patch_keeps_the_covers_temporal_shape(kind: str) -> None:
 def test_structure_moves_a_patch_of_the_set_and_leaves_the_rest() -> None:
     rng = np.random.default_rng(2)
     n = 200
-    series = _series(rng, np.stack([_profile(DAYS, 120.0, 230.0)] * n), 0.03)
+    series = pixel_sets(rng, np.stack([profile(DAYS, 120.0, 230.0)] * n), 0.03)
     kinds = np.where(np.arange(n) < 150, np.arange(n) % len(STRUCTURE_KINDS), -1)
     after = structure_sets(series, kinds, rng)
     untouched = kinds < 0
@@ -117,8 +100,8 @@ def test_structure_lifts_the_std_rule_from_simulated_to_real_homogeneous_range()
     rng = np.random.default_rng(3)
     n = 400
     green = rng.uniform(100.0, 140.0, n)
-    profiles = np.stack([_profile(DAYS, g, g + 110.0) for g in green])
-    series = _series(rng, profiles, 0.036)
+    profiles = np.stack([profile(DAYS, g, g + 110.0) for g in green])
+    series = pixel_sets(rng, profiles, 0.036)
     before = np.median(std_rule_score(series))
     after = std_rule_score(structure_sets(series, random_structure(n, 1.0, rng), rng))
     assert 0.03 < before < 0.042
@@ -132,7 +115,7 @@ def test_structured_validation_structures_that_share_of_homogeneous_parcels_only
     rng = np.random.default_rng(4)
     n = 80
     green = rng.uniform(90.0, 170.0, n)
-    series = _series(rng, np.stack([_profile(DAYS, g, g + 100.0) for g in green]), 0.03)
+    series = pixel_sets(rng, np.stack([profile(DAYS, g, g + 100.0) for g in green]), 0.03)
     crops = np.array(["BTH", "MIS", "PPH", "ORH"] * (n // 4))
     season = Season(series, np.zeros(n, bool), crops)
     ((labels, structured),) = structured_validation([season], seed=5)
