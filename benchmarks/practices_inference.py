@@ -4,7 +4,8 @@ out) next to the model alone on ONNX Runtime and on PyTorch eager, same inputs.
 The table: 100 000 parcel-seasons built from a simulated, replayed season (its 300 parcels
 repeated under new ids). Timed, best of 3:
 
-* `detect_practices` end to end (no event emitted before, then a third of them emitted), and
+* `detect_practices` end to end (no event emitted before, then a third of them emitted; one
+  run's system CPU-seconds and page faults: the kernel's share, fresh pages), and
   its steps: `prepare`, parcel ranks (parcel ids grouped by their bytes and ranked in Rust),
   the row columns (tile ranks, the feature columns' Arrow buffers, sensor and source codes,
   row kinds in Rust), both again at once as `detect_practices` runs them (the total counts
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -146,6 +148,17 @@ def step_breakdown(table: pl.DataFrame, model: Model, n: int, workers: int) -> N
     print(f"  CPU-s per {n} parcel-seasons: model {model:.2f}, the rest {cpu - model:.2f}")
 
 
+def kernel_share(what: Callable[[], object]) -> None:
+    """Print one run's system CPU-seconds and minor page faults: fresh pages of large arrays
+    (over glibc's 32 MB mmap ceiling each one is mapped anew and zeroed by the kernel) are a
+    share of the CPU that no kernel of ours shows in a profile."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    what()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    faults = after.ru_minflt - before.ru_minflt
+    print(f"    one run: {after.ru_stime - before.ru_stime:.2f} system CPU-s, {faults} page faults")
+
+
 def torch_eager(values: F32, device: str, threads: int) -> Callable[[], F32] | None:
     """A closure running the shipped weights on PyTorch eager over `values`, or None (and
     why, in one line) when PyTorch or the device is missing."""
@@ -200,6 +213,7 @@ def main() -> None:
     print("end to end (observation rows in, events out):")
     wall, cpu, events = timed(lambda: detect_practices(table, model=one, workers=workers))
     parcels_line(f"detect_practices ({events.height} events)", n, wall, cpu)
+    kernel_share(lambda: detect_practices(table, model=one, workers=workers))
     emitted = set(events.get_column("event_id").gather_every(3))
     wall, cpu, fresh = timed(
         lambda: detect_practices(table, model=one, emitted=emitted, workers=workers)
