@@ -218,7 +218,6 @@ class StackedHeterogeneity(nn.Module):
     def __init__(self, net: HeterogeneityNet, coefficients: tuple[float, float, float]) -> None:
         super().__init__()
         self.net = net
-        self.config = {**net.config, "stack": list(coefficients)}
         self.register_buffer("coefficients", torch.tensor(coefficients, dtype=torch.float32))
 
     def features(

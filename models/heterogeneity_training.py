@@ -57,6 +57,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -707,9 +708,11 @@ def _log_odds(p: float) -> float:
 
 def load_network(checkpoint: Path) -> HeterogeneityNet:
     """The network of a checkpoint (a stack's base, or a network alone)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    config = {k: v for k, v in state["config"].items() if k != "stack"}
-    model = HeterogeneityNet(**config)
+    return _network(torch.load(checkpoint, map_location="cpu", weights_only=True))
+
+
+def _network(state: dict[str, Any]) -> HeterogeneityNet:
+    model = HeterogeneityNet(**state["config"])
     model.load_state_dict(state["state_dict"])
     return model.eval()
 
@@ -717,7 +720,7 @@ def load_network(checkpoint: Path) -> HeterogeneityNet:
 def load_checkpoint(checkpoint: Path) -> nn.Module:
     """The exported module: the stack when the checkpoint has its coefficients."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    net = load_network(checkpoint)
+    net = _network(state)
     if "stack" not in state:
         return net
     a, b, c = (float(v) for v in state["stack"])
