@@ -62,16 +62,13 @@ from monitor.model_io import N_BINS as N_BINS
 from monitor.model_io import PRACTICES as PRACTICES
 
 F32 = npt.NDArray[np.float32]
-# A float column as the kernels read it: per Arrow chunk, its values and (when some are
-# null) its validity bitmap with the bit offset.
-_FloatColumn = list[tuple[npt.NDArray[np.float64], tuple[npt.NDArray[np.uint8], int] | None]]
+# An Arrow validity bitmap with the bit of the chunk's first row (None: no nulls).
+_Bitmap = tuple[npt.NDArray[np.uint8], int] | None
+# A float column as the kernels read it: per Arrow chunk, its values and bitmap.
+_FloatColumn = list[tuple[npt.NDArray[np.float64], _Bitmap]]
 # A string column as the kernels read it: per Arrow chunk, its string views (16 bytes a
-# row), validity bitmap with the bit offset (when some are null) and data buffers.
-_StringColumn = list[
-    tuple[
-        npt.NDArray[np.uint8], tuple[npt.NDArray[np.uint8], int] | None, list[npt.NDArray[np.uint8]]
-    ]
-]
+# row), bitmap and data buffers.
+_StringColumn = list[tuple[npt.NDArray[np.uint8], _Bitmap, list[npt.NDArray[np.uint8]]]]
 
 EVENT_TYPES: Final = tuple(f"practice.{p}" for p in PRACTICES)
 
@@ -167,49 +164,47 @@ def prepare(observations: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _string_columns(df: pl.DataFrame, columns: Sequence[str]) -> list[_StringColumn]:
-    """String columns as the kernels read them, in place: each chunk's Arrow string views,
-    validity bitmap and data buffers (polars holds strings as views: no copy)."""
-    table = df.select(pl.col(columns).cast(pl.String)).to_arrow(
-        compat_level=pl.CompatLevel.newest()
-    )
-    out: list[_StringColumn] = []
-    for i in range(len(columns)):
-        chunks: _StringColumn = []
-        for array in table.column(i).chunks:
-            assert array.type == pa.string_view(), array.type  # what polars exports
-            validity, views, *data = array.buffers()
-            offset, n = array.offset, len(array)
-            held = np.frombuffer(views, np.uint8) if views is not None else np.empty(0, np.uint8)
-            bits = None if validity is None else (np.frombuffer(validity, np.uint8), offset)
-            buffers = [np.frombuffer(b, np.uint8) for b in data if b is not None]
-            chunks.append((held[_VIEW * offset : _VIEW * (offset + n)], bits, buffers))
-        out.append(chunks)
-    return out
+def _bitmap(array: pa.Array) -> _Bitmap:
+    """An Arrow chunk's validity bitmap, in place, with the bit of its first row."""
+    validity = array.buffers()[0]
+    return None if validity is None else (np.frombuffer(validity, np.uint8), array.offset)
+
+
+def _string_views(values: pl.Series) -> _StringColumn:
+    """A string column as the kernels read it, in place: each chunk's Arrow string views,
+    bitmap and data buffers (polars holds strings as views: no copy)."""
+    # through a frame: `Series.to_arrow` would join the chunks into one copy
+    frame = values.cast(pl.String).to_frame().to_arrow(compat_level=pl.CompatLevel.newest())
+    chunks: _StringColumn = []
+    for array in frame.column(0).chunks:
+        assert array.type == pa.string_view(), array.type  # what polars exports
+        _, views, *data = array.buffers()
+        offset, n = array.offset, len(array)
+        held = np.frombuffer(views, np.uint8) if views is not None else np.empty(0, np.uint8)
+        buffers = [np.frombuffer(b, np.uint8) for b in data if b is not None]
+        chunks.append((held[_VIEW * offset : _VIEW * (offset + n)], _bitmap(array), buffers))
+    return chunks
 
 
 def _ranks(values: pl.Series) -> tuple[pl.Series, npt.NDArray[np.uint32]]:
     """The distinct values of a string column, sorted (nulls last), and each row's rank
     among them: grouped by their exact bytes in Rust, in parallel."""
-    (column,) = _string_columns(values.to_frame(), [values.name])
-    rank, first = _core.practice_string_ranks(column)
+    rank, first = _core.practice_string_ranks(_string_views(values))
     return values.gather(first), rank
 
 
 def _feature_values(df: pl.DataFrame, columns: Sequence[str]) -> list[_FloatColumn]:
     """Columns as the kernels read them, in place: each chunk's Arrow float64 values and
-    validity bitmap, all columns cut alike (one Arrow table). A NaN-filled float64 copy of
-    the 7 features cost ~0.4 CPU-s per 8 M rows, half of them null."""
+    bitmap, all columns cut alike (one Arrow table). A NaN-filled float64 copy of the 7
+    features cost ~0.4 CPU-s per 8 M rows, half of them null."""
     table = df.select(pl.col(columns).cast(pl.Float64)).to_arrow()
     out: list[_FloatColumn] = []
-    for i in range(len(columns)):
+    for column in table.columns:
         chunks: _FloatColumn = []
-        for array in table.column(i).chunks:
-            validity, values = array.buffers()
+        for array in column.chunks:
             offset, n = array.offset, len(array)
-            data = np.frombuffer(values, dtype=np.float64, count=offset + n)[offset:]
-            bits = None if validity is None else (np.frombuffer(validity, np.uint8), offset)
-            chunks.append((data, bits))
+            values = np.frombuffer(array.buffers()[1], dtype=np.float64, count=offset + n)
+            chunks.append((values[offset:], _bitmap(array)))
         out.append(chunks)
     return out
 
@@ -241,7 +236,7 @@ def _row_flags(
         )
     coded = observations.select(codes)
     sensor = coded.get_column("sensor").to_numpy()
-    if "source" in observations.columns:
+    if "source" in coded.columns:
         source = coded.get_column("source").to_numpy()
     else:
         source = np.full(observations.height, _SOURCE_OBSERVED, dtype=np.uint8)

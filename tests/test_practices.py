@@ -217,8 +217,7 @@ def test_ranks_in_parallel_pieces_match_a_sort_of_the_distinct_values() -> None:
 
 
 def test_string_views_outside_their_buffers_are_a_one_line_error() -> None:
-    (column,) = practices._string_columns(pl.DataFrame({"p": ["a-long-parcel-id"]}), ["p"])
-    views, validity, buffers = column[0]
+    ((views, validity, buffers),) = practices._string_views(pl.Series("p", ["a-long-parcel-id"]))
     with pytest.raises(KernelError, match="outside its buffers") as err:
         _core.practice_string_ranks([(views, validity, [buffers[0][:4]])])
     assert "\n" not in str(err.value)
