@@ -4,6 +4,7 @@
 //! benches run without an interpreter. The PyO3 layer lives in `bindings` and is only
 //! compiled with the `python` feature (maturin turns it on).
 
+pub mod arrow_validity;
 pub mod coarse;
 pub mod coverage;
 pub mod event_json;

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
+use crate::arrow_validity::{self, Validity};
 use crate::kernel_error::KernelError;
 
 /// Row kinds (`RowTable::kind`).
@@ -70,22 +71,18 @@ pub struct GridLayout {
 #[derive(Clone, Copy, Debug)]
 pub struct Chunk<'a> {
     pub values: &'a [f64],
-    pub validity: Option<(&'a [u8], usize)>,
+    pub validity: Validity<'a>,
 }
 
 impl Chunk<'_> {
     /// Whether the bitmap covers every value.
     fn is_whole(&self) -> bool {
-        self.validity
-            .is_none_or(|(bits, offset)| bits.len() * 8 >= offset + self.values.len())
+        arrow_validity::covers(self.validity, self.values.len())
     }
 
     #[inline]
     fn is_valid(&self, row: usize) -> bool {
-        self.validity.is_none_or(|(bits, offset)| {
-            let i = offset + row;
-            (bits[i >> 3] >> (i & 7)) & 1 == 1
-        })
+        arrow_validity::is_valid(self.validity, row)
     }
 
     /// The value of a row of the chunk, NaN when null.
@@ -552,6 +549,22 @@ fn spans(seen: &[bool], out: &mut [Span]) {
     }
 }
 
+/// Channel `channel` of a series' `[n_channels, n_bins]` block.
+fn channel_of(out: &mut [f32], channel: usize, n_bins: usize) -> &mut [f32] {
+    &mut out[channel * n_bins..(channel + 1) * n_bins]
+}
+
+/// Zeros `channels` of a series' block: features the series never has.
+fn zero_channels<'c>(
+    out: &mut [f32],
+    channels: impl IntoIterator<Item = &'c usize>,
+    n_bins: usize,
+) {
+    for &channel in channels {
+        channel_of(out, channel, n_bins).fill(0.0);
+    }
+}
+
 /// One feature's bin means interpolated along `spans`, normalised, NaN as 0 (infinities as
 /// the extreme finite values, as `numpy.nan_to_num`), written to `out`. The gather first,
 /// then the normalisation on its own: a loop without indices, which the compiler vectorises
@@ -883,9 +896,7 @@ impl SeriesScratch {
         out: &mut [f32],
     ) {
         let n_bins = layout.n_bins;
-        for &channel in &self.idle {
-            out[channel * n_bins..(channel + 1) * n_bins].fill(0.0);
-        }
+        zero_channels(out, &self.idle, n_bins);
         self.clear.clear();
         self.rebuilt.clear();
         self.s1.clear();
@@ -936,18 +947,15 @@ impl SeriesScratch {
             spans(&self.seen, &mut self.spans);
             for (f, (&channel, &norm)) in layout.s2_channels.iter().zip(&layout.s2_norm).enumerate()
             {
-                let block = &mut out[channel * n_bins..(channel + 1) * n_bins];
                 interpolate_into(
-                    block,
+                    channel_of(out, channel, n_bins),
                     &self.means[f * n_bins..(f + 1) * n_bins],
                     &self.spans,
                     norm,
                 );
             }
         } else {
-            for &channel in &layout.s2_channels {
-                out[channel * n_bins..(channel + 1) * n_bins].fill(0.0);
-            }
+            zero_channels(out, &layout.s2_channels, n_bins);
         }
         if rows.s1.is_some() {
             for t in 0..n_bins {
@@ -962,14 +970,11 @@ impl SeriesScratch {
                 for (f, (&channel, &norm)) in
                     layout.s1_channels.iter().zip(&layout.s1_norm).enumerate()
                 {
-                    let block = &mut out[channel * n_bins..(channel + 1) * n_bins];
                     let means = &self.s1_means[f * n_bins..(f + 1) * n_bins];
-                    interpolate_into(block, means, &self.spans, norm);
+                    interpolate_into(channel_of(out, channel, n_bins), means, &self.spans, norm);
                 }
             } else {
-                for &channel in &layout.s1_channels {
-                    out[channel * n_bins..(channel + 1) * n_bins].fill(0.0);
-                }
+                zero_channels(out, &layout.s1_channels, n_bins);
             }
         }
     }

@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::arrow_validity::{self, Validity};
 use crate::kernel_error::KernelError;
 
 /// Bytes of an Arrow string view: length (u32, little-endian), then the string itself when it
@@ -24,7 +25,7 @@ pub struct ViewChunk<'a> {
     /// `VIEW` bytes per row.
     pub views: &'a [u8],
     /// Validity bitmap and the bit of the chunk's first row, when some rows are null.
-    pub validity: Option<(&'a [u8], usize)>,
+    pub validity: Validity<'a>,
     /// The data buffers long strings point into.
     pub buffers: Vec<&'a [u8]>,
 }
@@ -47,10 +48,7 @@ impl<'a> ViewChunk<'a> {
     }
 
     fn is_valid(&self, row: usize) -> bool {
-        self.validity.is_none_or(|(bits, offset)| {
-            let i = offset + row;
-            (bits[i >> 3] >> (i & 7)) & 1 == 1
-        })
+        arrow_validity::is_valid(self.validity, row)
     }
 
     /// The row's bytes, None when null (views checked by `ViewColumn::new`).
@@ -69,9 +67,7 @@ impl<'a> ViewChunk<'a> {
 
     /// Whether every view points inside its buffers and the bitmap covers every row.
     fn check(&self) -> bool {
-        let whole = self
-            .validity
-            .is_none_or(|(bits, offset)| bits.len() * 8 >= offset + self.len());
+        let whole = arrow_validity::covers(self.validity, self.len());
         let inside = |view: &[u8]| {
             let len = word(view, 0);
             let end = word(view, 12).checked_add(len);
